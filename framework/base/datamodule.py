@@ -1,0 +1,110 @@
+"""Shared LightningDataModule base: global batch size split over ranks, seeded loaders, dataset cache."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from framework.base.dataset_cache import load_or_generate
+from framework.validation import require_non_negative, require_positive
+
+__all__ = ["FrameworkDataModule"]
+
+
+def _seed_worker(worker_id: int) -> None:
+    # Each worker gets a distinct, reproducible numpy/random seed derived from torch's per-worker seed.
+    import random
+
+    import numpy as np
+
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+class FrameworkDataModule(pl.LightningDataModule):
+    """Base for the project's DataModules.
+
+    ``batch_size`` is the *global* batch size: under DDP each of the ``world_size`` ranks loads
+    ``batch_size // world_size`` samples per step (an error if it does not divide), so a config means the same
+    optimisation problem on 1 or N devices.
+
+    Args:
+        batch_size: global batch size (> 0).
+        num_workers: DataLoader worker processes per rank (>= 0).
+        seed: seed of data generation and of the training-loader shuffling.
+        cache_dir: where generated datasets are cached (default ``$FRAMEWORK_CACHE_DIR`` or
+            ``~/.cache/framework/datasets``).
+        pin_memory: pin host memory (useful on GPU).
+    """
+
+    def __init__(
+        self,
+        *,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        seed: int = 0,
+        cache_dir: str | None = None,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool):
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        require_positive("batch_size", batch_size)
+        if not isinstance(num_workers, int):
+            raise ValueError(f"num_workers must be a non-negative integer, got {num_workers!r}")
+        require_non_negative("num_workers", num_workers)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.cache_dir = cache_dir
+        self.pin_memory = pin_memory
+
+    # ------------------------------------------------------------------ batch size
+    @property
+    def world_size(self) -> int:
+        trainer = self.trainer
+        return int(trainer.world_size) if trainer is not None else 1
+
+    @property
+    def per_device_batch_size(self) -> int:
+        """``batch_size // world_size``; raises if the global batch size does not divide evenly."""
+        world = self.world_size
+        if self.batch_size % world != 0:
+            raise ValueError(
+                f"data.init_args.batch_size={self.batch_size} is the global batch size and must be divisible by "
+                f"the number of processes ({world})"
+            )
+        return self.batch_size // world
+
+    # ------------------------------------------------------------------ loaders
+    def make_dataloader(
+        self, dataset: Dataset, *, shuffle: bool, drop_last: bool = False, collate_fn: Callable | None = None,
+        batch_size: int | None = None,
+    ) -> DataLoader:
+        """A DataLoader with the per-device batch size, seeded shuffling and seeded workers."""
+        generator = torch.Generator()
+        generator.manual_seed(self.seed)
+        return DataLoader(
+            dataset,
+            batch_size=batch_size or self.per_device_batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            worker_init_fn=_seed_worker,
+            generator=generator,
+            collate_fn=collate_fn,
+        )
+
+    # ------------------------------------------------------------------ cache
+    def cached(self, name: str, generate: Callable[..., Mapping[str, Any]], *, version: str | int = 1, **kwargs: Any):
+        """Generate-once helper: see :func:`framework.base.dataset_cache.load_or_generate`."""
+        cache_dir = Path(self.cache_dir).expanduser() if self.cache_dir else None
+        return load_or_generate(name, generate, version=version, cache_dir=cache_dir, **kwargs)

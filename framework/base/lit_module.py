@@ -1,0 +1,92 @@
+"""Shared LightningModule base: injected optimizer / scheduler factories and per-stage metric collections."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from torchmetrics import MetricCollection
+
+from framework.validation import require_choice
+
+__all__ = ["FrameworkModule", "STAGES"]
+
+STAGES = ("train", "val", "test")
+
+
+class FrameworkModule(pl.LightningModule):
+    """Base for the project's LightningModules.
+
+    Models own their optimizers: the optimizer and scheduler are *factories* injected through the constructor
+    (``OptimizerCallable`` / ``LRSchedulerCallable``), so any ``torch.optim.Optimizer`` - the project's own included -
+    is chosen in YAML by ``class_path``::
+
+        model:
+          class_path: models.x.X
+          init_args:
+            optimizer: {class_path: torch.optim.AdamW, init_args: {lr: 1.0e-3}}
+            scheduler: {class_path: torch.optim.lr_scheduler.CosineAnnealingLR, init_args: {T_max: 100}}
+
+    Subclasses call ``super().__init__(optimizer=..., scheduler=...)``, then ``self.save_hyperparameters()``,
+    override :meth:`parameter_groups` to give parameter groups their own settings, and register metrics with
+    :meth:`register_stage_metrics` (one independent copy per stage, so train / val / test never share state).
+
+    Args:
+        optimizer: factory ``params -> Optimizer``; required for ``fit``.
+        scheduler: optional factory ``optimizer -> LRScheduler``.
+        scheduler_interval: "epoch" or "step".
+        scheduler_monitor: metric watched by ``ReduceLROnPlateau``-style schedulers.
+    """
+
+    def __init__(
+        self,
+        *,
+        optimizer: OptimizerCallable | None = None,
+        scheduler: LRSchedulerCallable | None = None,
+        scheduler_interval: str = "epoch",
+        scheduler_monitor: str | None = None,
+    ) -> None:
+        super().__init__()
+        require_choice("scheduler_interval", scheduler_interval, ("epoch", "step"))
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.scheduler_interval = scheduler_interval
+        self.scheduler_monitor = scheduler_monitor
+        self.stage_metrics = torch.nn.ModuleDict()
+
+    # ------------------------------------------------------------------ metrics
+    def register_stage_metrics(self, metrics: MetricCollection, stages: Iterable[str] = STAGES) -> None:
+        """Keep one clone of ``metrics`` per stage, keys prefixed ``"<stage>/"``."""
+        for stage in stages:
+            require_choice("stage", stage, STAGES)
+            self.stage_metrics[stage] = metrics.clone(prefix=f"{stage}/")
+
+    def metrics_for(self, stage: str) -> MetricCollection:
+        """The metric collection of ``stage`` ("train", "val" or "test")."""
+        if stage not in self.stage_metrics:
+            raise KeyError(f"no metrics registered for stage {stage!r}; registered: {list(self.stage_metrics)}")
+        return self.stage_metrics[stage]
+
+    # ------------------------------------------------------------------ optimizers
+    def parameter_groups(self) -> Iterable[torch.nn.Parameter] | list[dict[str, Any]]:
+        """Parameters (or parameter groups) handed to the optimizer factory. Override for per-group settings."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def configure_optimizers(self):
+        if self.optimizer_factory is None:
+            raise MisconfigurationException(
+                f"{type(self).__name__} has no optimizer: set model.init_args.optimizer "
+                "(e.g. {class_path: torch.optim.AdamW, init_args: {lr: 0.001}}) to train it"
+            )
+        optimizer = self.optimizer_factory(self.parameter_groups())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        config: dict[str, Any] = {"scheduler": scheduler, "interval": self.scheduler_interval}
+        if self.scheduler_monitor is not None:
+            config["monitor"] = self.scheduler_monitor
+        return {"optimizer": optimizer, "lr_scheduler": config}

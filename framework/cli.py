@@ -1,0 +1,86 @@
+"""``python -m framework fit|validate|test|predict --config FILE.yaml [--key=value ...]``.
+
+Built on ``LightningCLI`` in subclass mode: any LightningModule / LightningDataModule is chosen by ``class_path``.
+Models own their optimizers (``auto_configure_optimizers=False``; factories injected as ``model.init_args.optimizer``).
+The project's packages are imported before parsing so that short class names resolve; committed configs use full
+class paths.
+
+Interpolation: ``parser_mode="omegaconf"``. ``${...}`` interpolations are resolved *inside one YAML file, before*
+command-line overrides are applied: ``--model.init_args.hidden=32`` changes ``hidden`` but not a value that was
+interpolated from it. Values that must stay equal across model and data are therefore linked (``link_arguments``),
+not interpolated.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.cli import ArgsType, LightningCLI
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+
+from framework.cli_errors import FrameworkArgumentParser, condense_error
+from framework.loggers.config_saving import RunConfigSaver
+
+__all__ = ["FrameworkCLI", "main", "DEFAULT_SEED", "PROJECT_PACKAGES", "ENTRY_POINT_GROUP"]
+
+DEFAULT_SEED = 1234
+PROJECT_PACKAGES = ("framework.optim", "framework.metrics", "framework.loggers", "models", "datamodules", "callbacks")
+#: Third-party packages can make their classes resolvable by short name by declaring an entry point in this group.
+ENTRY_POINT_GROUP = "framework.plugins"
+
+#: Init arguments copied from the DataModule to the model when *both* take them (``link_arguments`` on parse: the
+#: model's copy disappears from the user-facing config and follows the data's). A link whose source or target the
+#: chosen classes lack is skipped, so any pair of classes can be combined.
+DATA_TO_MODEL_LINKS = (
+    "num_classes",
+    "num_features",
+    "input_shape",
+    "in_channels",
+    "vocab_size",
+    "seq_len",
+    "context_length",
+    "horizon",
+)
+
+
+def import_project_packages() -> None:
+    """Import the project's packages (and plugins) so their classes resolve by short name."""
+    for name in PROJECT_PACKAGES:
+        importlib.import_module(name)
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        entry.load()
+
+
+class FrameworkCLI(LightningCLI):
+    """The project's ``LightningCLI``: subclass mode, omegaconf parsing, fixed seed, data-to-model links,
+    per-run config saving, and bad-input errors reported as one clear line before anything runs."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        for name in DATA_TO_MODEL_LINKS:
+            parser.link_arguments(f"data.init_args.{name}", f"model.init_args.{name}", apply_on="parse")
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except (ValueError, TypeError, FileNotFoundError, KeyError, MisconfigurationException) as error:
+            # Constructors validate their arguments; report the message (which names the value) without a traceback.
+            self.parser.error(f"invalid configuration: {condense_error(str(error))}")
+
+
+def main(args: ArgsType = None, *, run: bool = True) -> FrameworkCLI:
+    """Entry point of ``python -m framework``; ``args`` lets tests and notebooks call it with a list."""
+    import_project_packages()
+    return FrameworkCLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        seed_everything_default=DEFAULT_SEED,
+        auto_configure_optimizers=False,
+        save_config_callback=RunConfigSaver,
+        parser_kwargs={"parser_mode": "omegaconf"},
+        parser_class=FrameworkArgumentParser,
+        args=args,
+        run=run,
+    )

@@ -1,0 +1,7 @@
+"""Logging helpers: the offline-first W&B logger, per-run config saving and figure logging."""
+
+from framework.loggers.config_saving import RunConfigSaver
+from framework.loggers.figures import figure_to_array, log_figure, new_figure
+from framework.loggers.wandb_run import WandbRunLogger, wandb_is_configured
+
+__all__ = ["RunConfigSaver", "WandbRunLogger", "figure_to_array", "log_figure", "new_figure", "wandb_is_configured"]

@@ -1,0 +1,63 @@
+"""Save the resolved config of every run into that run's own directory (and into the W&B run's config).
+
+Lightning's default ``SaveConfigCallback`` writes ``<trainer.log_dir>/config.yaml``; with a W&B logger that directory is
+shared by all runs, so a second run of the same config aborts (Lightning issues #11256, #17168). This callback writes
+into the W&B run directory (synced with the run) or the logger's per-version directory instead, and never overwrites
+an existing file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.loggers import WandbLogger
+
+__all__ = ["RunConfigSaver", "free_path"]
+
+
+def free_path(directory: Path, filename: str) -> Path:
+    """``directory/filename`` if free, else ``directory/<stem>-<n><suffix>`` with the smallest free ``n``."""
+    path = directory / filename
+    n = 1
+    while path.exists():
+        path = directory / f"{Path(filename).stem}-{n}{Path(filename).suffix}"
+        n += 1
+    return path
+
+
+class RunConfigSaver(SaveConfigCallback):
+    """Writes ``config.yaml`` into each run's own directory; the YAML also goes into the W&B run config."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs["save_to_log_dir"] = False
+        super().__init__(*args, **kwargs)
+
+    def save_config(self, trainer, pl_module, stage: str) -> None:  # rank 0 only (Lightning guarantees it)
+        text = self.parser.dump(self.config, skip_none=False)
+        directories: list[Path] = []
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                experiment = logger.experiment
+                run_dir = getattr(experiment, "dir", None)
+                if run_dir:
+                    directories.append(Path(run_dir))
+                try:
+                    import yaml
+
+                    experiment.config.update({"cli_config": yaml.safe_load(text)}, allow_val_change=True)
+                except Exception:  # a disabled run has a no-op config; nothing to record there
+                    pass
+            elif getattr(logger, "log_dir", None):
+                directories.append(Path(logger.log_dir))
+        if not directories:
+            directories.append(Path(trainer.default_root_dir))
+        for directory in directories:
+            directory.mkdir(parents=True, exist_ok=True)
+            target = free_path(directory, self.config_filename)
+            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".config-", suffix=".yaml")
+            with os.fdopen(fd, "w") as handle:
+                handle.write(text)
+            os.replace(tmp, target)
