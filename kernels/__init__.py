@@ -1,0 +1,1 @@
+"""Triton kernels with pure-PyTorch references (importable with torch and triton alone)."""

@@ -1,0 +1,33 @@
+"""Squeezed Attention kernels: k-means, centroid lookup (single and hierarchical), sparse prefill/decode attention."""
+
+from .ops import (
+    AttentionResult,
+    ClusterLayout,
+    KMeansResult,
+    Selection,
+    centroid_lookup,
+    cluster_contiguous_layout,
+    dense_attention,
+    hierarchical_lookup,
+    kmeans,
+    merge_attention,
+    select_from_scores,
+    sparse_attention,
+    unpermute_indices,
+)
+
+__all__ = [
+    "AttentionResult",
+    "ClusterLayout",
+    "KMeansResult",
+    "Selection",
+    "centroid_lookup",
+    "cluster_contiguous_layout",
+    "dense_attention",
+    "hierarchical_lookup",
+    "kmeans",
+    "merge_attention",
+    "select_from_scores",
+    "sparse_attention",
+    "unpermute_indices",
+]
