@@ -14,7 +14,12 @@ not interpolated.
 from __future__ import annotations
 
 import importlib
+import os
+import pkgutil
 from importlib.metadata import entry_points
+# Lightning itself still calls jsonargparse APIs deprecated in 4.49; those warnings are noise for our users.
+os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
+
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import ArgsType, LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
@@ -44,12 +49,25 @@ DATA_TO_MODEL_LINKS = (
 )
 
 
-def import_project_packages() -> None:
-    """Import the project's packages (and plugins) so their classes resolve by short name."""
+def import_project_packages() -> list[str]:
+    """Import the project's packages, every module inside them, and plugins, so classes resolve by short name.
+
+    A module whose optional dependency is missing is skipped (its classes then need the full class path, and
+    importing them reports the missing package). Returns the names of the skipped modules.
+    """
+    skipped = []
     for name in PROJECT_PACKAGES:
-        importlib.import_module(name)
+        package = importlib.import_module(name)
+        for info in pkgutil.walk_packages(getattr(package, "__path__", []), prefix=f"{name}."):
+            if info.name.rsplit(".", 1)[-1].startswith("_"):
+                continue
+            try:
+                importlib.import_module(info.name)
+            except ImportError:
+                skipped.append(info.name)
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         entry.load()
+    return skipped
 
 
 class FrameworkCLI(LightningCLI):

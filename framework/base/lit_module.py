@@ -63,13 +63,16 @@ class FrameworkModule(pl.LightningModule):
         """Keep one clone of ``metrics`` per stage, keys prefixed ``"<stage>/"``."""
         for stage in stages:
             require_choice("stage", stage, STAGES)
-            self.stage_metrics[stage] = metrics.clone(prefix=f"{stage}/")
+            # ModuleDict keys may not shadow nn.Module attributes ("train" would), hence the suffix.
+            self.stage_metrics[f"{stage}_metrics"] = metrics.clone(prefix=f"{stage}/")
 
     def metrics_for(self, stage: str) -> MetricCollection:
         """The metric collection of ``stage`` ("train", "val" or "test")."""
-        if stage not in self.stage_metrics:
-            raise KeyError(f"no metrics registered for stage {stage!r}; registered: {list(self.stage_metrics)}")
-        return self.stage_metrics[stage]
+        key = f"{stage}_metrics"
+        if key not in self.stage_metrics:
+            registered = [k.removesuffix("_metrics") for k in self.stage_metrics]
+            raise KeyError(f"no metrics registered for stage {stage!r}; registered: {registered}")
+        return self.stage_metrics[key]
 
     # ------------------------------------------------------------------ optimizers
     def parameter_groups(self) -> Iterable[torch.nn.Parameter] | list[dict[str, Any]]:
