@@ -26,6 +26,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from framework.cli_errors import FrameworkArgumentParser, condense_error
 from framework.loggers.config_saving import RunConfigSaver
+from framework.loggers.wandb_run import finish_wandb_runs
 
 __all__ = ["FrameworkCLI", "main", "DEFAULT_SEED", "PROJECT_PACKAGES", "ENTRY_POINT_GROUP"]
 
@@ -89,7 +90,7 @@ class FrameworkCLI(LightningCLI):
 def main(args: ArgsType = None, *, run: bool = True) -> FrameworkCLI:
     """Entry point of ``python -m framework``; ``args`` lets tests and notebooks call it with a list."""
     import_project_packages()
-    return FrameworkCLI(
+    cli = FrameworkCLI(
         LightningModule,
         LightningDataModule,
         subclass_mode_model=True,
@@ -102,3 +103,6 @@ def main(args: ArgsType = None, *, run: bool = True) -> FrameworkCLI:
         args=args,
         run=run,
     )
+    if run:
+        finish_wandb_runs(cli.trainer)  # one W&B run per command, flushed to disk now
+    return cli

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ def run_cli(tmp_path, monkeypatch):
 
     def _run(*args: str):
         monkeypatch.chdir(tmp_path)
+        monkeypatch.setattr(sys, "argv", ["framework"])  # LightningCLI warns when sys.argv also has flags
         return main([str(a) for a in args])
 
     return _run

@@ -2,18 +2,42 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sized
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from framework.base.dataset_cache import load_or_generate
 from framework.validation import require_non_negative, require_positive
 
-__all__ = ["FrameworkDataModule"]
+__all__ = ["EpochSeededRandomSampler", "FrameworkDataModule"]
+
+
+class EpochSeededRandomSampler(Sampler[int]):
+    """Random permutation that depends only on ``(seed, epoch)``.
+
+    Lightning calls ``set_epoch`` before every epoch, so the order of epoch ``e`` is the same whether the run
+    started at epoch 0 or was resumed from a checkpoint (a shared ``torch.Generator`` would restart its stream).
+    """
+
+    def __init__(self, data_source: Sized, *, seed: int) -> None:
+        self.data_source = data_source
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.data_source)
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator()
+        generator.manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(len(self.data_source), generator=generator).tolist())
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -87,13 +111,13 @@ class FrameworkDataModule(pl.LightningDataModule):
         self, dataset: Dataset, *, shuffle: bool, drop_last: bool = False, collate_fn: Callable | None = None,
         batch_size: int | None = None,
     ) -> DataLoader:
-        """A DataLoader with the per-device batch size, seeded shuffling and seeded workers."""
+        """A DataLoader with the per-device batch size, epoch-seeded shuffling and seeded workers."""
         generator = torch.Generator()
         generator.manual_seed(self.seed)
         return DataLoader(
             dataset,
             batch_size=batch_size or self.per_device_batch_size,
-            shuffle=shuffle,
+            sampler=EpochSeededRandomSampler(dataset, seed=self.seed) if shuffle else None,
             drop_last=drop_last,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,

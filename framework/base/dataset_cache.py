@@ -49,6 +49,30 @@ def dataset_fingerprint(name: str, version: str | int, kwargs: Mapping[str, Any]
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def _features_for(data: Mapping[str, Any]):
+    """Fixed-shape Arrow features for numeric arrays, so ``dataset[:]`` returns real ndarrays (not nested lists).
+
+    1-d columns become scalars, 2-d a fixed-length sequence per row, 3-d to 6-d ``datasets.Array{2..5}D``; anything
+    else (lists, strings) makes the whole schema inferred by ``datasets``.
+    """
+    import datasets
+
+    features = {}
+    for key, value in data.items():
+        if not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf":
+            return None
+        dtype = "bool" if value.dtype == np.bool_ else str(value.dtype)
+        if value.ndim == 1:
+            features[key] = datasets.Value(dtype)
+        elif value.ndim == 2:
+            features[key] = datasets.Sequence(datasets.Value(dtype), length=value.shape[1])
+        elif 3 <= value.ndim <= 6:
+            features[key] = getattr(datasets, f"Array{value.ndim - 1}D")(shape=value.shape[1:], dtype=dtype)
+        else:
+            return None
+    return datasets.Features(features)
+
+
 def load_or_generate(
     name: str,
     generate: Callable[..., Mapping[str, Any]],
@@ -67,7 +91,7 @@ def load_or_generate(
         **kwargs: passed to ``generate`` and hashed into the fingerprint (must be JSON-like or numpy arrays).
 
     Returns:
-        A ``datasets.Dataset`` with numpy formatting.
+        A ``datasets.Dataset`` with numpy formatting: ``dataset[:]`` is a dict of full ndarrays, ``dataset[i]`` one row.
     """
     import datasets
 
@@ -79,10 +103,11 @@ def load_or_generate(
         if len(set(lengths.values())) != 1:
             raise ValueError(f"generator {name!r} returned columns of different lengths: {lengths}")
         data = {k: (np.asarray(v) if not isinstance(v, list) else v) for k, v in columns.items()}
-        dataset = datasets.Dataset.from_dict(data)
+        dataset = datasets.Dataset.from_dict(data, features=_features_for(data))
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
         try:
+            datasets.disable_progress_bars()
             dataset.save_to_disk(str(tmp))
             try:
                 os.replace(tmp, target)
@@ -91,5 +116,6 @@ def load_or_generate(
                 if not (target / "dataset_info.json").is_file():
                     raise
         finally:
+            datasets.enable_progress_bars()
             shutil.rmtree(tmp, ignore_errors=True)
     return datasets.load_from_disk(str(target)).with_format("numpy")

@@ -39,7 +39,8 @@ def log_figure(trainer, key: str, fig: Figure, *, step: int | None = None, capti
         for logger in trainer.loggers:
             name = type(logger).__name__
             if name == "WandbLogger" or hasattr(logger, "log_image"):
-                logger.log_image(key=key, images=[image], step=step, caption=[caption] if caption else None)
+                extra = {"caption": [caption]} if caption else {}
+                logger.log_image(key=key, images=[image], step=step, **extra)
             elif name == "TensorBoardLogger":
                 logger.experiment.add_image(key, image, global_step=step, dataformats="HWC")
             elif getattr(logger, "log_dir", None):

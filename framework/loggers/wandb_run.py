@@ -9,7 +9,7 @@ from typing import Any
 
 from lightning.pytorch.loggers import WandbLogger
 
-__all__ = ["WandbRunLogger", "wandb_is_configured"]
+__all__ = ["WandbRunLogger", "finish_wandb_runs", "wandb_is_configured"]
 
 
 def wandb_is_configured() -> bool:
@@ -54,4 +54,34 @@ class WandbRunLogger(WandbLogger):
             # Respect an explicit "disabled" (tests, dry runs): WandbLogger(offline=True) would overwrite it.
             offline = False
         Path(save_dir).mkdir(parents=True, exist_ok=True)
+        _finish_previous_run()
         super().__init__(offline=offline, save_dir=save_dir, project=project, **kwargs)
+
+    @property
+    def experiment(self):
+        run = super().experiment
+        if getattr(run, "id", None):
+            _OPENED_RUN_IDS.add(run.id)
+        return run
+
+
+#: Runs opened by a WandbRunLogger in this process. A new logger finishes such a run first, so every
+#: ``python -m framework`` call (or every ``main([...])`` in a notebook or test) gets a run of its own instead of
+#: appending to the previous one (``WandbLogger`` reuses ``wandb.run`` when one is open).
+_OPENED_RUN_IDS: set[str] = set()
+
+
+def _finish_previous_run() -> None:
+    import wandb
+
+    run = wandb.run
+    if run is not None and getattr(run, "id", None) in _OPENED_RUN_IDS:
+        run.finish()
+
+
+def finish_wandb_runs(trainer) -> None:
+    """Finish the W&B runs of ``trainer``'s WandbRunLoggers (flushes the summary and history to disk)."""
+    for logger in getattr(trainer, "loggers", []):
+        if isinstance(logger, WandbRunLogger) and logger._experiment is not None:
+            if getattr(logger._experiment, "id", None) in _OPENED_RUN_IDS:
+                logger._experiment.finish()

@@ -37,7 +37,7 @@ class RegressionData(FrameworkDataModule):
         self._load()
 
     def setup(self, stage: str | None = None) -> None:
-        data = self._load()
+        data = self._load()[:]
         x = torch.as_tensor(data["x"]).float()
         y = torch.as_tensor(data["y"]).float()
         split = int(0.75 * len(x))
@@ -114,3 +114,25 @@ class RegressionModel(FrameworkModule):
         ax.hist(residuals, bins=20)
         ax.set_xlabel("residual")
         log_figure(self.trainer, "val/residuals", fig)
+
+
+class RecordRun(__import__("lightning.pytorch").pytorch.Callback):
+    """Writes ``{rank: {world_size, batch_sizes, val_mse}}`` to ``<path>.rank<r>.json`` at the end of fitting."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.batch_sizes: list[int] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.batch_sizes.append(len(batch[0]))
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        import json
+
+        record = {
+            "world_size": trainer.world_size,
+            "batch_sizes": self.batch_sizes,
+            "val_mse": float(trainer.callback_metrics["val/mse"]),
+        }
+        with open(f"{self.path}.rank{trainer.global_rank}.json", "w") as handle:
+            json.dump(record, handle)
