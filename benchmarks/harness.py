@@ -1,0 +1,102 @@
+"""Shared plumbing of ``benchmarks/<name>.py`` scripts (stdlib + torch only, so it runs on the GPU machine too).
+
+Every script: ``python benchmarks/<name>.py [--quick] [--out FILE.json]`` prints a markdown table and writes JSON with
+the rows and the environment. Comparisons are ratios measured side by side in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["benchmark_parser", "environment", "markdown_table", "write_results", "time_call"]
+
+
+def benchmark_parser(description: str) -> argparse.ArgumentParser:
+    """An ``argparse`` parser with the common ``--quick`` and ``--out`` options."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="small settings that finish fast on 2 CPU cores")
+    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON to this file")
+    return parser
+
+
+def environment() -> dict[str, Any]:
+    """Versions and hardware the numbers were measured on."""
+    import torch
+
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.version.cuda,
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu",
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    }
+    try:
+        import triton
+
+        env["triton"] = triton.__version__
+    except ImportError:
+        env["triton"] = None
+    try:
+        env["git_commit"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        env["git_commit"] = None
+    return env
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "nan"
+        magnitude = abs(value)
+        return f"{value:.3g}" if magnitude and (magnitude < 1e-3 or magnitude >= 1e5) else f"{value:.4g}"
+    return str(value)
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """Rows (dicts) as a GitHub markdown table; ``columns`` picks and orders the keys."""
+    if not rows:
+        return "(no rows)"
+    columns = list(columns or rows[0].keys())
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(_fmt(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_results(path: Path | None, *, name: str, rows: Sequence[dict[str, Any]], **extra: Any) -> None:
+    """Write ``{"benchmark", "environment", "rows", ...extra}`` as JSON (atomically) if ``path`` is given."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"benchmark": name, "environment": environment(), "rows": list(rows), **extra}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def time_call(fn: Callable[[], Any], *, repeats: int = 3, warmup: int = 1) -> float:
+    """Median wall time of ``fn()`` in seconds (CPU work; GPU scripts use CUDA events or do_bench instead)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return times[len(times) // 2]
