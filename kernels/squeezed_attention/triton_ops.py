@@ -1,0 +1,381 @@
+"""Launch wrappers of the Triton kernels (inputs are validated by ``ops.py`` before they get here).
+
+Host work is limited to allocating outputs and choosing grids; nothing waits for the GPU except threshold-mode
+selection, which reads the largest key count once to size the index buffer (budget mode knows it in advance, so
+the whole budget pipeline can be captured in a CUDA graph).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import torch
+import triton
+
+from .results import AttentionResult, ClusterLayout, Selection
+from .triton_attention import _decode_kernel, _decode_reduce_kernel, _prefill_kernel
+from .triton_lookup import _logits_kernel, _rows_kernel, _scores_kernel
+from .triton_select import (
+    _alive_compact_kernel,
+    _expand_layout_kernel,
+    _keep_count_kernel,
+    _keep_write_kernel,
+    _select_kernel,
+)
+from .validation import budget_to_count, interpreting
+
+LOG2E = 1.4426950408889634
+SMALL_ROWS = 64  # up to this many query rows a lookup stores logits; above, it recomputes (prefill)
+
+# Tile choices (GPU); the interpreter uses small tiles to stay fast.
+CONFIG = {
+    "lookup_block_c": 128,
+    "lookup_warps": 4,
+    "rows_block_m": 128,
+    "rows_block_c": 64,
+    "rows_warps": 8,
+    "decode_block_n": 64,
+    "decode_warps": 4,
+    "decode_stages": 3,
+    "decode_programs_per_sm": 4,
+    "prefill_block_m": 128,
+    "prefill_block_n": 64,
+    "prefill_warps": 8,
+    "prefill_stages": 3,
+    "select_block_c": 1024,
+    "select_warps": 8,
+    "expand_block_p": 1024,
+    "keep_block_k": 1024,
+}
+_INTERPRET_CONFIG = {
+    "lookup_block_c": 16, "rows_block_m": 16, "rows_block_c": 16, "decode_block_n": 16, "prefill_block_m": 16,
+    "prefill_block_n": 16, "select_block_c": 32, "expand_block_p": 32, "keep_block_k": 32,
+}
+
+
+def _cfg(name: str) -> int:
+    if interpreting() and name in _INTERPRET_CONFIG:
+        return _INTERPRET_CONFIG[name]
+    return CONFIG[name]
+
+
+def _num_sms(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 4
+
+
+def _launch_opts(warps: str, stages: str | None = None) -> dict:
+    if interpreting():
+        return {}
+    opts = {"num_warps": _cfg(warps)}
+    if stages is not None:
+        opts["num_stages"] = _cfg(stages)
+    return opts
+
+
+# ----------------------------------------------------------------------------------------------------- scores
+
+def cluster_scores(
+    q: torch.Tensor,
+    centroids: torch.Tensor,
+    cluster_sizes: torch.Tensor,
+    scale: float,
+    ids: torch.Tensor | None = None,
+    id_counts: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``[B, Hkv, C]`` fp32 estimated cluster probabilities (only listed clusters when ``ids [B*Hkv, C]`` and
+    ``id_counts [B*Hkv]`` are given; the others score 0 and leave the denominator)."""
+    b, hq, t, d = q.shape
+    hkv, c, _ = centroids.shape
+    g = hq // hkv
+    gt = g * t
+    dev = q.device
+    centroids = centroids.contiguous()
+    sizes = cluster_sizes.to(device=dev, dtype=torch.int32).contiguous()
+    use_ids = ids is not None
+    id_cap = c
+    ids_t = ids if use_ids else sizes  # placeholder pointer, never read
+    cnt_t = id_counts if use_ids else sizes
+    qk = scale * LOG2E
+    scores = torch.zeros(b * hkv, c, dtype=torch.float32, device=dev)
+    all_batches = (not use_ids) and b * gt <= SMALL_ROWS
+    if all_batches or gt <= SMALL_ROWS:
+        rows = b * gt if all_batches else gt
+        nprog = hkv if all_batches else b * hkv
+        block_r = max(16, triton.next_power_of_2(rows))
+        block_c = _cfg("lookup_block_c")
+        target = _num_sms(dev) * 4
+        ns = max(1, min(triton.cdiv(c, block_c), triton.cdiv(target, nprog)))
+        logits = torch.empty(nprog, rows, c, dtype=torch.float32, device=dev)
+        pm = torch.empty(nprog, ns, rows, dtype=torch.float32, device=dev)
+        pl = torch.empty_like(pm)
+        ieee = centroids.dtype == torch.float32
+        _logits_kernel[(ns, nprog)](
+            q, centroids, sizes, ids_t, cnt_t, logits, pm, pl,
+            qk, rows, gt, g, t, c, hkv, id_cap, c,
+            q.stride(0), q.stride(1), q.stride(2), centroids.stride(0), centroids.stride(1), sizes.stride(0),
+            NS=ns, D=d, BLOCK_R=block_r, BLOCK_C=block_c, USE_IDS=use_ids, ALL_BATCHES=all_batches, IEEE=ieee,
+            **_launch_opts("lookup_warps"),
+        )
+        block_c2 = 128 if not interpreting() else 16
+        _scores_kernel[(triton.cdiv(c, block_c2), b * hkv)](
+            logits, pm, pl, sizes, ids_t, cnt_t, scores,
+            rows, gt, c, hkv, id_cap, c, sizes.stride(0),
+            NS=ns, BLOCK_NS=max(2, triton.next_power_of_2(ns)), BLOCK_GT=max(2, triton.next_power_of_2(gt)),
+            BLOCK_C=block_c2, USE_IDS=use_ids, ALL_BATCHES=all_batches,
+            **({} if interpreting() else {"num_warps": 4}),
+        )
+        return scores.view(b, hkv, c)
+    block_m = _cfg("rows_block_m")
+    nrb = triton.cdiv(gt, block_m)
+    part = torch.zeros(b * hkv, nrb, c, dtype=torch.float32, device=dev)
+    _rows_kernel[(nrb, b * hkv)](
+        q, centroids, sizes, ids_t, cnt_t, part,
+        qk, gt, g, t, c, hkv, id_cap, c, nrb,
+        q.stride(0), q.stride(1), q.stride(2), centroids.stride(0), centroids.stride(1), sizes.stride(0),
+        D=d, BLOCK_M=block_m, BLOCK_C=_cfg("rows_block_c"), USE_IDS=use_ids,
+        **_launch_opts("rows_warps"),
+    )
+    summed = part.sum(1) / gt  # [B*Hkv, C] in slot order
+    if use_ids:
+        slot_ok = torch.arange(c, device=dev)[None, :] < id_counts[:, None]
+        target = torch.where(slot_ok, ids.long(), torch.full_like(ids, c, dtype=torch.long))
+        spread = torch.zeros(b * hkv, c + 1, dtype=torch.float32, device=dev)
+        summed = spread.scatter_(1, target, summed)[:, :c]  # unlisted (dead) clusters score 0
+    nonempty = (sizes > 0).repeat(b, 1)
+    return torch.where(nonempty, summed, torch.zeros_like(summed)).view(b, hkv, c)
+
+
+# -------------------------------------------------------------------------------------------------- selection
+
+class _StaticIndex:
+    """Per-index data that depends only on labels / always_keep (cached across calls)."""
+
+    def __init__(self, labels: torch.Tensor, always: torch.Tensor | None, c: int, layout: ClusterLayout | None):
+        h, n = labels.shape
+        dev = labels.device
+        self.labels = labels.to(torch.int32).contiguous()
+        if layout is not None:
+            self.avail = torch.diff(layout.cluster_offsets.to(dev), dim=1).to(torch.int32).contiguous()
+            self.n_always = torch.full((h,), layout.num_always, dtype=torch.int32, device=dev)
+            self.max_always = layout.num_always
+            self.offsets = layout.cluster_offsets.to(dev).contiguous()
+            self.rank = None
+            self.always = None
+            return
+        alw = torch.zeros(h, n, dtype=torch.bool, device=dev) if always is None else always.to(dev).expand(h, n)
+        lab = labels.long()
+        sort_label = torch.where(alw, torch.full_like(lab, c), lab)
+        counts = torch.zeros(h, c + 1, dtype=torch.long, device=dev).scatter_add_(1, sort_label, torch.ones_like(lab))
+        self.avail = counts[:, :c].to(torch.int32).contiguous()
+        n_always = alw.sum(1)
+        self.n_always = n_always.to(torch.int32)
+        self.max_always = int(n_always.max().item())
+        order = torch.argsort(sort_label, dim=1, stable=True)
+        starts = torch.cumsum(counts, dim=1) - counts
+        rank_sorted = torch.arange(n, device=dev).expand(h, n) - starts.gather(1, sort_label.gather(1, order))
+        rank = torch.empty_like(rank_sorted).scatter_(1, order, rank_sorted)
+        self.rank = torch.where(alw, torch.full_like(rank, n), rank).to(torch.int32).contiguous()
+        self.always = alw.to(torch.int8).contiguous() if always is not None else None
+        self.offsets = None
+
+
+_STATIC_CACHE: "OrderedDict[tuple, _StaticIndex]" = OrderedDict()
+
+
+def _static_index(labels, always, c, layout) -> _StaticIndex:
+    def sig(x):
+        return None if x is None else (x.data_ptr(), x._version, tuple(x.shape), str(x.device))
+
+    key = (sig(labels), sig(always), c, None if layout is None else sig(layout.cluster_offsets))
+    hit = _STATIC_CACHE.get(key)
+    if hit is not None:
+        _STATIC_CACHE.move_to_end(key)
+        return hit
+    entry = _StaticIndex(labels, always, c, layout)
+    _STATIC_CACHE[key] = entry
+    while len(_STATIC_CACHE) > 16:
+        _STATIC_CACHE.popitem(last=False)
+    return entry
+
+
+def select_from_scores(
+    scores: torch.Tensor,
+    key_labels: torch.Tensor,
+    *,
+    threshold=None,
+    budget=None,
+    always_keep=None,
+    layout: ClusterLayout | None = None,
+    alive: torch.Tensor | None = None,
+) -> Selection:
+    """Selection from ``scores [B, Hkv, C]`` (semantics in ``reference.py``); ``alive [B*Hkv, C]`` int8."""
+    b, hkv, c = scores.shape
+    n = key_labels.shape[1]
+    dev = scores.device
+    st = _static_index(key_labels.to(dev), always_keep, c, layout)
+    bh = b * hkv
+    flat = scores.reshape(bh, c).contiguous()
+    take = torch.empty(bh, c, dtype=torch.int32, device=dev)
+    tstart = torch.empty(bh, c + 1, dtype=torch.int32, device=dev)
+    counts = torch.empty(bh, dtype=torch.int32, device=dev)
+    budget_mode = budget is not None
+    if budget_mode:
+        k_total = budget_to_count(budget, n)
+        krest = (k_total - st.n_always).clamp(min=0).to(torch.int32)
+        thr = krest  # placeholder pointer
+        k_cap = max(k_total, st.max_always)
+    else:
+        thr = torch.as_tensor(threshold, dtype=torch.float32, device=dev).expand(hkv).contiguous()
+        krest = st.n_always
+    has_alive = alive is not None
+    _select_kernel[(bh,)](
+        flat, alive if has_alive else take, st.avail, thr, krest, st.n_always, take, tstart, counts,
+        c, hkv,
+        BUDGET=budget_mode, HAS_ALIVE=has_alive, BLOCK_C=_cfg("select_block_c"),
+        **_launch_opts("select_warps"),
+    )
+    if not budget_mode:
+        k_cap = int(counts.max().item())  # the one host sync of threshold mode
+    k_cap = max(k_cap, 1)
+    if st.offsets is not None:
+        idx = torch.empty(bh, k_cap, dtype=torch.int32, device=dev)
+        block_p = _cfg("expand_block_p")
+        _expand_layout_kernel[(triton.cdiv(k_cap, block_p), bh)](
+            tstart, st.offsets, counts, st.n_always, idx, c, hkv, k_cap,
+            NITER=int(math.ceil(math.log2(c + 1))) + 1, BLOCK_P=block_p,
+            **({} if interpreting() else {"num_warps": 4}),
+        )
+    else:
+        idx = torch.zeros(bh, k_cap, dtype=torch.int32, device=dev)
+        block_k = _cfg("keep_block_k")
+        nb = triton.cdiv(n, block_k)
+        bcnt = torch.empty(bh, nb, dtype=torch.int32, device=dev)
+        has_always = st.always is not None
+        alw = st.always if has_always else st.rank
+        _keep_count_kernel[(nb, bh)](
+            st.labels, alw, st.rank, take, bcnt, c, n, hkv, nb,
+            HAS_ALWAYS=has_always, BLOCK_K=block_k, **({} if interpreting() else {"num_warps": 4}),
+        )
+        _keep_write_kernel[(nb, bh)](
+            st.labels, alw, st.rank, take, bcnt, idx, c, n, hkv, nb, k_cap,
+            HAS_ALWAYS=has_always, BLOCK_K=block_k, BLOCK_NB=max(2, triton.next_power_of_2(nb)),
+            **({} if interpreting() else {"num_warps": 4}),
+        )
+    return Selection(idx.view(b, hkv, k_cap), counts.view(b, hkv), scores)
+
+
+def centroid_lookup(q, centroids, cluster_sizes, key_labels, *, threshold, budget, always_keep, scale, layout):
+    scores = cluster_scores(q, centroids, cluster_sizes, scale)
+    return select_from_scores(
+        scores, key_labels, threshold=threshold, budget=budget, always_keep=always_keep, layout=layout
+    )
+
+
+def hierarchical_lookup(
+    q, coarse_centroids, coarse_sizes, fine_to_coarse, fine_centroids, fine_sizes, key_labels, *,
+    coarse_threshold, threshold, budget, always_keep, scale, layout,
+):
+    b = q.shape[0]
+    hkv, c1, _ = coarse_centroids.shape
+    c2 = fine_centroids.shape[1]
+    dev = q.device
+    coarse = cluster_scores(q, coarse_centroids, coarse_sizes, scale)
+    bh = b * hkv
+    flags = torch.empty(bh, c2, dtype=torch.int8, device=dev)
+    ids = torch.empty(bh, c2, dtype=torch.int32, device=dev)
+    id_counts = torch.empty(bh, dtype=torch.int32, device=dev)
+    cthr = torch.as_tensor(coarse_threshold, dtype=torch.float32, device=dev).expand(hkv).contiguous()
+    _alive_compact_kernel[(bh,)](
+        coarse.reshape(bh, c1), fine_to_coarse.to(device=dev, dtype=torch.int32).contiguous(), cthr,
+        flags, ids, id_counts, c1, c2, hkv,
+        BLOCK=_cfg("select_block_c"), **_launch_opts("select_warps"),
+    )
+    fine = cluster_scores(q, fine_centroids, fine_sizes, scale, ids=ids, id_counts=id_counts)
+    return select_from_scores(
+        fine, key_labels, threshold=threshold, budget=budget, always_keep=always_keep, layout=layout, alive=flags
+    )
+
+
+# -------------------------------------------------------------------------------------------------- attention
+
+def _decode(q, k, v, idx, counts, k_cap, scale, dense: bool) -> AttentionResult:
+    b, hq, _, d = q.shape
+    hkv, n = k.shape[1], k.shape[2]
+    g = hq // hkv
+    dev = q.device
+    block_g = max(16, triton.next_power_of_2(g))
+    block_n = _cfg("decode_block_n")
+    expected = n if dense else k_cap
+    target = _num_sms(dev) * _cfg("decode_programs_per_sm")
+    nsplit = max(1, min(triton.cdiv(expected, block_n), triton.cdiv(target, b * hkv)))
+    po = torch.empty(b * hkv * nsplit * block_g, d, dtype=torch.float32, device=dev)
+    pl = torch.empty(b * hkv * nsplit * block_g, dtype=torch.float32, device=dev)
+    skb = 0 if k.shape[0] == 1 else k.stride(0)
+    svb = 0 if v.shape[0] == 1 else v.stride(0)
+    _decode_kernel[(nsplit, b * hkv)](
+        q, k, v, idx, counts, po, pl,
+        scale * LOG2E, hkv, g, n, k_cap,
+        q.stride(0), q.stride(1), skb, k.stride(1), k.stride(2), svb, v.stride(1), v.stride(2),
+        NSPLIT=nsplit, D=d, BLOCK_G=block_g, BLOCK_N=block_n, DENSE=dense,
+        **_launch_opts("decode_warps", "decode_stages"),
+    )
+    out = torch.empty(b, hq, 1, d, dtype=q.dtype, device=dev)
+    lse = torch.empty(b, hq, 1, dtype=torch.float32, device=dev)
+    _decode_reduce_kernel[(b * hq,)](
+        po, pl, out, lse, hkv, g,
+        out.stride(0), out.stride(1), lse.stride(0), lse.stride(1),
+        NSPLIT=nsplit, BLOCK_S=max(2, triton.next_power_of_2(nsplit)), D=d, BLOCK_G=block_g,
+        **({} if interpreting() else {"num_warps": 4}),
+    )
+    return AttentionResult(out, lse)
+
+
+def _prefill(q, k, v, idx, counts, k_cap, scale, dense: bool, causal: bool) -> AttentionResult:
+    b, hq, t, d = q.shape
+    hkv, n = k.shape[1], k.shape[2]
+    g = hq // hkv
+    dev = q.device
+    out = torch.empty(b, hq, t, d, dtype=q.dtype, device=dev)
+    lse = torch.empty(b, hq, t, dtype=torch.float32, device=dev)
+    block_m = _cfg("prefill_block_m")
+    block_n = _cfg("prefill_block_n")
+    if not interpreting() and d > 128:
+        block_n = 32
+    skb = 0 if k.shape[0] == 1 else k.stride(0)
+    svb = 0 if v.shape[0] == 1 else v.stride(0)
+    _prefill_kernel[(triton.cdiv(t * g, block_m), b * hkv)](
+        q, k, v, idx, counts, out, lse,
+        scale * LOG2E, hkv, g, t, n, k_cap,
+        q.stride(0), q.stride(1), q.stride(2), skb, k.stride(1), k.stride(2), svb, v.stride(1), v.stride(2),
+        out.stride(0), out.stride(1), out.stride(2), lse.stride(0), lse.stride(1),
+        D=d, BLOCK_M=block_m, BLOCK_N=block_n, DENSE=dense, CAUSAL=causal,
+        **_launch_opts("prefill_warps", "prefill_stages"),
+    )
+    return AttentionResult(out, lse)
+
+
+def _kv_ready(x: torch.Tensor) -> torch.Tensor:
+    return x if x.stride(-1) == 1 else x.contiguous()
+
+
+def sparse_attention(q, k, v, selection: Selection, *, scale: float) -> AttentionResult:
+    q, k, v = _kv_ready(q), _kv_ready(k), _kv_ready(v)
+    b, hkv = selection.key_counts.shape
+    k_cap = selection.key_indices.shape[-1]
+    idx = selection.key_indices.to(torch.int32).reshape(b * hkv, k_cap).contiguous()
+    counts = selection.key_counts.to(torch.int32).reshape(-1).contiguous()
+    if q.shape[2] == 1:
+        return _decode(q, k, v, idx, counts, k_cap, scale, dense=False)
+    return _prefill(q, k, v, idx, counts, k_cap, scale, dense=False, causal=False)
+
+
+def dense_attention(q, k, v, *, causal: bool, scale: float) -> AttentionResult:
+    q, k, v = _kv_ready(q), _kv_ready(k), _kv_ready(v)
+    dummy = torch.zeros(1, dtype=torch.int32, device=q.device)
+    t = q.shape[2]
+    if t == 1:  # a single query sees every key, causal or not
+        return _decode(q, k, v, dummy, dummy, 1, scale, dense=True)
+    return _prefill(q, k, v, dummy, dummy, 1, scale, dense=True, causal=causal)

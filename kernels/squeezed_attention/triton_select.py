@@ -1,0 +1,178 @@
+"""Triton kernels turning cluster scores into key index lists, on the GPU and without a host sync.
+
+- ``_select_kernel`` (one program per (batch, KV head)): how many keys every cluster contributes. Threshold: all
+  available keys of a cluster scoring above it. Budget: an exact k-th-largest search by bisection over the float
+  bit patterns of the (non-negative) scores, weighted by cluster sizes, then ties resolved by cluster id and the
+  last cluster cut; writes ``take [BH, C]``, its exclusive prefix ``tstart [BH, C + 1]`` and the key count.
+- ``_expand_layout_kernel``: cluster-contiguous layout; output slot p finds its cluster by binary search in
+  ``tstart`` and becomes ``cluster_offsets[j] + (p - tstart[j])``; the always-kept tail follows. No label reads.
+- ``_keep_count_kernel`` / ``_keep_write_kernel``: arbitrary labels; per block of keys, keep = always-kept or
+  ``rank_in_cluster < take[label]``; block counts, then an exclusive prefix over blocks gives ascending write
+  positions (two launches, no atomics, deterministic).
+- ``_alive_compact_kernel``: hierarchical first level; marks fine clusters whose coarse parent survived and
+  compacts their ids per (batch, KV head).
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _weight_ge(score_row, alive_row, avail_row, C, u, HAS_ALIVE: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Sum of available keys over clusters whose score bit pattern is >= u."""
+    tot = tl.full([], 0, tl.int32)
+    for c0 in range(0, C, BLOCK_C):
+        offs = c0 + tl.arange(0, BLOCK_C)
+        mask = offs < C
+        bits = tl.load(score_row + offs, mask=mask, other=0.0).to(tl.int32, bitcast=True)
+        av = tl.load(avail_row + offs, mask=mask, other=0)
+        if HAS_ALIVE:
+            av = tl.where(tl.load(alive_row + offs, mask=mask, other=0) != 0, av, 0)
+        tot += tl.sum(tl.where(bits >= u, av, 0), axis=0)
+    return tot
+
+
+@triton.jit
+def _select_kernel(
+    score_ptr, alive_ptr, avail_ptr, thr_ptr, krest_ptr, nalw_ptr, take_ptr, tstart_ptr, count_ptr,
+    C, H,
+    BUDGET: tl.constexpr, HAS_ALIVE: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    bh = tl.program_id(0)
+    h = bh % H
+    score_row = score_ptr + bh * C
+    alive_row = alive_ptr + bh * C
+    avail_row = avail_ptr + h * C
+    if BUDGET:
+        total = _weight_ge(score_row, alive_row, avail_row, C, 0, HAS_ALIVE, BLOCK_C)
+        kr = tl.minimum(tl.load(krest_ptr + h), total)
+        lo = tl.full([], 0, tl.int32)
+        hi = tl.full([], 0x7F800001, tl.int32)  # above every finite non-negative float
+        for _ in range(31):  # invariant: weight_ge(lo) >= kr > weight_ge(hi)
+            mid = lo + (hi - lo) // 2
+            ok = _weight_ge(score_row, alive_row, avail_row, C, mid, HAS_ALIVE, BLOCK_C) >= kr
+            lo = tl.where(ok, mid, lo)
+            hi = tl.where(ok, hi, mid)
+        rest = kr - _weight_ge(score_row, alive_row, avail_row, C, lo + 1, HAS_ALIVE, BLOCK_C)
+    else:
+        thr = tl.load(thr_ptr + h)
+    taken = tl.full([], 0, tl.int32)
+    eq_before = tl.full([], 0, tl.int32)
+    for c0 in range(0, C, BLOCK_C):
+        offs = c0 + tl.arange(0, BLOCK_C)
+        mask = offs < C
+        sc = tl.load(score_row + offs, mask=mask, other=0.0)
+        av = tl.load(avail_row + offs, mask=mask, other=0)
+        if HAS_ALIVE:
+            av = tl.where(tl.load(alive_row + offs, mask=mask, other=0) != 0, av, 0)
+        if BUDGET:
+            bits = sc.to(tl.int32, bitcast=True)
+            eq_av = tl.where(bits == lo, av, 0)
+            eq_excl = eq_before + tl.cumsum(eq_av, axis=0) - eq_av
+            take_eq = tl.minimum(tl.maximum(rest - eq_excl, 0), eq_av)
+            take = tl.where(bits > lo, av, take_eq)
+            eq_before += tl.sum(eq_av, axis=0)
+        else:
+            take = tl.where(sc > thr, av, 0)
+        take = tl.where(mask, take, 0)
+        tl.store(take_ptr + bh * C + offs, take, mask=mask)
+        tl.store(tstart_ptr + bh * (C + 1) + offs, taken + tl.cumsum(take, axis=0) - take, mask=mask)
+        taken += tl.sum(take, axis=0)
+    tl.store(tstart_ptr + bh * (C + 1) + C, taken)
+    tl.store(count_ptr + bh, taken + tl.load(nalw_ptr + h))
+
+
+@triton.jit
+def _expand_layout_kernel(
+    tstart_ptr, off_ptr, count_ptr, nalw_ptr, idx_ptr,
+    C, H, K_CAP,
+    NITER: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    """Grid (cdiv(K_CAP, BLOCK_P), BH): every output slot, including the zero padding."""
+    pid = tl.program_id(0)
+    bh = tl.program_id(1)
+    h = bh % H
+    p = pid * BLOCK_P + tl.arange(0, BLOCK_P)
+    row = tstart_ptr + bh * (C + 1)
+    total = tl.load(row + C)
+    count = tl.load(count_ptr + bh)
+    lo = tl.zeros([BLOCK_P], tl.int32)
+    hi = tl.full([BLOCK_P], 0, tl.int32) + C  # tstart[lo] <= p < tstart[hi] for p < total
+    for _ in range(NITER):
+        mid = (lo + hi) // 2
+        go = tl.load(row + mid) <= p
+        lo = tl.where(go, mid, lo)
+        hi = tl.where(go, hi, mid)
+    in_cluster = p < total
+    start = tl.load(row + lo, mask=in_cluster, other=0)
+    run = tl.load(off_ptr + h * (C + 1) + lo, mask=in_cluster, other=0)
+    tail = tl.load(off_ptr + h * (C + 1) + C)
+    idx = tl.where(in_cluster, run + (p - start), tail + (p - total))
+    idx = tl.where(p < count, idx, 0)
+    tl.store(idx_ptr + bh * K_CAP + p, idx, mask=p < K_CAP)
+
+
+@triton.jit
+def _keep_flags(lab_ptr, alw_ptr, rank_ptr, take_ptr, bh, h, C, N, offs, HAS_ALWAYS: tl.constexpr):
+    mask = offs < N
+    lab = tl.load(lab_ptr + h * N + offs, mask=mask, other=0)
+    rank = tl.load(rank_ptr + h * N + offs, mask=mask, other=0)
+    tk = tl.load(take_ptr + bh * C + lab, mask=mask, other=0)
+    keep = rank < tk
+    if HAS_ALWAYS:
+        keep = keep | (tl.load(alw_ptr + h * N + offs, mask=mask, other=0) != 0)
+    return keep & mask
+
+
+@triton.jit
+def _keep_count_kernel(
+    lab_ptr, alw_ptr, rank_ptr, take_ptr, bcnt_ptr, C, N, H, NB,
+    HAS_ALWAYS: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    bh = tl.program_id(1)
+    offs = pid * BLOCK_K + tl.arange(0, BLOCK_K)
+    keep = _keep_flags(lab_ptr, alw_ptr, rank_ptr, take_ptr, bh, bh % H, C, N, offs, HAS_ALWAYS)
+    tl.store(bcnt_ptr + bh * NB + pid, tl.sum(keep.to(tl.int32), axis=0))
+
+
+@triton.jit
+def _keep_write_kernel(
+    lab_ptr, alw_ptr, rank_ptr, take_ptr, bcnt_ptr, idx_ptr, C, N, H, NB, K_CAP,
+    HAS_ALWAYS: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_NB: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    bh = tl.program_id(1)
+    offs = pid * BLOCK_K + tl.arange(0, BLOCK_K)
+    keep = _keep_flags(lab_ptr, alw_ptr, rank_ptr, take_ptr, bh, bh % H, C, N, offs, HAS_ALWAYS)
+    ob = tl.arange(0, BLOCK_NB)
+    base = tl.sum(tl.load(bcnt_ptr + bh * NB + ob, mask=ob < pid, other=0), axis=0)
+    k32 = keep.to(tl.int32)
+    pos = base + tl.cumsum(k32, axis=0) - k32
+    tl.store(idx_ptr + bh * K_CAP + pos, offs, mask=keep & (pos < K_CAP))
+
+
+@triton.jit
+def _alive_compact_kernel(
+    cscore_ptr, f2c_ptr, thr_ptr, flag_ptr, ids_ptr, cnt_ptr, C1, C2, H,
+    BLOCK: tl.constexpr,
+):
+    """One program per (batch, KV head): fine cluster j is alive iff its coarse parent scored above the coarse
+    threshold; writes flags ``[BH, C2]`` int8, ascending ids of alive clusters ``[BH, C2]`` and their count."""
+    bh = tl.program_id(0)
+    h = bh % H
+    thr = tl.load(thr_ptr + h)
+    written = tl.full([], 0, tl.int32)
+    for c0 in range(0, C2, BLOCK):
+        offs = c0 + tl.arange(0, BLOCK)
+        mask = offs < C2
+        parent = tl.load(f2c_ptr + h * C2 + offs, mask=mask, other=0)
+        alive = (tl.load(cscore_ptr + bh * C1 + parent, mask=mask, other=0.0) > thr) & mask
+        a32 = alive.to(tl.int32)
+        tl.store(flag_ptr + bh * C2 + offs, a32.to(tl.int8), mask=mask)
+        pos = written + tl.cumsum(a32, axis=0) - a32
+        tl.store(ids_ptr + bh * C2 + pos, offs, mask=alive)
+        written += tl.sum(a32, axis=0)
+    tl.store(cnt_ptr + bh, written)
