@@ -382,11 +382,9 @@ class TRSQP(torch.optim.Optimizer):
             state["accepted_steps"] += 1
             state["radius"] = min(group["max_radius"], gamma * radius)
             state["reliability"] = gamma * reliability if -pred >= reliability else reliability / gamma
-            state["last_step"] = (trial - x).clone()
         else:
             state["radius"] = radius / gamma
             state["reliability"] = reliability / gamma
-            state.pop("last_step", None)
         state["iteration"] = k + 1
         return self._info(state, info_common, accepted=accepted, step_type=step_type, pred=pred, ratio=ratio,
                           step_norm=step_norm if accepted else 0.0, used_correction=used_correction, n_f=used_f,
