@@ -16,11 +16,16 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
+import sys
+import warnings
 from importlib.metadata import entry_points
 # Lightning itself still calls jsonargparse APIs deprecated in 4.49; those warnings are noise for our users.
 os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
+# Emitted by Lightning's own use of torch's pytree API on every run; not actionable for users.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
 from lightning.pytorch.cli import ArgsType, LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
@@ -78,6 +83,16 @@ class FrameworkCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         for name in DATA_TO_MODEL_LINKS:
             parser.link_arguments(f"data.init_args.{name}", f"model.init_args.{name}", apply_on="parse")
+
+    def instantiate_trainer(self, **kwargs):
+        # A rich progress bar on interactive terminals, unless the config disables bars or picks its own.
+        trainer_config = self._get(self.config_init, "trainer", default={}) or {}
+        if trainer_config.get("enable_progress_bar") is not False and sys.stderr.isatty() and "callbacks" not in kwargs:
+            callbacks = trainer_config.get("callbacks") or []
+            callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
+            if not any(isinstance(c, ProgressBar) for c in callbacks):
+                kwargs["callbacks"] = [*callbacks, RichProgressBar()]
+        return super().instantiate_trainer(**kwargs)
 
     def instantiate_classes(self) -> None:
         try:

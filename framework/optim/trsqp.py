@@ -101,7 +101,10 @@ class TRSQP(torch.optim.Optimizer):
             "averaged" (mean of the last ``hessian_window`` estimated Hessians).
         radius: initial trust-region radius ``Δ₀ > 0``.
         max_radius: ``Δ_max ≥ Δ₀``.
-        ratio_threshold: ``η ∈ (0, 1)``, acceptance threshold of the ratio test and of the criticality test.
+        ratio_threshold: ``η ∈ (0, 1)``, acceptance threshold of the ratio test.
+        criticality_threshold: ``η₂ > 0`` of the criticality test ``K̄/max(1, ‖B‖) < η₂Δ`` (unsuccessful without a
+            step); default ``η`` as in the authors' code. Smaller values let Newton-like steps fit in the trust region
+            (faster local convergence with exact Hessians); the random-model theory only needs some ``η₂ > 0``.
         radius_factor: ``γ > 1``, radius / reliability expansion and contraction factor.
         penalty: initial ℓ2 penalty ``μ₀ > 0``.
         penalty_growth: ``ρ > 1``, factor of the penalty increase.
@@ -136,6 +139,7 @@ class TRSQP(torch.optim.Optimizer):
         radius: float = 1.0,
         max_radius: float = 10.0,
         ratio_threshold: float = 0.6,
+        criticality_threshold: float | None = None,
         radius_factor: float = 1.5,
         penalty: float = 1.0,
         penalty_growth: float = 1.5,
@@ -168,6 +172,9 @@ class TRSQP(torch.optim.Optimizer):
         if max_radius < radius:
             raise ValueError(f"max_radius must be >= radius, got max_radius={max_radius!r} < radius={radius!r}")
         require_in_range("ratio_threshold", ratio_threshold, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
+        if criticality_threshold is None:
+            criticality_threshold = ratio_threshold
+        require_positive("criticality_threshold", criticality_threshold)
         _require_greater_than_one("radius_factor", radius_factor)
         require_positive("penalty", penalty)
         _require_greater_than_one("penalty_growth", penalty_growth)
@@ -190,7 +197,7 @@ class TRSQP(torch.optim.Optimizer):
         require_choice("on_rank_deficient", on_rank_deficient, RANK_DEFICIENCY_POLICIES)
         defaults = dict(
             mode=mode, hessian=hessian, radius=radius, max_radius=max_radius, ratio_threshold=ratio_threshold,
-            radius_factor=radius_factor, penalty=penalty, penalty_growth=penalty_growth, max_penalty=max_penalty,
+            criticality_threshold=criticality_threshold, radius_factor=radius_factor, penalty=penalty, penalty_growth=penalty_growth, max_penalty=max_penalty,
             reliability=reliability, kappa_grad=kappa_grad, kappa_hess=kappa_hess, kappa_f=kappa_f, p_grad=p_grad,
             p_hess=p_hess, p_f=p_f, sample_constant=sample_constant, min_samples=min_samples,
             max_samples=max_samples, second_order_correction=second_order_correction, hessian_window=hessian_window,
@@ -292,7 +299,7 @@ class TRSQP(torch.optim.Optimizer):
         self._remember_for_sr1(state, group, x, grad, jac, multipliers)
 
         # 5. criticality test: no step when the model's measure is small relative to the radius.
-        if measure / max(1.0, hess.norm) < eta * radius:
+        if measure / max(1.0, hess.norm) < group["criticality_threshold"] * radius:
             state["radius"] = radius / gamma
             state["reliability"] = reliability / gamma
             state["iteration"] = k + 1
