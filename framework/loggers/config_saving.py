@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 
 from lightning.pytorch.cli import SaveConfigCallback
@@ -52,11 +53,14 @@ class RunConfigSaver(SaveConfigCallback):
                     pass
             elif getattr(logger, "log_dir", None):
                 directories.append(Path(logger.log_dir))
+        filename = self.config_filename
         if not directories:
-            directories.append(Path(trainer.default_root_dir))
+            # No logger, so no run directory: keep a timestamped copy beside the checkpoints.
+            directories.append(Path(trainer.default_root_dir) / "run_configs")
+            filename = f"{Path(filename).stem}-{time.strftime('%Y%m%d-%H%M%S')}{Path(filename).suffix}"
         for directory in directories:
             directory.mkdir(parents=True, exist_ok=True)
-            target = free_path(directory, self.config_filename)
+            target = free_path(directory, filename)
             fd, tmp = tempfile.mkstemp(dir=directory, prefix=".config-", suffix=".yaml")
             with os.fdopen(fd, "w") as handle:
                 handle.write(text)
