@@ -23,7 +23,7 @@ def _decode_kernel(
     q_ptr, k_ptr, v_ptr, idx_ptr, cnt_ptr, po_ptr, pl_ptr,
     qk_scale, H, G, N, K_CAP,
     sqb, sqh, skb, skh, skn, svb, svh, svn,
-    NSPLIT: tl.constexpr, D: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr,
+    NSPLIT, D: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr,
     DENSE: tl.constexpr,
 ):
     pid_s = tl.program_id(0)
@@ -77,7 +77,7 @@ def _decode_kernel(
 def _decode_reduce_kernel(
     po_ptr, pl_ptr, o_ptr, lse_ptr, H, G,
     sob, soh, slb, slh,
-    NSPLIT: tl.constexpr, BLOCK_S: tl.constexpr, D: tl.constexpr, BLOCK_G: tl.constexpr,
+    NSPLIT, BLOCK_S: tl.constexpr, D: tl.constexpr, BLOCK_G: tl.constexpr,
 ):
     """Grid (B*Hq,): exact merge of the NSPLIT partials of one query head."""
     pid = tl.program_id(0)

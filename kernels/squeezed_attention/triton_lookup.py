@@ -33,7 +33,7 @@ def _logits_kernel(
     q_ptr, c_ptr, n_ptr, ids_ptr, ids_cnt_ptr, logit_ptr, pm_ptr, pl_ptr,
     qk_scale, R, GT, G, T, C, H, ID_CAP, L_CAP,
     sqb, sqh, sqt, sch, scc, snh,
-    NS: tl.constexpr, D: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    NS, D: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
     USE_IDS: tl.constexpr, ALL_BATCHES: tl.constexpr, IEEE: tl.constexpr,
 ):
     """Grid (NS, H) when ALL_BATCHES (rows = every (b, g, t) of head h) else (NS, B*H) (rows = (g, t) of one b).
@@ -91,7 +91,7 @@ def _logits_kernel(
 def _scores_kernel(
     logit_ptr, pm_ptr, pl_ptr, n_ptr, ids_ptr, ids_cnt_ptr, score_ptr,
     R, GT, C, H, ID_CAP, L_CAP, snh,
-    NS: tl.constexpr, BLOCK_NS: tl.constexpr, BLOCK_GT: tl.constexpr, BLOCK_C: tl.constexpr,
+    NS, BLOCK_NS: tl.constexpr, BLOCK_GT: tl.constexpr, BLOCK_C: tl.constexpr,
     USE_IDS: tl.constexpr, ALL_BATCHES: tl.constexpr,
 ):
     """Grid (cdiv(L_CAP, BLOCK_C), B*H): scores ``[B*H, C]`` = mean over the (g, t) rows of batch b of

@@ -43,14 +43,15 @@ CONFIG = {
     "prefill_block_n": 64,
     "prefill_warps": 8,
     "prefill_stages": 3,
-    "select_block_c": 1024,
+    "select_block_c": 4096,
+    "select_single_max": 16384,
     "select_warps": 8,
     "expand_block_p": 1024,
     "keep_block_k": 1024,
 }
 _INTERPRET_CONFIG = {
     "lookup_block_c": 16, "rows_block_m": 16, "rows_block_c": 16, "decode_block_n": 16, "prefill_block_m": 16,
-    "prefill_block_n": 16, "select_block_c": 32, "expand_block_p": 32, "keep_block_k": 32,
+    "prefill_block_n": 16, "select_block_c": 32, "select_single_max": 16, "expand_block_p": 32, "keep_block_k": 32,
 }
 
 
@@ -93,13 +94,14 @@ def cluster_scores(
     gt = g * t
     dev = q.device
     centroids = centroids.contiguous()
-    sizes = cluster_sizes.to(device=dev, dtype=torch.int32).contiguous()
+    sizes = cluster_sizes.contiguous()  # int32 or int64, read as is (no conversion launch per call)
     use_ids = ids is not None
     id_cap = c
     ids_t = ids if use_ids else sizes  # placeholder pointer, never read
     cnt_t = id_counts if use_ids else sizes
     qk = scale * LOG2E
-    scores = torch.zeros(b * hkv, c, dtype=torch.float32, device=dev)
+    # with an id list only listed clusters are written, the rest must read 0
+    scores = (torch.zeros if use_ids else torch.empty)(b * hkv, c, dtype=torch.float32, device=dev)
     all_batches = (not use_ids) and b * gt <= SMALL_ROWS
     if all_batches or gt <= SMALL_ROWS:
         rows = b * gt if all_batches else gt
@@ -130,7 +132,7 @@ def cluster_scores(
         return scores.view(b, hkv, c)
     block_m = _cfg("rows_block_m")
     nrb = triton.cdiv(gt, block_m)
-    part = torch.zeros(b * hkv, nrb, c, dtype=torch.float32, device=dev)
+    part = (torch.zeros if use_ids else torch.empty)(b * hkv, nrb, c, dtype=torch.float32, device=dev)
     _rows_kernel[(nrb, b * hkv)](
         q, centroids, sizes, ids_t, cnt_t, part,
         qk, gt, g, t, c, hkv, id_cap, c, nrb,
@@ -156,6 +158,7 @@ class _StaticIndex:
     def __init__(self, labels: torch.Tensor, always: torch.Tensor | None, c: int, layout: ClusterLayout | None):
         h, n = labels.shape
         dev = labels.device
+        self.krest: dict[int, torch.Tensor] = {}  # budget count -> [H] keys left after the always-kept ones
         self.labels = labels.to(torch.int32).contiguous()
         if layout is not None:
             self.avail = torch.diff(layout.cluster_offsets.to(dev), dim=1).to(torch.int32).contiguous()
@@ -224,18 +227,22 @@ def select_from_scores(
     budget_mode = budget is not None
     if budget_mode:
         k_total = budget_to_count(budget, n)
-        krest = (k_total - st.n_always).clamp(min=0).to(torch.int32)
+        krest = st.krest.get(k_total)
+        if krest is None:
+            krest = st.krest[k_total] = (k_total - st.n_always).clamp(min=0).to(torch.int32)
         thr = krest  # placeholder pointer
         k_cap = max(k_total, st.max_always)
     else:
         thr = torch.as_tensor(threshold, dtype=torch.float32, device=dev).expand(hkv).contiguous()
         krest = st.n_always
     has_alive = alive is not None
+    single = triton.next_power_of_2(c) <= _cfg("select_single_max")
     _select_kernel[(bh,)](
         flat, alive if has_alive else take, st.avail, thr, krest, st.n_always, take, tstart, counts,
         c, hkv,
-        BUDGET=budget_mode, HAS_ALIVE=has_alive, BLOCK_C=_cfg("select_block_c"),
-        **_launch_opts("select_warps"),
+        BUDGET=budget_mode, HAS_ALIVE=has_alive, SINGLE=single,
+        BLOCK_C=triton.next_power_of_2(c) if single else _cfg("select_block_c"),
+        **({} if interpreting() else {"num_warps": 16 if single else 8}),
     )
     if not budget_mode:
         k_cap = int(counts.max().item())  # the one host sync of threshold mode
@@ -289,7 +296,7 @@ def hierarchical_lookup(
     id_counts = torch.empty(bh, dtype=torch.int32, device=dev)
     cthr = torch.as_tensor(coarse_threshold, dtype=torch.float32, device=dev).expand(hkv).contiguous()
     _alive_compact_kernel[(bh,)](
-        coarse.reshape(bh, c1), fine_to_coarse.to(device=dev, dtype=torch.int32).contiguous(), cthr,
+        coarse.reshape(bh, c1), fine_to_coarse.contiguous(), cthr,
         flags, ids, id_counts, c1, c2, hkv,
         BLOCK=_cfg("select_block_c"), **_launch_opts("select_warps"),
     )

@@ -38,30 +38,17 @@ def _weight_ge(score_row, alive_row, avail_row, C, u, HAS_ALIVE: tl.constexpr, B
 def _select_kernel(
     score_ptr, alive_ptr, avail_ptr, thr_ptr, krest_ptr, nalw_ptr, take_ptr, tstart_ptr, count_ptr,
     C, H,
-    BUDGET: tl.constexpr, HAS_ALIVE: tl.constexpr, BLOCK_C: tl.constexpr,
+    BUDGET: tl.constexpr, HAS_ALIVE: tl.constexpr, BLOCK_C: tl.constexpr, SINGLE: tl.constexpr,
 ):
+    """One program per (batch, KV head). With SINGLE the whole score row lives in registers (BLOCK_C >= C), so
+    the 31 bisection steps cost one block reduction each; otherwise the row is streamed in tiles per step."""
     bh = tl.program_id(0)
     h = bh % H
     score_row = score_ptr + bh * C
     alive_row = alive_ptr + bh * C
     avail_row = avail_ptr + h * C
-    if BUDGET:
-        total = _weight_ge(score_row, alive_row, avail_row, C, 0, HAS_ALIVE, BLOCK_C)
-        kr = tl.minimum(tl.load(krest_ptr + h), total)
-        lo = tl.full([], 0, tl.int32)
-        hi = tl.full([], 0x7F800001, tl.int32)  # above every finite non-negative float
-        for _ in range(31):  # invariant: weight_ge(lo) >= kr > weight_ge(hi)
-            mid = lo + (hi - lo) // 2
-            ok = _weight_ge(score_row, alive_row, avail_row, C, mid, HAS_ALIVE, BLOCK_C) >= kr
-            lo = tl.where(ok, mid, lo)
-            hi = tl.where(ok, hi, mid)
-        rest = kr - _weight_ge(score_row, alive_row, avail_row, C, lo + 1, HAS_ALIVE, BLOCK_C)
-    else:
-        thr = tl.load(thr_ptr + h)
-    taken = tl.full([], 0, tl.int32)
-    eq_before = tl.full([], 0, tl.int32)
-    for c0 in range(0, C, BLOCK_C):
-        offs = c0 + tl.arange(0, BLOCK_C)
+    if SINGLE:
+        offs = tl.arange(0, BLOCK_C)
         mask = offs < C
         sc = tl.load(score_row + offs, mask=mask, other=0.0)
         av = tl.load(avail_row + offs, mask=mask, other=0)
@@ -69,17 +56,60 @@ def _select_kernel(
             av = tl.where(tl.load(alive_row + offs, mask=mask, other=0) != 0, av, 0)
         if BUDGET:
             bits = sc.to(tl.int32, bitcast=True)
+            kr = tl.minimum(tl.load(krest_ptr + h), tl.sum(av, axis=0))
+            lo = tl.full([], 0, tl.int32)
+            hi = tl.full([], 0x7F800001, tl.int32)  # above every finite non-negative float
+            for _ in range(31):  # invariant: weight(bits >= lo) >= kr > weight(bits >= hi)
+                mid = lo + (hi - lo) // 2
+                ok = tl.sum(tl.where(bits >= mid, av, 0), axis=0) >= kr
+                lo = tl.where(ok, mid, lo)
+                hi = tl.where(ok, hi, mid)
+            rest = kr - tl.sum(tl.where(bits > lo, av, 0), axis=0)
             eq_av = tl.where(bits == lo, av, 0)
-            eq_excl = eq_before + tl.cumsum(eq_av, axis=0) - eq_av
-            take_eq = tl.minimum(tl.maximum(rest - eq_excl, 0), eq_av)
+            take_eq = tl.minimum(tl.maximum(rest - (tl.cumsum(eq_av, axis=0) - eq_av), 0), eq_av)
             take = tl.where(bits > lo, av, take_eq)
-            eq_before += tl.sum(eq_av, axis=0)
         else:
-            take = tl.where(sc > thr, av, 0)
+            take = tl.where(sc > tl.load(thr_ptr + h), av, 0)
         take = tl.where(mask, take, 0)
         tl.store(take_ptr + bh * C + offs, take, mask=mask)
-        tl.store(tstart_ptr + bh * (C + 1) + offs, taken + tl.cumsum(take, axis=0) - take, mask=mask)
-        taken += tl.sum(take, axis=0)
+        tl.store(tstart_ptr + bh * (C + 1) + offs, tl.cumsum(take, axis=0) - take, mask=mask)
+        taken = tl.sum(take, axis=0)
+    else:
+        if BUDGET:
+            total = _weight_ge(score_row, alive_row, avail_row, C, 0, HAS_ALIVE, BLOCK_C)
+            kr = tl.minimum(tl.load(krest_ptr + h), total)
+            lo = tl.full([], 0, tl.int32)
+            hi = tl.full([], 0x7F800001, tl.int32)
+            for _ in range(31):
+                mid = lo + (hi - lo) // 2
+                ok = _weight_ge(score_row, alive_row, avail_row, C, mid, HAS_ALIVE, BLOCK_C) >= kr
+                lo = tl.where(ok, mid, lo)
+                hi = tl.where(ok, hi, mid)
+            rest = kr - _weight_ge(score_row, alive_row, avail_row, C, lo + 1, HAS_ALIVE, BLOCK_C)
+        else:
+            thr = tl.load(thr_ptr + h)
+        taken = tl.full([], 0, tl.int32)
+        eq_before = tl.full([], 0, tl.int32)
+        for c0 in range(0, C, BLOCK_C):
+            offs = c0 + tl.arange(0, BLOCK_C)
+            mask = offs < C
+            sc = tl.load(score_row + offs, mask=mask, other=0.0)
+            av = tl.load(avail_row + offs, mask=mask, other=0)
+            if HAS_ALIVE:
+                av = tl.where(tl.load(alive_row + offs, mask=mask, other=0) != 0, av, 0)
+            if BUDGET:
+                bits = sc.to(tl.int32, bitcast=True)
+                eq_av = tl.where(bits == lo, av, 0)
+                eq_excl = eq_before + tl.cumsum(eq_av, axis=0) - eq_av
+                take_eq = tl.minimum(tl.maximum(rest - eq_excl, 0), eq_av)
+                take = tl.where(bits > lo, av, take_eq)
+                eq_before += tl.sum(eq_av, axis=0)
+            else:
+                take = tl.where(sc > thr, av, 0)
+            take = tl.where(mask, take, 0)
+            tl.store(take_ptr + bh * C + offs, take, mask=mask)
+            tl.store(tstart_ptr + bh * (C + 1) + offs, taken + tl.cumsum(take, axis=0) - take, mask=mask)
+            taken += tl.sum(take, axis=0)
     tl.store(tstart_ptr + bh * (C + 1) + C, taken)
     tl.store(count_ptr + bh, taken + tl.load(nalw_ptr + h))
 

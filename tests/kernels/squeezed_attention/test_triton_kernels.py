@@ -117,7 +117,12 @@ def test_layout_path_equals_label_path():
         torch.testing.assert_close(a.out, r.out, rtol=1e-5, atol=1e-5)
 
 
-def test_budget_ties_and_cut_cluster_match_reference():
+@pytest.mark.parametrize("single_max", [2, 1024])  # streamed tiles vs whole row in registers
+def test_budget_ties_and_cut_cluster_match_reference(single_max, monkeypatch):
+    from kernels.squeezed_attention import triton_ops
+
+    monkeypatch.setitem(triton_ops._INTERPRET_CONFIG, "select_single_max", single_max)
+    monkeypatch.setitem(triton_ops._INTERPRET_CONFIG, "select_block_c", 4)
     b, hkv, c, n = 2, 2, 8, 40
     labels, _, _ = random_index(hkv, n, c, 16, seed=15)
     scores = torch.tensor([0.3, 0.1, 0.3, 0.05, 0.3, 0.2, 0.0, 0.1]).expand(b, hkv, c).contiguous()
@@ -125,6 +130,9 @@ def test_budget_ties_and_cut_cluster_match_reference():
         tri = select_from_scores(scores, labels, budget=budget, backend="triton")
         refr = select_from_scores(scores, labels, budget=budget, backend="reference")
         _same_selection(tri, refr)
+    for thr in (0.05, 0.2, -1.0):
+        _same_selection(select_from_scores(scores, labels, threshold=thr, backend="triton"),
+                        select_from_scores(scores, labels, threshold=thr, backend="reference"))
 
 
 def test_hierarchical_matches_reference_and_reduces_to_single_level():

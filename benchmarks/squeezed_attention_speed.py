@@ -1,0 +1,313 @@
+"""Squeezed Attention kernel speed on one GPU: lookup + sparse attention vs dense attention over a fixed context.
+
+Usage::
+
+    python benchmarks/squeezed_attention_speed.py [--quick] [--out FILE.json]
+
+Needs torch and triton only. bf16, head dim 128, 32 query heads with 32 (MHA) and 8 (GQA) KV heads. Per
+configuration it times (GPU-side: each op captured in a CUDA graph, L2 flushed before every replay, median):
+- dense: PyTorch SDPA with the flash backend (the faster of ``enable_gqa=True`` and folding the query group into
+  the query axis, which is exact without a causal mask) and, for decode, our dense split-K kernel; the faster
+  counts as the baseline;
+- ours: the lookup (centroid scores + budget selection + index expansion), the sparse attention over the selected
+  keys, and the whole pipeline captured as one graph ("total").
+The fixed context is stored cluster-contiguously (``cluster_contiguous_layout``), 5% centroids (bf16), budget
+selection (exact K = budget * N keys, observation window of 100 keys included). Random keys with uniform random
+cluster labels (clusters of ~20 keys), a fresh context per sequence of the batch. Prefill times the fixed-context
+part only (the causal attention among user tokens is the same for both and excluded).
+Effective bandwidth = bytes of K, V and centroids that must be read / time, against the H200's 4.8 TB/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import pathlib
+import platform
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+import triton
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from kernels.squeezed_attention import (  # noqa: E402
+    ClusterLayout,
+    centroid_lookup,
+    dense_attention,
+    hierarchical_lookup,
+    sparse_attention,
+)
+from kernels.squeezed_attention import reference as ref  # noqa: E402
+
+PEAK_BW = 4.8e12
+HQ, D = 32, 128
+WINDOW = 100
+DT = torch.bfloat16
+
+
+# ---------------------------------------------------------------------------------------------------- timing
+
+class Timer:
+    """GPU-side time of a callable: CUDA-graph replay, L2 flushed before each replay, median of ``reps``."""
+
+    def __init__(self, reps: int):
+        self.reps = reps
+        self.flush = torch.empty(256 * 1024 * 1024, dtype=torch.int8, device="cuda")
+
+    def __call__(self, fn) -> float:
+        for _ in range(2):
+            fn()
+        torch.cuda.synchronize()
+        graph = None
+        try:
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                fn()
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                fn()
+            run = graph.replay
+        except Exception as exc:  # noqa: BLE001 - fall back to eager timing, reported
+            print(f"  (graph capture failed: {type(exc).__name__}: {exc}; timing eagerly)", flush=True)
+            torch.cuda.synchronize()
+            run = fn
+        run()
+        torch.cuda.synchronize()
+        starts = [torch.cuda.Event(enable_timing=True) for _ in range(self.reps)]
+        ends = [torch.cuda.Event(enable_timing=True) for _ in range(self.reps)]
+        for s, e in zip(starts, ends):
+            self.flush.zero_()
+            s.record()
+            run()
+            e.record()
+        torch.cuda.synchronize()
+        times = [s.elapsed_time(e) * 1e3 for s, e in zip(starts, ends)]  # us
+        del graph
+        return statistics.median(times)
+
+
+# ---------------------------------------------------------------------------------------------------- inputs
+
+def make_context(b: int, hkv: int, n: int, frac: float, seed: int):
+    """Random fixed context in cluster-contiguous layout; the last WINDOW keys are the always-kept window."""
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    k = torch.randn(b, hkv, n, D, generator=g, device="cuda", dtype=DT)
+    v = torch.randn(b, hkv, n, D, generator=g, device="cuda", dtype=DT)
+    nc = n - WINDOW
+    c = max(1, int(frac * nc))
+    labels = torch.randint(0, c, (hkv, nc), generator=g, device="cuda").sort(dim=1).values
+    sizes = torch.zeros(hkv, c, dtype=torch.long, device="cuda").scatter_add_(1, labels, torch.ones_like(labels))
+    labels_all = torch.cat([labels, torch.zeros(hkv, WINDOW, dtype=torch.long, device="cuda")], 1)
+    offsets = torch.zeros(hkv, c + 1, dtype=torch.int32, device="cuda")
+    offsets[:, 1:] = sizes.cumsum(1).to(torch.int32)
+    always = torch.zeros(hkv, n, dtype=torch.bool, device="cuda")
+    always[:, nc:] = True
+    layout = ClusterLayout(k=k, v=v, key_labels=labels_all, permutation=torch.arange(n, device="cuda").expand(hkv, n),
+                           cluster_offsets=offsets, always_keep=always, num_always=WINDOW)
+    # keys of a cluster scatter around their centroid; centroids are random directions with key-like norms
+    cent = torch.randn(hkv, c, D, generator=g, device="cuda").to(DT)
+    return {"k": k, "v": v, "labels": labels_all, "sizes": sizes, "centroids": cent, "layout": layout, "c": c}
+
+
+def make_hierarchy(ctx, frac_coarse: float, n: int, seed: int):
+    """Coarse level over the fine centroids: fine ids are grouped by coarse parent (sorted map)."""
+    hkv, c2 = ctx["sizes"].shape
+    c1 = max(1, int(frac_coarse * (n - WINDOW)))
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    f2c = torch.randint(0, c1, (hkv, c2), generator=g, device="cuda").sort(dim=1).values
+    coarse_sizes = torch.zeros(hkv, c1, dtype=torch.long, device="cuda").scatter_add_(1, f2c, ctx["sizes"])
+    coarse = torch.randn(hkv, c1, D, generator=g, device="cuda").to(DT)
+    return {"f2c": f2c, "coarse_sizes": coarse_sizes, "coarse": coarse, "c1": c1}
+
+
+def sdpa_flash(q, k, v):
+    """Fastest exact SDPA flash variant for a non-causal fixed context; returns (callable, name)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    b, hq, t, d = q.shape
+    hkv = k.shape[1]
+    g = hq // hkv
+    variants = {}
+    if g == 1:
+        variants["flash"] = lambda: F.scaled_dot_product_attention(q, k, v)
+    else:
+        variants["flash_gqa"] = lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+        qf = q.reshape(b, hkv, g * t, d)  # exact without a causal mask: the group's queries share K/V
+        variants["flash_folded"] = lambda: F.scaled_dot_product_attention(qf, k, v)
+    ok = {}
+    for name, fn in variants.items():
+        try:
+            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                fn()
+            ok[name] = fn
+        except Exception as exc:  # noqa: BLE001
+            print(f"  sdpa {name} unavailable: {type(exc).__name__}: {str(exc)[:120]}", flush=True)
+
+    def wrap(fn):
+        def run():
+            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                return fn()
+        return run
+
+    return {name: wrap(fn) for name, fn in ok.items()}
+
+
+# ---------------------------------------------------------------------------------------------------- runs
+
+def bench_config(timer, mode, b, hkv, n, t, budgets, ctx, rows, hier=None):
+    g_ = torch.Generator(device="cuda").manual_seed(n + t + b)
+    q = torch.randn(b, HQ, t, D, generator=g_, device="cuda", dtype=DT)
+    k, v, lay = ctx["k"], ctx["v"], ctx["layout"]
+    kv_bytes = 2 * b * hkv * n * D * 2
+    cent_bytes = hkv * ctx["c"] * D * 2
+    base = {"mode": mode, "batch": b, "kv_heads": hkv, "q_heads": HQ, "context": n, "query_tokens": t,
+            "centroids": ctx["c"]}
+    dense = {}
+    for name, fn in sdpa_flash(q, k, v).items():
+        dense["sdpa_" + name] = timer(fn)
+    if mode == "decode":
+        dense["ours_split_k"] = timer(lambda: dense_attention(q, k, v, causal=False))
+    best = min(dense, key=dense.get)
+    t_dense = dense[best]
+    flops_dense = 4 * b * HQ * t * n * D
+    for budget in budgets:
+        lookup = lambda: centroid_lookup(q, ctx["centroids"], ctx["sizes"], lay.key_labels, budget=budget,  # noqa
+                                         layout=lay)
+        sel = lookup()
+        kept = sel.key_counts.float().mean().item()
+        attn = lambda: sparse_attention(q, k, v, sel)  # noqa: E731
+        total = lambda: sparse_attention(q, k, v, lookup())  # noqa: E731
+        t_lookup, t_attn, t_total = timer(lookup), timer(attn), timer(total)
+        sel_bytes = 2 * b * hkv * kept * D * 2
+        row = dict(base, budget=budget, kept_keys=kept, dense_us=t_dense, dense_best=best,
+                   dense_all_us=dense, lookup_us=t_lookup, attention_us=t_attn, total_us=t_total,
+                   speedup=t_dense / t_total, lookup_share=t_lookup / t_total,
+                   dense_tbps=kv_bytes / t_dense / 1e6, attention_tbps=sel_bytes / t_attn / 1e6,
+                   lookup_tbps=cent_bytes / t_lookup / 1e6,
+                   total_tbps=(sel_bytes + cent_bytes) / t_total / 1e6)
+        if mode == "prefill":
+            row["dense_tflops"] = flops_dense / t_dense / 1e6
+            row["attention_tflops"] = 4 * b * HQ * t * kept * D / t_attn / 1e6
+        if hier is not None:
+            hl = lambda: hierarchical_lookup(  # noqa: E731
+                q, hier["coarse"], hier["coarse_sizes"], hier["f2c"], ctx["centroids"], ctx["sizes"],
+                lay.key_labels, coarse_threshold=hier["thr"], budget=budget, layout=lay)
+            hsel = hl()
+            row["hier_coarse_centroids"] = hier["c1"]
+            row["hier_kept_keys"] = hsel.key_counts.float().mean().item()
+            row["hier_fine_alive"] = (hsel.cluster_scores > 0).float().sum(-1).mean().item()
+            row["hier_lookup_us"] = timer(hl)
+            row["hier_total_us"] = timer(lambda: sparse_attention(q, k, v, hl()))
+            row["hier_speedup"] = t_dense / row["hier_total_us"]
+            row["hier_vs_single_lookup"] = t_lookup / row["hier_lookup_us"]
+        rows.append(row)
+        print(fmt_row(row), flush=True)
+
+
+def calibrate_coarse_threshold(ctx, hier, b, t, seed):
+    """Per-head median coarse score of an independent calibration query (keeps about half the coarse clusters)."""
+    g_ = torch.Generator(device="cuda").manual_seed(seed)
+    qc = torch.randn(b, HQ, t, D, generator=g_, device="cuda", dtype=DT)
+    scores = ref.cluster_scores_reference(qc[:, :, : min(t, 64)], hier["coarse"], hier["coarse_sizes"], D ** -0.5)
+    return scores.median(dim=-1).values.median(dim=0).values.contiguous()
+
+
+HEADER = ("| mode | B | Hkv | N | T | budget | dense µs (which) | lookup µs | attention µs | total µs | speedup "
+          "| lookup share | dense TB/s | total TB/s | hier. lookup µs | hier. total µs |")
+
+
+def fmt_row(r):
+    hier = (f"{r['hier_lookup_us']:.1f} | {r['hier_total_us']:.1f}" if "hier_lookup_us" in r else "– | –")
+    return (f"| {r['mode']} | {r['batch']} | {r['kv_heads']} | {r['context'] // 1024}K | {r['query_tokens']} | "
+            f"{r['budget']:.0%} | {r['dense_us']:.1f} ({r['dense_best']}) | {r['lookup_us']:.1f} | "
+            f"{r['attention_us']:.1f} | {r['total_us']:.1f} | {r['speedup']:.2f}x | {r['lookup_share']:.0%} | "
+            f"{r['dense_tbps']:.2f} | {r['total_tbps']:.2f} | {hier} |")
+
+
+def plan(quick: bool):
+    """(mode, batch, kv_heads, context, query tokens, budgets, with hierarchical)."""
+    k = 1024
+    if quick:
+        out = []
+        for hkv in (32, 8):
+            for n in (16 * k, 128 * k):
+                out.append(("decode", 1, hkv, n, 1, (0.1,), n >= 128 * k))
+                out.append(("prefill", 1, hkv, n, 1024, (0.1,), False))
+        return out
+    out = []
+    for hkv in (32, 8):
+        for b in (1, 8):
+            for n in (16 * k, 32 * k, 64 * k, 128 * k) + ((256 * k, 512 * k) if b == 1 else ()):
+                out.append(("decode", b, hkv, n, 1, (0.1, 0.3), b == 1 and n >= 128 * k))
+    for hkv in (32, 8):
+        for t in (1024, 4096):
+            for n in (16 * k, 32 * k, 64 * k, 128 * k) + ((256 * k,) if t == 1024 else ()):
+                out.append(("prefill", 1, hkv, n, t, (0.1, 0.3), n >= 128 * k and t == 1024))
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a few configurations (smoke test)")
+    parser.add_argument("--out", type=pathlib.Path, default=None, help="write the results as JSON here")
+    parser.add_argument("--reps", type=int, default=30, help="timed graph replays per measurement (median)")
+    parser.add_argument("--only", choices=("decode", "prefill"), default=None)
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        raise SystemExit("needs a CUDA GPU")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    timer = Timer(args.reps)
+    rows: list[dict] = []
+    started = time.time()
+    print(HEADER)
+    print("|" + "---|" * (HEADER.count("|") - 1))
+    cache_key, ctx = None, None
+    for mode, b, hkv, n, t, budgets, with_hier in plan(args.quick):
+        if args.only and mode != args.only:
+            continue
+        if cache_key != (b, hkv, n):
+            ctx = None
+            torch.cuda.empty_cache()
+            ctx = make_context(b, hkv, n, 0.05, seed=n + hkv + b)
+            cache_key = (b, hkv, n)
+        hier = None
+        if with_hier:
+            hier = make_hierarchy(ctx, 0.01, n, seed=7)
+            hier["thr"] = calibrate_coarse_threshold(ctx, hier, b, t, seed=99)
+        try:
+            bench_config(timer, mode, b, hkv, n, t, budgets, ctx, rows, hier)
+        except torch.OutOfMemoryError as exc:
+            print(f"| {mode} | {b} | {hkv} | {n // 1024}K | {t} | out of memory: {exc} |", flush=True)
+    props = torch.cuda.get_device_properties(0)
+    result = {
+        "benchmark": "squeezed_attention_speed",
+        "command": " ".join([pathlib.Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
+        "device": torch.cuda.get_device_name(0),
+        "sm_count": props.multi_processor_count,
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "python": platform.python_version(),
+        "dtype": "bfloat16",
+        "head_dim": D,
+        "timing": f"CUDA graph replay, L2 flushed before each, median of {args.reps}",
+        "peak_bandwidth_tbps": PEAK_BW / 1e12,
+        "wall_s": time.time() - started,
+        "rows": rows,
+    }
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.out.with_suffix(args.out.suffix + ".tmp")
+        tmp.write_text(json.dumps(result, indent=1))
+        tmp.replace(args.out)
+    return result
+
+
+if __name__ == "__main__":
+    main()
