@@ -253,17 +253,121 @@ def plan(quick: bool):
     return out
 
 
+def profile_breakdown(timer):
+    """Per-kernel GPU time (torch.profiler) of the 128K decode and prefill pipelines, budget 10%."""
+    from torch.profiler import ProfilerActivity, profile
+
+    out = {}
+    for mode, hkv, t in (("decode", 32, 1), ("decode", 8, 1), ("prefill", 32, 1024)):
+        n = 128 * 1024
+        ctx = make_context(1, hkv, n, 0.05, seed=3)
+        q = torch.randn(1, HQ, t, D, device="cuda", dtype=DT)
+        lay = ctx["layout"]
+
+        def step():
+            sel = centroid_lookup(q, ctx["centroids"], ctx["sizes"], lay.key_labels, budget=0.1, layout=lay)
+            return sparse_attention(q, ctx["k"], ctx["v"], sel)
+
+        for _ in range(3):
+            step()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(10):
+                step()
+            torch.cuda.synchronize()
+        rows = []
+        for ev in prof.key_averages():
+            dev_us = getattr(ev, "device_time_total", None) or getattr(ev, "cuda_time_total", 0)
+            if dev_us:
+                rows.append((ev.key[:60], dev_us / 10, ev.count // 10))
+        rows.sort(key=lambda r: -r[1])
+        print(f"\nkernel breakdown, {mode} Hkv={hkv} N=128K T={t} (us per call):")
+        for name, us, cnt in rows[:12]:
+            print(f"  {us:9.1f}  x{cnt}  {name}")
+        out[f"{mode}_{hkv}"] = rows[:12]
+        del ctx
+        torch.cuda.empty_cache()
+    return out
+
+
+def tune(timer):
+    """Time tile configurations of the decode / prefill attention and lookup kernels at 128K, budget 10%."""
+    from kernels.squeezed_attention import triton_ops
+
+    base = dict(triton_ops.CONFIG)
+    results = {}
+
+    def sweep(name, fn, variants):
+        res = []
+        for var in variants:
+            triton_ops.CONFIG.clear()
+            triton_ops.CONFIG.update(base)
+            triton_ops.CONFIG.update(var)
+            try:
+                us = timer(fn)
+            except Exception as exc:  # noqa: BLE001
+                us = float("nan")
+                print(f"  {name} {var}: failed {type(exc).__name__}: {str(exc)[:100]}")
+            res.append((var, us))
+            print(f"  {name} {var}: {us:.1f} us", flush=True)
+        results[name] = res
+        triton_ops.CONFIG.clear()
+        triton_ops.CONFIG.update(base)
+
+    n = 128 * 1024
+    dec = [dict(decode_block_n=bn, decode_warps=w, decode_stages=st, decode_programs_per_sm=pps)
+           for bn, w, st, pps in ((64, 4, 3, 4), (64, 4, 3, 2), (64, 4, 2, 3), (128, 4, 3, 2), (128, 8, 3, 2),
+                                  (32, 4, 4, 4), (64, 8, 3, 2), (128, 8, 2, 2), (64, 4, 4, 2), (64, 4, 3, 8))]
+    for hkv, b in ((32, 1), (8, 1), (8, 8)):
+        ctx = make_context(b, hkv, n, 0.05, seed=5)
+        q = torch.randn(b, HQ, 1, D, device="cuda", dtype=DT)
+        lay = ctx["layout"]
+        sel = centroid_lookup(q, ctx["centroids"], ctx["sizes"], lay.key_labels, budget=0.1, layout=lay)
+        sweep(f"decode_attention_h{hkv}_b{b}", lambda: sparse_attention(q, ctx["k"], ctx["v"], sel), dec)
+        if b == 1:
+            sweep(f"dense_split_k_h{hkv}", lambda: dense_attention(q, ctx["k"], ctx["v"], causal=False), dec[:6])
+            sweep(f"decode_lookup_h{hkv}", lambda: centroid_lookup(
+                q, ctx["centroids"], ctx["sizes"], lay.key_labels, budget=0.1, layout=lay),
+                [dict(lookup_block_c=bc, lookup_warps=w) for bc, w in ((128, 4), (64, 4), (256, 8), (128, 8))])
+        del ctx, sel
+        torch.cuda.empty_cache()
+    ctx = make_context(1, 32, n, 0.05, seed=6)
+    q = torch.randn(1, HQ, 1024, D, device="cuda", dtype=DT)
+    lay = ctx["layout"]
+    sel = centroid_lookup(q, ctx["centroids"], ctx["sizes"], lay.key_labels, budget=0.1, layout=lay)
+    sweep("prefill_attention_h32_t1024", lambda: sparse_attention(q, ctx["k"], ctx["v"], sel),
+          [dict(prefill_block_m=bm, prefill_block_n=bn, prefill_warps=w, prefill_stages=st)
+           for bm, bn, w, st in ((128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 4, 3), (64, 64, 4, 3),
+                                 (128, 64, 8, 4), (128, 32, 8, 4), (64, 128, 4, 3))])
+    sweep("prefill_lookup_h32_t1024", lambda: centroid_lookup(
+        q, ctx["centroids"], ctx["sizes"], lay.key_labels, budget=0.1, layout=lay),
+        [dict(rows_block_m=bm, rows_block_c=bc, rows_warps=w)
+         for bm, bc, w in ((128, 64, 8), (128, 128, 8), (64, 64, 4), (128, 32, 4), (64, 128, 4), (256, 64, 8))])
+    return results
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a few configurations (smoke test)")
     parser.add_argument("--out", type=pathlib.Path, default=None, help="write the results as JSON here")
     parser.add_argument("--reps", type=int, default=30, help="timed graph replays per measurement (median)")
     parser.add_argument("--only", choices=("decode", "prefill"), default=None)
+    parser.add_argument("--profile", action="store_true", help="print a per-kernel breakdown at 128K and exit")
+    parser.add_argument("--tune", action="store_true", help="sweep kernel tile configurations at 128K and exit")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("needs a CUDA GPU")
     torch.backends.cuda.matmul.allow_tf32 = False
     timer = Timer(args.reps)
+    if args.profile or args.tune:
+        extra = {}
+        if args.profile:
+            extra["profile"] = profile_breakdown(timer)
+        if args.tune:
+            extra["tune"] = tune(timer)
+        if args.out is not None:
+            args.out.write_text(json.dumps(extra, indent=1, default=str))
+        return extra
     rows: list[dict] = []
     started = time.time()
     print(HEADER)

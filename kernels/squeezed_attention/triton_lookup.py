@@ -177,6 +177,7 @@ def _rows_kernel(
         m = m_new
     log_z = tl.where(l > 0, m + tl.log2(tl.where(l > 0, l, 1.0)), float("inf"))
     log_z = tl.where(offs_r < GT, log_z, float("inf"))  # padding rows add nothing
+    q_t = tl.trans(q)  # pass 2 works on S^T so the sum over query rows is a within-warp row reduction
     for c0 in range(0, count, BLOCK_C):
         slot = c0 + offs_c
         valid = slot < count
@@ -185,6 +186,6 @@ def _rows_kernel(
         else:
             cid = slot
         cen = tl.load(c_ptr + h * sch + cid[:, None] * scc + offs_d[None, :], mask=valid[:, None], other=0.0)
-        s = tl.dot(q, tl.trans(cen))
-        p = tl.exp2(s - log_z[:, None])
-        tl.store(part_ptr + (bh * NRB + pid_m) * L_CAP + slot, tl.sum(p, axis=0), mask=valid)
+        s_t = tl.dot(cen, q_t)  # [BLOCK_C, BLOCK_M]
+        p = tl.exp2(s_t - log_z[None, :])
+        tl.store(part_ptr + (bh * NRB + pid_m) * L_CAP + slot, tl.sum(p, axis=1), mask=valid)

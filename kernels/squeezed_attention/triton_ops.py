@@ -85,9 +85,14 @@ def cluster_scores(
     scale: float,
     ids: torch.Tensor | None = None,
     id_counts: torch.Tensor | None = None,
-) -> torch.Tensor:
+    defer: bool = False,
+):
     """``[B, Hkv, C]`` fp32 estimated cluster probabilities (only listed clusters when ``ids [B*Hkv, C]`` and
-    ``id_counts [B*Hkv]`` are given; the others score 0 and leave the denominator)."""
+    ``id_counts [B*Hkv]`` are given; the others score 0 and leave the denominator).
+
+    With ``defer`` (few query rows, no id list) the last step is left to the selection kernel, which computes
+    the scores from the logits itself: returns ``(scores_buffer, logits_info)`` then (``logits_info`` is None
+    when nothing was deferred)."""
     b, hq, t, d = q.shape
     hkv, c, _ = centroids.shape
     g = hq // hkv
@@ -121,6 +126,10 @@ def cluster_scores(
             NS=ns, D=d, BLOCK_R=block_r, BLOCK_C=block_c, USE_IDS=use_ids, ALL_BATCHES=all_batches, IEEE=ieee,
             **_launch_opts("lookup_warps"),
         )
+        if defer and not use_ids:
+            info = {"logits": logits, "pm": pm, "pl": pl, "sizes": sizes, "rows": rows, "gt": gt, "ns": ns,
+                    "all_batches": all_batches}
+            return scores.view(b, hkv, c), info
         block_c2 = 128 if not interpreting() else 16
         _scores_kernel[(triton.cdiv(c, block_c2), b * hkv)](
             logits, pm, pl, sizes, ids_t, cnt_t, scores,
@@ -129,7 +138,8 @@ def cluster_scores(
             BLOCK_C=block_c2, USE_IDS=use_ids, ALL_BATCHES=all_batches,
             **({} if interpreting() else {"num_warps": 4}),
         )
-        return scores.view(b, hkv, c)
+        out = scores.view(b, hkv, c)
+        return (out, None) if defer else out
     block_m = _cfg("rows_block_m")
     nrb = triton.cdiv(gt, block_m)
     part = (torch.zeros if use_ids else torch.empty)(b * hkv, nrb, c, dtype=torch.float32, device=dev)
@@ -147,7 +157,8 @@ def cluster_scores(
         spread = torch.zeros(b * hkv, c + 1, dtype=torch.float32, device=dev)
         summed = spread.scatter_(1, target, summed)[:, :c]  # unlisted (dead) clusters score 0
     nonempty = (sizes > 0).repeat(b, 1)
-    return torch.where(nonempty, summed, torch.zeros_like(summed)).view(b, hkv, c)
+    out = torch.where(nonempty, summed, torch.zeros_like(summed)).view(b, hkv, c)
+    return (out, None) if defer else out
 
 
 # -------------------------------------------------------------------------------------------------- selection
@@ -185,21 +196,26 @@ class _StaticIndex:
         self.offsets = None
 
 
-_STATIC_CACHE: "OrderedDict[tuple, _StaticIndex]" = OrderedDict()
+_STATIC_CACHE: "OrderedDict[tuple, tuple[tuple, _StaticIndex]]" = OrderedDict()
+_STATIC_CACHE_SIZE = 8
 
 
 def _static_index(labels, always, c, layout) -> _StaticIndex:
-    def sig(x):
-        return None if x is None else (x.data_ptr(), x._version, tuple(x.shape), str(x.device))
-
-    key = (sig(labels), sig(always), c, None if layout is None else sig(layout.cluster_offsets))
+    """Cached per-index data. The cache holds the source tensors themselves (so their storage cannot be freed and
+    reused by another tensor) and checks identity and in-place version counters."""
+    sources = (labels, always, None if layout is None else layout.cluster_offsets)
+    key = tuple(None if x is None else id(x) for x in sources) + (c,)
+    versions = tuple(None if x is None else x._version for x in sources)
     hit = _STATIC_CACHE.get(key)
     if hit is not None:
-        _STATIC_CACHE.move_to_end(key)
-        return hit
+        held, entry = hit
+        if all(a is b for a, b in zip(held[0], sources)) and held[1] == versions:
+            _STATIC_CACHE.move_to_end(key)
+            return entry
     entry = _StaticIndex(labels, always, c, layout)
-    _STATIC_CACHE[key] = entry
-    while len(_STATIC_CACHE) > 16:
+    _STATIC_CACHE[key] = ((sources, versions), entry)
+    _STATIC_CACHE.move_to_end(key)
+    while len(_STATIC_CACHE) > _STATIC_CACHE_SIZE:
         _STATIC_CACHE.popitem(last=False)
     return entry
 
@@ -213,8 +229,13 @@ def select_from_scores(
     always_keep=None,
     layout: ClusterLayout | None = None,
     alive: torch.Tensor | None = None,
+    logits_info: dict | None = None,
 ) -> Selection:
-    """Selection from ``scores [B, Hkv, C]`` (semantics in ``reference.py``); ``alive [B*Hkv, C]`` int8."""
+    """Selection from ``scores [B, Hkv, C]`` (semantics in ``reference.py``); ``alive [B*Hkv, C]`` int8.
+
+    With ``logits_info`` (from ``cluster_scores(defer=True)``) ``scores`` is an unwritten buffer that the
+    selection kernel fills from the lookup logits (one launch fewer); falls back to the scores kernel when the
+    score row does not fit in registers."""
     b, hkv, c = scores.shape
     n = key_labels.shape[1]
     dev = scores.device
@@ -237,11 +258,19 @@ def select_from_scores(
         krest = st.n_always
     has_alive = alive is not None
     single = triton.next_power_of_2(c) <= _cfg("select_single_max")
+    li = logits_info
+    if li is not None and not single:
+        _finish_scores(li, flat, b, hkv, c)
+        li = None
+    lg = li or {"logits": flat, "pm": flat, "pl": flat, "sizes": st.avail, "rows": 1, "gt": 1, "ns": 1,
+                "all_batches": False}
     _select_kernel[(bh,)](
         flat, alive if has_alive else take, st.avail, thr, krest, st.n_always, take, tstart, counts,
+        lg["logits"], lg["pm"], lg["pl"], lg["sizes"], lg["sizes"].stride(0), lg["rows"], lg["gt"], lg["ns"], c,
         c, hkv,
         BUDGET=budget_mode, HAS_ALIVE=has_alive, SINGLE=single,
         BLOCK_C=triton.next_power_of_2(c) if single else _cfg("select_block_c"),
+        FROM_LOGITS=li is not None, ALL_BATCHES=lg["all_batches"], BLOCK_NS=max(2, triton.next_power_of_2(lg["ns"])),
         **({} if interpreting() else {"num_warps": 16 if single else 8}),
     )
     if not budget_mode:
@@ -274,10 +303,23 @@ def select_from_scores(
     return Selection(idx.view(b, hkv, k_cap), counts.view(b, hkv), scores)
 
 
+def _finish_scores(li: dict, flat: torch.Tensor, b: int, hkv: int, c: int) -> None:
+    """Run the standalone scores kernel for deferred logits (``flat [B*Hkv, C]`` receives the scores)."""
+    block_c2 = 128 if not interpreting() else 16
+    _scores_kernel[(triton.cdiv(c, block_c2), b * hkv)](
+        li["logits"], li["pm"], li["pl"], li["sizes"], li["sizes"], li["sizes"], flat,
+        li["rows"], li["gt"], c, hkv, c, c, li["sizes"].stride(0),
+        NS=li["ns"], BLOCK_NS=max(2, triton.next_power_of_2(li["ns"])),
+        BLOCK_GT=max(2, triton.next_power_of_2(li["gt"])), BLOCK_C=block_c2, USE_IDS=False,
+        ALL_BATCHES=li["all_batches"], **({} if interpreting() else {"num_warps": 4}),
+    )
+
+
 def centroid_lookup(q, centroids, cluster_sizes, key_labels, *, threshold, budget, always_keep, scale, layout):
-    scores = cluster_scores(q, centroids, cluster_sizes, scale)
+    scores, info = cluster_scores(q, centroids, cluster_sizes, scale, defer=True)
     return select_from_scores(
-        scores, key_labels, threshold=threshold, budget=budget, always_keep=always_keep, layout=layout
+        scores, key_labels, threshold=threshold, budget=budget, always_keep=always_keep, layout=layout,
+        logits_info=info,
     )
 
 

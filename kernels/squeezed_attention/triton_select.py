@@ -37,11 +37,15 @@ def _weight_ge(score_row, alive_row, avail_row, C, u, HAS_ALIVE: tl.constexpr, B
 @triton.jit
 def _select_kernel(
     score_ptr, alive_ptr, avail_ptr, thr_ptr, krest_ptr, nalw_ptr, take_ptr, tstart_ptr, count_ptr,
+    logit_ptr, pm_ptr, pl_ptr, n_ptr, snh, R, GT, NS, L_CAP,
     C, H,
     BUDGET: tl.constexpr, HAS_ALIVE: tl.constexpr, BLOCK_C: tl.constexpr, SINGLE: tl.constexpr,
+    FROM_LOGITS: tl.constexpr, ALL_BATCHES: tl.constexpr, BLOCK_NS: tl.constexpr,
 ):
     """One program per (batch, KV head). With SINGLE the whole score row lives in registers (BLOCK_C >= C), so
-    the 31 bisection steps cost one block reduction each; otherwise the row is streamed in tiles per step."""
+    the 31 bisection steps cost one block reduction each; otherwise the row is streamed in tiles per step.
+    With FROM_LOGITS (SINGLE only) the scores are first computed here from the lookup logits and split partials
+    of ``_logits_kernel`` (fusing ``_scores_kernel``) and written to ``score_ptr``."""
     bh = tl.program_id(0)
     h = bh % H
     score_row = score_ptr + bh * C
@@ -50,7 +54,31 @@ def _select_kernel(
     if SINGLE:
         offs = tl.arange(0, BLOCK_C)
         mask = offs < C
-        sc = tl.load(score_row + offs, mask=mask, other=0.0)
+        if FROM_LOGITS:
+            if ALL_BATCHES:
+                prog = h
+                row0 = (bh // H) * GT
+            else:
+                prog = bh
+                row0 = 0
+            offs_s = tl.arange(0, BLOCK_NS)
+            acc = tl.zeros([BLOCK_C], tl.float32)
+            for r in range(0, GT):
+                row = row0 + r
+                pidx = (prog * NS + offs_s) * R + row
+                pm = tl.load(pm_ptr + pidx, mask=offs_s < NS, other=float("-inf"))
+                pl = tl.load(pl_ptr + pidx, mask=offs_s < NS, other=0.0)
+                big = tl.max(pm, axis=0)
+                big = tl.where(big == float("-inf"), 0.0, big)
+                z = tl.sum(pl * tl.exp2(pm - big), axis=0)
+                log_z = tl.where(z > 0, big + tl.log2(tl.where(z > 0, z, 1.0)), float("inf"))
+                lg = tl.load(logit_ptr + (prog * R + row) * L_CAP + offs, mask=mask, other=float("-inf"))
+                acc += tl.exp2(lg - log_z)
+            n = tl.load(n_ptr + h * snh + offs, mask=mask, other=0)
+            sc = tl.where(n > 0, acc / GT, 0.0)
+            tl.store(score_row + offs, sc, mask=mask)
+        else:
+            sc = tl.load(score_row + offs, mask=mask, other=0.0)
         av = tl.load(avail_row + offs, mask=mask, other=0)
         if HAS_ALIVE:
             av = tl.where(tl.load(alive_row + offs, mask=mask, other=0) != 0, av, 0)

@@ -188,3 +188,20 @@ def test_bf16_rejected_in_interpreter():
     q, k, v = random_qkv(1, 2, 2, 1, 20, 16, seed=0, dtype=torch.bfloat16)
     with pytest.raises(ValueError, match="bfloat16 is not supported by the Triton CPU interpreter"):
         dense_attention(q, k, v, causal=False, backend="triton")
+
+
+def test_static_index_cache_sees_new_and_modified_labels():
+    """Labels of equal shape (possibly reusing freed storage) or changed in place must not hit a stale cache."""
+    b, g, hkv, n, d, c = 1, 2, 2, 40, 16, 5
+    q, _, _ = random_qkv(b, g * hkv, hkv, 1, n, d, seed=21)
+    _, sizes, cent = random_index(hkv, n, c, d, seed=22)
+    for seed in (23, 24):
+        labels = torch.randint(0, c, (hkv, n), generator=torch.Generator().manual_seed(seed))
+        sizes = torch.zeros(hkv, c, dtype=torch.long).scatter_add_(1, labels, torch.ones_like(labels))
+        _same_selection(centroid_lookup(q, cent, sizes, labels, budget=0.3, backend="triton"),
+                        centroid_lookup(q, cent, sizes, labels, budget=0.3, backend="reference"))
+        labels[:, :10] = (labels[:, :10] + 1) % c  # in place: version counter moves
+        sizes = torch.zeros(hkv, c, dtype=torch.long).scatter_add_(1, labels, torch.ones_like(labels))
+        _same_selection(centroid_lookup(q, cent, sizes, labels, budget=0.3, backend="triton"),
+                        centroid_lookup(q, cent, sizes, labels, budget=0.3, backend="reference"))
+        del labels
