@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from lightning.pytorch.cli import OptimizerCallable
 
 from framework.base import FrameworkModule
@@ -43,6 +44,10 @@ class ConstrainedProblemModule(FrameworkModule):
             raise ValueError(f"stop_at_relative_kkt must be a positive number or None, got {stop_at_relative_kkt!r}")
         self.automatic_optimization = False
         self.stop_at_relative_kkt = stop_at_relative_kkt
+        if optimizer is not None:
+            # Optimizers are built lazily in configure_optimizers; build a throw-away one now so that bad optimizer
+            # settings (e.g. a non-positive radius) fail at construction, where the CLI reports them in one line.
+            optimizer([torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))])
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         info = constrained_training_step(self, batch)
