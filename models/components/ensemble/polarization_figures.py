@@ -1,0 +1,60 @@
+"""Figures of the polarization analysis: the distribution of W and η (with errors and bounds) over epochs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from matplotlib.figure import Figure
+
+from framework.loggers import new_figure
+from framework.metrics.ensemble_bounds import POLARIZATION_LAW_ETA, EnsembleStatistics
+
+__all__ = ["w_histogram_figure", "polarization_history_figure"]
+
+
+def w_histogram_figure(stats: EnsembleStatistics, *, title: str = "") -> Figure:
+    """Bar chart of ``P(W = k / M)``, the majority-vote threshold at 1/2 and the key numbers in the title."""
+    fig = new_figure(figsize=(6.0, 3.6))
+    ax = fig.add_subplot()
+    m = stats.num_members
+    levels = [k / m for k in range(m + 1)]
+    colors = ["tab:red" if 2 * k > m else "tab:orange" if 2 * k == m else "tab:blue" for k in range(m + 1)]
+    ax.bar(levels, stats.w_distribution, width=0.8 / m, color=colors)
+    ax.axvline(0.5, color="k", linestyle="--", linewidth=1)
+    ax.set_yscale("log" if max(stats.w_distribution) > 0 else "linear")
+    ax.set_xlabel("W = fraction of members wrong on a point")
+    ax.set_ylabel("fraction of points")
+    ax.set_xlim(-0.5 / m - 0.02, 1 + 0.5 / m + 0.02)
+    head = f"{title}  " if title else ""
+    ax.set_title(
+        f"{head}M={m}  η={stats.polarization:.3f}  L_MV={stats.majority_vote_error:.4f}  "
+        f"L̄={stats.mean_member_error:.4f}  D={stats.disagreement:.4f}",
+        fontsize=8,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def polarization_history_figure(history: Sequence[Mapping[str, float]], *, title: str = "") -> Figure:
+    """η per epoch (left axis, with the law's 4/3) and the majority-vote error next to the bounds (right axis).
+
+    ``history`` is a list of records with keys ``epoch``, ``polarization``, ``majority_vote_error``, ``bound_law``.
+    """
+    fig = new_figure(figsize=(6.0, 3.6))
+    ax = fig.add_subplot()
+    epochs = [r["epoch"] for r in history]
+    ax.plot(epochs, [r["polarization"] for r in history], "o-", color="tab:purple", label="η (measured)")
+    ax.axhline(POLARIZATION_LAW_ETA, color="tab:purple", linestyle=":", label="η = 4/3 (law)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("polarization η")
+    right = ax.twinx()
+    right.plot(epochs, [r["majority_vote_error"] for r in history], "s-", color="tab:green", label="L_MV")
+    right.plot(epochs, [r["bound_law"] for r in history], "^--", color="tab:gray", label="4/3 · E[W²]")
+    right.set_ylabel("error")
+    lines = ax.get_legend_handles_labels()
+    more = right.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="best")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
