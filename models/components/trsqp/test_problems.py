@@ -7,7 +7,10 @@ returns the objective (scalar) or the constraint vector ``(m,)``; all are polyno
 derivatives. Reference solutions are the literature values (rounded); the tests check them against the KKT conditions.
 
 Notes on the SIF variants (as in CUTEst, which is what the authors' Julia code loads):
-* BT4 start is SIF start 1 ``(3.1494, 1.4523, −3.6017)`` (sif2jax's default is the solution, not a start);
+* BT4 start is SIF start 1 ``(3.1494, 1.4523, −3.6017)`` (sif2jax's default is a "solution", not a start). The point
+  ``(4.0382, −2.9470, −0.09115)`` quoted as BT4's solution there is feasible but *not* stationary for this objective
+  (KKT residual 12.4); the reference here is the local minimiser that scipy's trust-constr and TR-SQP both reach from
+  the SIF start, ``(3.63195, 0.72673, −3.35869)`` with ``f = 3.28904``;
 * BT5 uses ``+1000`` (AMPL / pycutest; the SIF constant is irrelevant for the minimiser);
 * BT8 violates LICQ at its solution ``(1, 0, 0, 0, 0)`` (both constraint gradients are multiples of ``e₁``);
 * MARATOS is the SIF form ``−x₁ + τ(x₁² + x₂²)`` with ``τ = 10⁻⁶`` on the unit circle, start ``(1.1, 0.1)``;
@@ -171,7 +174,7 @@ CUTEST_PROBLEMS: dict[str, EqualityConstrainedTestProblem] = {
     p.name: p
     for p in (
         EqualityConstrainedTestProblem("BT4", _bt4_f, _bt4_c, (3.1494, 1.4523, -3.6017),
-                                       (4.0382, -2.9470, -0.09115), None, "cutest"),
+                                       (3.6319547249, 0.7267306490, -3.3586853738), 3.2890377376, "cutest"),
         EqualityConstrainedTestProblem("BT5", _bt5_f, _bt5_c, (2.0, 2.0, 2.0), (3.5121, 0.21699, 3.5522),
                                        961.7151721, "cutest"),
         EqualityConstrainedTestProblem("BT8", _bt8_f, _bt8_c, (1.0, 1.0, 1.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0, 0.0),
