@@ -185,13 +185,24 @@ def bench_config(timer, mode, b, hkv, n, t, budgets, ctx, rows, hier=None):
         attn = lambda: sparse_attention(q, k, v, sel)  # noqa: E731
         total = lambda: sparse_attention(q, k, v, lookup())  # noqa: E731
         t_lookup, t_attn, t_total = timer(lookup), timer(attn), timer(total)
+        thr = calibrate_thresholds(ctx, b, t, budget, seed=17)
+        tlook = lambda: centroid_lookup(q, ctx["centroids"], ctx["sizes"], lay.key_labels,  # noqa: E731
+                                        threshold=thr, layout=lay, sync=False)
+        tsel = tlook()
+        t_kept = tsel.key_counts.float().mean().item()
+        t_tl = timer(tlook)
+        t_tt = timer(lambda: sparse_attention(q, k, v, tlook()))
         sel_bytes = 2 * b * hkv * kept * D * 2
         row = dict(base, budget=budget, kept_keys=kept, dense_us=t_dense, dense_best=best,
                    dense_all_us=dense, lookup_us=t_lookup, attention_us=t_attn, total_us=t_total,
                    speedup=t_dense / t_total, lookup_share=t_lookup / t_total,
                    dense_tbps=kv_bytes / t_dense / 1e6, attention_tbps=sel_bytes / t_attn / 1e6,
                    lookup_tbps=cent_bytes / t_lookup / 1e6,
-                   total_tbps=(sel_bytes + cent_bytes) / t_total / 1e6)
+                   total_tbps=(sel_bytes + cent_bytes) / t_total / 1e6,
+                   thr_kept_keys=t_kept, thr_kept_min=tsel.key_counts.min().item(),
+                   thr_kept_max=tsel.key_counts.max().item(), thr_lookup_us=t_tl, thr_total_us=t_tt,
+                   thr_speedup=t_dense / t_tt,
+                   thr_total_tbps=(2 * b * hkv * t_kept * D * 2 + cent_bytes) / t_tt / 1e6)
         if mode == "prefill":
             row["dense_tflops"] = flops_dense / t_dense / 1e6
             row["attention_tflops"] = 4 * b * HQ * t * kept * D / t_attn / 1e6
@@ -211,6 +222,24 @@ def bench_config(timer, mode, b, hkv, n, t, budgets, ctx, rows, hier=None):
         print(fmt_row(row), flush=True)
 
 
+def calibrate_thresholds(ctx, b, t, budget, seed):
+    """Per-head score threshold keeping about ``budget`` of the keys for an independent calibration query (the
+    paper calibrates on observation-window queries; the test query then keeps a data-dependent fraction)."""
+    g_ = torch.Generator(device="cuda").manual_seed(seed)
+    qc = torch.randn(b, HQ, t, D, generator=g_, device="cuda", dtype=DT)
+    lay = ctx["layout"]
+    sel = centroid_lookup(qc, ctx["centroids"], ctx["sizes"], lay.key_labels, budget=budget,
+                          layout=lay)
+    scores = sel.cluster_scores  # [B, Hkv, C]
+    order = scores.sort(dim=-1, descending=True)
+    sizes = ctx["sizes"][None].expand_as(scores).gather(2, order.indices)
+    n = lay.key_labels.shape[1]
+    need = budget * n - WINDOW
+    cut = (sizes.cumsum(-1) < need).sum(-1, keepdim=True).clamp(max=scores.shape[-1] - 1)
+    thr = order.values.gather(2, cut).squeeze(-1)  # [B, Hkv]
+    return thr.median(dim=0).values.contiguous()
+
+
 def calibrate_coarse_threshold(ctx, hier, b, t, seed):
     """Per-head median coarse score of an independent calibration query (keeps about half the coarse clusters)."""
     g_ = torch.Generator(device="cuda").manual_seed(seed)
@@ -220,7 +249,8 @@ def calibrate_coarse_threshold(ctx, hier, b, t, seed):
 
 
 HEADER = ("| mode | B | Hkv | N | T | budget | dense µs (which) | lookup µs | attention µs | total µs | speedup "
-          "| lookup share | dense TB/s | total TB/s | hier. lookup µs | hier. total µs |")
+          "| lookup share | dense TB/s | total TB/s | thr. kept | thr. lookup µs | thr. total µs | thr. speedup "
+          "| thr. TB/s | hier. lookup µs | hier. total µs |")
 
 
 def fmt_row(r):
@@ -228,7 +258,9 @@ def fmt_row(r):
     return (f"| {r['mode']} | {r['batch']} | {r['kv_heads']} | {r['context'] // 1024}K | {r['query_tokens']} | "
             f"{r['budget']:.0%} | {r['dense_us']:.1f} ({r['dense_best']}) | {r['lookup_us']:.1f} | "
             f"{r['attention_us']:.1f} | {r['total_us']:.1f} | {r['speedup']:.2f}x | {r['lookup_share']:.0%} | "
-            f"{r['dense_tbps']:.2f} | {r['total_tbps']:.2f} | {hier} |")
+            f"{r['dense_tbps']:.2f} | {r['total_tbps']:.2f} | {r['thr_kept_keys'] / r['context']:.1%} | "
+            f"{r['thr_lookup_us']:.1f} | {r['thr_total_us']:.1f} | {r['thr_speedup']:.2f}x | "
+            f"{r['thr_total_tbps']:.2f} | {hier} |")
 
 
 def plan(quick: bool):
@@ -315,34 +347,34 @@ def tune(timer):
         triton_ops.CONFIG.update(base)
 
     n = 128 * 1024
-    dec = [dict(decode_block_n=bn, decode_warps=w, decode_stages=st, decode_programs_per_sm=pps)
-           for bn, w, st, pps in ((64, 4, 3, 4), (64, 4, 3, 2), (64, 4, 2, 3), (128, 4, 3, 2), (128, 8, 3, 2),
-                                  (32, 4, 4, 4), (64, 8, 3, 2), (128, 8, 2, 2), (64, 4, 4, 2), (64, 4, 3, 8))]
-    for hkv, b in ((32, 1), (8, 1), (8, 8)):
+    dec = [dict(decode_block_n=bn, decode_warps=w, decode_stages=st)
+           for bn, w, st in ((64, 4, 2), (64, 4, 3), (128, 4, 2), (32, 4, 3), (64, 8, 2), (32, 4, 2))]
+    for hkv, b in ((32, 1), (8, 1), (32, 8)):
         ctx = make_context(b, hkv, n, 0.05, seed=5)
         q = torch.randn(b, HQ, 1, D, device="cuda", dtype=DT)
         lay = ctx["layout"]
         sel = centroid_lookup(q, ctx["centroids"], ctx["sizes"], lay.key_labels, budget=0.1, layout=lay)
         sweep(f"decode_attention_h{hkv}_b{b}", lambda: sparse_attention(q, ctx["k"], ctx["v"], sel), dec)
         if b == 1:
-            sweep(f"dense_split_k_h{hkv}", lambda: dense_attention(q, ctx["k"], ctx["v"], causal=False), dec[:6])
-            sweep(f"decode_lookup_h{hkv}", lambda: centroid_lookup(
+            sweep(f"dense_split_k_h{hkv}", lambda: dense_attention(q, ctx["k"], ctx["v"], causal=False), dec[:3])
+            sweep(f"decode_lookup_budget_h{hkv}", lambda: centroid_lookup(
                 q, ctx["centroids"], ctx["sizes"], lay.key_labels, budget=0.1, layout=lay),
-                [dict(lookup_block_c=bc, lookup_warps=w) for bc, w in ((128, 4), (64, 4), (256, 8), (128, 8))])
+                [dict(lookup_block_c=bc, lookup_warps=w, lookup_stages=st, select_single_warps=sw)
+                 for bc, w, st, sw in ((64, 4, 2, 16), (128, 4, 2, 16), (64, 4, 3, 16), (64, 4, 2, 8),
+                                       (64, 4, 2, 4), (64, 8, 2, 32))])
+            thr = calibrate_thresholds(ctx, b, 1, 0.1, seed=11)
+            sweep(f"decode_lookup_threshold_h{hkv}", lambda: centroid_lookup(
+                q, ctx["centroids"], ctx["sizes"], lay.key_labels, threshold=thr, layout=lay, sync=False),
+                [dict(lookup_block_c=bc) for bc in (64, 128)])
         del ctx, sel
         torch.cuda.empty_cache()
     ctx = make_context(1, 32, n, 0.05, seed=6)
-    q = torch.randn(1, HQ, 1024, D, device="cuda", dtype=DT)
+    q = torch.randn(1, HQ, 4096, D, device="cuda", dtype=DT)
     lay = ctx["layout"]
     sel = centroid_lookup(q, ctx["centroids"], ctx["sizes"], lay.key_labels, budget=0.1, layout=lay)
-    sweep("prefill_attention_h32_t1024", lambda: sparse_attention(q, ctx["k"], ctx["v"], sel),
+    sweep("prefill_attention_h32_t4096", lambda: sparse_attention(q, ctx["k"], ctx["v"], sel),
           [dict(prefill_block_m=bm, prefill_block_n=bn, prefill_warps=w, prefill_stages=st)
-           for bm, bn, w, st in ((128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 4, 3), (64, 64, 4, 3),
-                                 (128, 64, 8, 4), (128, 32, 8, 4), (64, 128, 4, 3))])
-    sweep("prefill_lookup_h32_t1024", lambda: centroid_lookup(
-        q, ctx["centroids"], ctx["sizes"], lay.key_labels, budget=0.1, layout=lay),
-        [dict(rows_block_m=bm, rows_block_c=bc, rows_warps=w)
-         for bm, bc, w in ((128, 64, 8), (128, 128, 8), (64, 64, 4), (128, 32, 4), (64, 128, 4), (256, 64, 8))])
+           for bm, bn, w, st in ((128, 64, 4, 3), (128, 128, 8, 3), (128, 64, 8, 3), (128, 128, 8, 2))])
     return results
 
 

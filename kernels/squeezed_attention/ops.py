@@ -10,6 +10,7 @@ Additions beyond the contract (the contract's calls keep working unchanged):
   per-key labels; indices refer to the permuted keys (use ``layout.k``/``layout.v`` in ``sparse_attention``).
 - ``always_keep`` may be ``[Hkv, N]`` as well as ``[N]``.
 - ``select_from_scores`` (thresholding / budget selection of precomputed cluster scores).
+- ``sync=`` on the lookups (threshold mode: False avoids the one host sync, buffer sized to N).
 """
 
 from __future__ import annotations
@@ -68,6 +69,11 @@ def kmeans(
     return _kmeans(x, num_clusters, iters=iters, seed=seed, tol=tol)
 
 
+def _check_sync(sync) -> None:
+    if not isinstance(sync, bool):
+        raise ValueError(f"sync must be a bool, got {sync!r}")
+
+
 def _check_layout(layout: ClusterLayout | None, key_labels: torch.Tensor, num_clusters: int) -> None:
     if layout is None:
         return
@@ -94,6 +100,7 @@ def centroid_lookup(
     always_keep: torch.Tensor | None = None,
     scale: float | None = None,
     layout: ClusterLayout | None = None,
+    sync: bool = True,
     backend: str = "auto",
 ) -> Selection:
     """Select the fixed-context keys of each (batch, KV head) from its cluster scores.
@@ -107,6 +114,8 @@ def centroid_lookup(
         scale: softmax scale (default ``D ** -0.5``).
         layout: optional cluster-contiguous layout (then ``key_labels`` must be ``layout.key_labels`` and
             ``always_keep`` defaults to ``layout.always_keep``).
+        sync: threshold mode only: True sizes ``key_indices`` to the largest count (one host sync); False sizes it
+            to N without waiting for the GPU (CUDA-graph friendly). Budget mode never syncs.
 
     Returns:
         :class:`Selection` (``key_indices [B, Hkv, K_max]`` int32 ascending, ``key_counts [B, Hkv]``,
@@ -122,6 +131,7 @@ def centroid_lookup(
         always_keep = layout.always_keep
     check_always_keep(always_keep, hkv, n)
     check_threshold_budget(threshold, budget, hkv)
+    _check_sync(sync)
     s = resolve_scale(scale, d)
     if be == "reference":
         return ref.centroid_lookup_reference(
@@ -130,7 +140,7 @@ def centroid_lookup(
         )
     return _triton().centroid_lookup(
         q, centroids, cluster_sizes, key_labels, threshold=threshold, budget=budget, always_keep=always_keep,
-        scale=s, layout=layout,
+        scale=s, layout=layout, sync=sync,
     )
 
 
@@ -149,6 +159,7 @@ def hierarchical_lookup(
     always_keep: torch.Tensor | None = None,
     scale: float | None = None,
     layout: ClusterLayout | None = None,
+    sync: bool = True,
     backend: str = "auto",
 ) -> Selection:
     """Two-level lookup: coarse clusters scoring ``<= coarse_threshold`` prune their fine children.
@@ -159,7 +170,7 @@ def hierarchical_lookup(
         fine_to_coarse: ``[Hkv, C2]`` int coarse parent of every fine cluster.
         fine_centroids: ``[Hkv, C2, D]``; fine_sizes: ``[Hkv, C2]``; key_labels: ``[Hkv, N]`` fine labels.
         coarse_threshold: float or ``[Hkv]`` tensor (``-inf`` keeps every coarse cluster).
-        threshold / budget, always_keep, scale, layout: as in :func:`centroid_lookup`, applied to fine clusters;
+        threshold / budget, always_keep, scale, layout, sync: as in :func:`centroid_lookup`, applied to fine clusters;
             the fine estimated denominator counts surviving clusters only.
 
     Returns:
@@ -184,6 +195,7 @@ def hierarchical_lookup(
     check_always_keep(always_keep, hkv, n)
     check_threshold_budget(threshold, budget, hkv)
     check_threshold_budget(coarse_threshold, None, hkv)
+    _check_sync(sync)
     s = resolve_scale(scale, d)
     if be == "reference":
         return ref.hierarchical_lookup_reference(
@@ -193,7 +205,7 @@ def hierarchical_lookup(
     return _triton().hierarchical_lookup(
         q, coarse_centroids, coarse_sizes, fine_to_coarse, fine_centroids, fine_sizes, key_labels,
         coarse_threshold=coarse_threshold, threshold=threshold, budget=budget, always_keep=always_keep, scale=s,
-        layout=layout,
+        layout=layout, sync=sync,
     )
 
 
@@ -205,6 +217,7 @@ def select_from_scores(
     budget: float | None = None,
     always_keep: torch.Tensor | None = None,
     layout: ClusterLayout | None = None,
+    sync: bool = True,
     backend: str = "auto",
 ) -> Selection:
     """Selection from precomputed ``scores [B, Hkv, C]`` (the second half of :func:`centroid_lookup`)."""
@@ -217,13 +230,14 @@ def select_from_scores(
         always_keep = layout.always_keep
     check_always_keep(always_keep, hkv, n)
     check_threshold_budget(threshold, budget, hkv)
+    _check_sync(sync)
     scores = scores.float()
     if be == "reference":
         return ref.select_from_scores_reference(
             scores, key_labels, threshold=threshold, budget=budget, always_keep=always_keep
         )
     return _triton().select_from_scores(
-        scores, key_labels, threshold=threshold, budget=budget, always_keep=always_keep, layout=layout
+        scores, key_labels, threshold=threshold, budget=budget, always_keep=always_keep, layout=layout, sync=sync
     )
 
 

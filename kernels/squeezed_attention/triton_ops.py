@@ -30,28 +30,33 @@ SMALL_ROWS = 64  # up to this many query rows a lookup stores logits; above, it 
 
 # Tile choices (GPU); the interpreter uses small tiles to stay fast.
 CONFIG = {
-    "lookup_block_c": 128,
+    # tuned on an H200 (torch 2.11, Triton 3.6) at 128K, see benchmarks/squeezed_attention_speed.py --tune
+    "lookup_block_c": 64,
     "lookup_warps": 4,
+    "lookup_stages": 2,
     "rows_block_m": 128,
-    "rows_block_c": 64,
+    "rows_block_c": 128,
     "rows_warps": 8,
     "decode_block_n": 64,
     "decode_warps": 4,
-    "decode_stages": 3,
-    "decode_programs_per_sm": 4,
+    "decode_stages": 2,
     "prefill_block_m": 128,
     "prefill_block_n": 64,
-    "prefill_warps": 8,
+    "prefill_warps": 4,
     "prefill_stages": 3,
     "select_block_c": 4096,
     "select_single_max": 16384,
     "select_warps": 8,
+    "select_single_warps": 16,
     "expand_block_p": 1024,
+    "expand_block_c": 64,
+    "expand_run": 32,
     "keep_block_k": 1024,
 }
 _INTERPRET_CONFIG = {
     "lookup_block_c": 16, "rows_block_m": 16, "rows_block_c": 16, "decode_block_n": 16, "prefill_block_m": 16,
-    "prefill_block_n": 16, "select_block_c": 32, "select_single_max": 16, "expand_block_p": 32, "keep_block_k": 32,
+    "prefill_block_n": 16, "select_block_c": 32, "select_single_max": 16, "expand_block_p": 32,
+    "expand_block_c": 4, "expand_run": 4, "keep_block_k": 32,
 }
 
 
@@ -65,6 +70,28 @@ def _num_sms(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).multi_processor_count
     return 4
+
+
+SMEM_PER_SM = 227 * 1024  # Hopper: usable shared memory per SM (bytes)
+
+
+def _split_count(groups: int, work_tiles: int, device: torch.device, smem_per_program: int, warps: int) -> int:
+    """Programs per group so that ``groups * splits`` fills whole waves of resident programs.
+
+    A program count just above a multiple of what the GPU holds at once leaves a nearly empty last wave (seen on
+    the H200: 416 decode programs on 396 slots ran ~2 waves); take the fewest splits giving >= 90% wave fill."""
+    resident = max(1, min(SMEM_PER_SM // max(1, smem_per_program), 64 // max(1, warps), 32))
+    slots = _num_sms(device) * resident
+    best, best_fill = 1, 0.0
+    for k in (1, 2, 3, 4):
+        splits = max(1, min((k * slots) // groups, max(1, work_tiles)))
+        progs = groups * splits
+        fill = progs / (math.ceil(progs / slots) * slots)
+        if fill > best_fill + 1e-9:
+            best, best_fill = splits, fill
+        if fill >= 0.9:
+            break
+    return best
 
 
 def _launch_opts(warps: str, stages: str | None = None) -> dict:
@@ -113,8 +140,8 @@ def cluster_scores(
         nprog = hkv if all_batches else b * hkv
         block_r = max(16, triton.next_power_of_2(rows))
         block_c = _cfg("lookup_block_c")
-        target = _num_sms(dev) * 4
-        ns = max(1, min(triton.cdiv(c, block_c), triton.cdiv(target, nprog)))
+        ns = _split_count(nprog, triton.cdiv(c, block_c), dev,
+                          _cfg("lookup_stages") * block_c * d * centroids.element_size(), _cfg("lookup_warps"))
         logits = torch.empty(nprog, rows, c, dtype=torch.float32, device=dev)
         pm = torch.empty(nprog, ns, rows, dtype=torch.float32, device=dev)
         pl = torch.empty_like(pm)
@@ -124,7 +151,7 @@ def cluster_scores(
             qk, rows, gt, g, t, c, hkv, id_cap, c,
             q.stride(0), q.stride(1), q.stride(2), centroids.stride(0), centroids.stride(1), sizes.stride(0),
             NS=ns, D=d, BLOCK_R=block_r, BLOCK_C=block_c, USE_IDS=use_ids, ALL_BATCHES=all_batches, IEEE=ieee,
-            **_launch_opts("lookup_warps"),
+            **_launch_opts("lookup_warps", "lookup_stages"),
         )
         if defer and not use_ids:
             info = {"logits": logits, "pm": pm, "pl": pl, "sizes": sizes, "rows": rows, "gt": gt, "ns": ns,
@@ -230,6 +257,7 @@ def select_from_scores(
     layout: ClusterLayout | None = None,
     alive: torch.Tensor | None = None,
     logits_info: dict | None = None,
+    sync: bool = True,
 ) -> Selection:
     """Selection from ``scores [B, Hkv, C]`` (semantics in ``reference.py``); ``alive [B*Hkv, C]`` int8.
 
@@ -271,17 +299,20 @@ def select_from_scores(
         BUDGET=budget_mode, HAS_ALIVE=has_alive, SINGLE=single,
         BLOCK_C=triton.next_power_of_2(c) if single else _cfg("select_block_c"),
         FROM_LOGITS=li is not None, ALL_BATCHES=lg["all_batches"], BLOCK_NS=max(2, triton.next_power_of_2(lg["ns"])),
-        **({} if interpreting() else {"num_warps": 16 if single else 8}),
+        **({} if interpreting() else {"num_warps": _cfg("select_single_warps") if single else _cfg("select_warps")}),
     )
     if not budget_mode:
-        k_cap = int(counts.max().item())  # the one host sync of threshold mode
+        # threshold mode: counts are data dependent; size the buffer exactly (one host sync) or for all N keys
+        k_cap = int(counts.max().item()) if sync else n
     k_cap = max(k_cap, 1)
     if st.offsets is not None:
         idx = torch.empty(bh, k_cap, dtype=torch.int32, device=dev)
-        block_p = _cfg("expand_block_p")
-        _expand_layout_kernel[(triton.cdiv(k_cap, block_p), bh)](
-            tstart, st.offsets, counts, st.n_always, idx, c, hkv, k_cap,
-            NITER=int(math.ceil(math.log2(c + 1))) + 1, BLOCK_P=block_p,
+        block_c = _cfg("expand_block_c")
+        nb_c = triton.cdiv(c, block_c)
+        nb_pad = 1 if budget_mode or sync else 16  # padding up to N without a sync: spread it
+        _expand_layout_kernel[(nb_c + nb_pad, bh)](
+            take, tstart, st.offsets, counts, idx, c, hkv, k_cap, nb_c, nb_pad,
+            BLOCK_C=block_c, RUN=_cfg("expand_run"), BLOCK_P=_cfg("expand_block_p"),
             **({} if interpreting() else {"num_warps": 4}),
         )
     else:
@@ -315,17 +346,18 @@ def _finish_scores(li: dict, flat: torch.Tensor, b: int, hkv: int, c: int) -> No
     )
 
 
-def centroid_lookup(q, centroids, cluster_sizes, key_labels, *, threshold, budget, always_keep, scale, layout):
+def centroid_lookup(q, centroids, cluster_sizes, key_labels, *, threshold, budget, always_keep, scale, layout,
+                    sync=True):
     scores, info = cluster_scores(q, centroids, cluster_sizes, scale, defer=True)
     return select_from_scores(
         scores, key_labels, threshold=threshold, budget=budget, always_keep=always_keep, layout=layout,
-        logits_info=info,
+        logits_info=info, sync=sync,
     )
 
 
 def hierarchical_lookup(
     q, coarse_centroids, coarse_sizes, fine_to_coarse, fine_centroids, fine_sizes, key_labels, *,
-    coarse_threshold, threshold, budget, always_keep, scale, layout,
+    coarse_threshold, threshold, budget, always_keep, scale, layout, sync=True,
 ):
     b = q.shape[0]
     hkv, c1, _ = coarse_centroids.shape
@@ -344,7 +376,8 @@ def hierarchical_lookup(
     )
     fine = cluster_scores(q, fine_centroids, fine_sizes, scale, ids=ids, id_counts=id_counts)
     return select_from_scores(
-        fine, key_labels, threshold=threshold, budget=budget, always_keep=always_keep, layout=layout, alive=flags
+        fine, key_labels, threshold=threshold, budget=budget, always_keep=always_keep, layout=layout, alive=flags,
+        sync=sync,
     )
 
 
@@ -358,8 +391,9 @@ def _decode(q, k, v, idx, counts, k_cap, scale, dense: bool) -> AttentionResult:
     block_g = max(16, triton.next_power_of_2(g))
     block_n = _cfg("decode_block_n")
     expected = n if dense else k_cap
-    target = _num_sms(dev) * _cfg("decode_programs_per_sm")
-    nsplit = max(1, min(triton.cdiv(expected, block_n), triton.cdiv(target, b * hkv)))
+    tile_bytes = 2 * block_n * d * k.element_size()  # one K and one V tile
+    nsplit = _split_count(b * hkv, triton.cdiv(expected, block_n), dev, _cfg("decode_stages") * tile_bytes,
+                          _cfg("decode_warps"))
     po = torch.empty(b * hkv * nsplit * block_g, d, dtype=torch.float32, device=dev)
     pl = torch.empty(b * hkv * nsplit * block_g, dtype=torch.float32, device=dev)
     skb = 0 if k.shape[0] == 1 else k.stride(0)

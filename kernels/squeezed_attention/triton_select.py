@@ -4,8 +4,9 @@
   available keys of a cluster scoring above it. Budget: an exact k-th-largest search by bisection over the float
   bit patterns of the (non-negative) scores, weighted by cluster sizes, then ties resolved by cluster id and the
   last cluster cut; writes ``take [BH, C]``, its exclusive prefix ``tstart [BH, C + 1]`` and the key count.
-- ``_expand_layout_kernel``: cluster-contiguous layout; output slot p finds its cluster by binary search in
-  ``tstart`` and becomes ``cluster_offsets[j] + (p - tstart[j])``; the always-kept tail follows. No label reads.
+- ``_expand_layout_kernel``: cluster-contiguous layout; every taken cluster writes its run
+  ``cluster_offsets[j] + r`` at slots ``tstart[j] + r``; the always-kept tail and zero padding follow. No label
+  reads, no per-slot search.
 - ``_keep_count_kernel`` / ``_keep_write_kernel``: arbitrary labels; per block of keys, keep = always-kept or
   ``rank_in_cluster < take[label]``; block counts, then an exclusive prefix over blocks gives ascending write
   positions (two launches, no atomics, deterministic).
@@ -144,32 +145,38 @@ def _select_kernel(
 
 @triton.jit
 def _expand_layout_kernel(
-    tstart_ptr, off_ptr, count_ptr, nalw_ptr, idx_ptr,
-    C, H, K_CAP,
-    NITER: tl.constexpr, BLOCK_P: tl.constexpr,
+    take_ptr, tstart_ptr, off_ptr, count_ptr, idx_ptr,
+    C, H, K_CAP, NB_C, NB_PAD,
+    BLOCK_C: tl.constexpr, RUN: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
-    """Grid (cdiv(K_CAP, BLOCK_P), BH): every output slot, including the zero padding."""
+    """Grid (NB_C + NB_PAD, BH). The first NB_C programs each take BLOCK_C clusters and write every taken run
+    ``cluster_offsets[j] + r`` at slot ``tstart[j] + r`` (runs stored RUN slots at a time: no per-slot search);
+    the last NB_PAD programs write the always-kept tail and the zero padding up to K_CAP."""
     pid = tl.program_id(0)
     bh = tl.program_id(1)
     h = bh % H
-    p = pid * BLOCK_P + tl.arange(0, BLOCK_P)
-    row = tstart_ptr + bh * (C + 1)
-    total = tl.load(row + C)
-    count = tl.load(count_ptr + bh)
-    lo = tl.zeros([BLOCK_P], tl.int32)
-    hi = tl.full([BLOCK_P], 0, tl.int32) + C  # tstart[lo] <= p < tstart[hi] for p < total
-    for _ in range(NITER):
-        mid = (lo + hi) // 2
-        go = tl.load(row + mid) <= p
-        lo = tl.where(go, mid, lo)
-        hi = tl.where(go, hi, mid)
-    in_cluster = p < total
-    start = tl.load(row + lo, mask=in_cluster, other=0)
-    run = tl.load(off_ptr + h * (C + 1) + lo, mask=in_cluster, other=0)
-    tail = tl.load(off_ptr + h * (C + 1) + C)
-    idx = tl.where(in_cluster, run + (p - start), tail + (p - total))
-    idx = tl.where(p < count, idx, 0)
-    tl.store(idx_ptr + bh * K_CAP + p, idx, mask=p < K_CAP)
+    out = idx_ptr + bh * K_CAP
+    if pid < NB_C:
+        offs_c = pid * BLOCK_C + tl.arange(0, BLOCK_C)
+        mask = offs_c < C
+        take = tl.load(take_ptr + bh * C + offs_c, mask=mask, other=0)
+        start = tl.load(tstart_ptr + bh * (C + 1) + offs_c, mask=mask, other=0)
+        run0 = tl.load(off_ptr + h * (C + 1) + offs_c, mask=mask, other=0)
+        longest = tl.max(take, axis=0)
+        for r0 in range(0, longest, RUN):
+            r = r0 + tl.arange(0, RUN)
+            slot = start[:, None] + r[None, :]
+            keep = (r[None, :] < take[:, None]) & (slot < K_CAP)
+            tl.store(out + slot, run0[:, None] + r[None, :], mask=keep)
+    else:
+        j = pid - NB_C
+        total = tl.load(tstart_ptr + bh * (C + 1) + C)
+        count = tl.load(count_ptr + bh)
+        tail0 = tl.load(off_ptr + h * (C + 1) + C)
+        for p0 in range(total + j * BLOCK_P, K_CAP, NB_PAD * BLOCK_P):
+            slot = p0 + tl.arange(0, BLOCK_P)
+            val = tl.where(slot < count, tail0 + (slot - total), 0)
+            tl.store(out + slot, val, mask=slot < K_CAP)
 
 
 @triton.jit

@@ -86,13 +86,22 @@ def test_threshold_mode_and_hierarchical_bf16():
     coarse = torch.randn(hkv, c1, d, generator=g, device=DEV).to(torch.bfloat16)
     sel = centroid_lookup(q, fine, sizes, labels, threshold=1.0 / n, backend="triton")
     _same_selection(sel, select_from_scores(sel.cluster_scores, labels, threshold=1.0 / n, backend="reference"))
-    cs = ref.cluster_scores_reference(q, coarse, coarse_sizes, d ** -0.5)
-    cthr = cs.median(dim=-1).values.median(dim=0).values  # [Hkv]
+    # per-head coarse threshold in the widest gap between middle coarse scores, so that bf16 rounding cannot flip
+    # which coarse clusters survive (the test compares the kernels, not rounding at a decision boundary)
+    cs = ref.cluster_scores_reference(q, coarse, coarse_sizes, d ** -0.5).permute(1, 0, 2).reshape(hkv, -1)
+    cs = cs.sort(dim=-1).values
+    m = cs.shape[1]
+    mid = cs[:, int(0.4 * m): int(0.6 * m)]
+    gap = mid.diff(dim=-1).argmax(dim=-1, keepdim=True)
+    cthr = ((mid.gather(1, gap) + mid.gather(1, gap + 1)) / 2).squeeze(1).contiguous()
     hier = hierarchical_lookup(q, coarse, coarse_sizes, f2c, fine, sizes, labels, coarse_threshold=cthr,
                                budget=0.1, backend="triton")
     href = hierarchical_lookup(q, coarse, coarse_sizes, f2c, fine, sizes, labels, coarse_threshold=cthr,
                                budget=0.1, backend="reference")
-    assert _rel(hier.cluster_scores, href.cluster_scores) < 5e-2
+    assert torch.equal(hier.cluster_scores > 0, href.cluster_scores > 0)  # same surviving fine clusters
+    assert _rel(hier.cluster_scores, href.cluster_scores) < 2e-2
+    nosync = centroid_lookup(q, fine, sizes, labels, threshold=1.0 / n, sync=False, backend="triton")
+    assert nosync.key_indices.shape[-1] == n and torch.equal(nosync.key_counts, sel.key_counts)
     frac = (hier.key_counts.float() / n).mean().item()
     assert 0.05 < frac <= 0.1 + 1e-6
     out = sparse_attention(q, k, v, hier, backend="triton")

@@ -117,6 +117,20 @@ def test_layout_path_equals_label_path():
         torch.testing.assert_close(a.out, r.out, rtol=1e-5, atol=1e-5)
 
 
+def test_threshold_without_sync_pads_to_n():
+    b, g, hkv, n, d, c = 2, 2, 2, 45, 16, 6
+    q, k, v = random_qkv(b, g * hkv, hkv, 1, n, d, seed=31)
+    labels, sizes, cent = random_index(hkv, n, c, d, seed=32)
+    always = torch.zeros(n, dtype=torch.bool)
+    always[-4:] = True
+    lay = cluster_contiguous_layout(k, v, labels, c, always_keep=always)
+    for kw in ({"layout": lay}, {"always_keep": lay.always_keep}):
+        exact = centroid_lookup(q, cent, sizes, lay.key_labels, threshold=0.02, backend="triton", **kw)
+        free = centroid_lookup(q, cent, sizes, lay.key_labels, threshold=0.02, sync=False, backend="triton", **kw)
+        assert free.key_indices.shape[-1] == n
+        _same_selection(free, exact)
+
+
 @pytest.mark.parametrize("single_max", [2, 1024])  # streamed tiles vs whole row in registers
 def test_budget_ties_and_cut_cluster_match_reference(single_max, monkeypatch):
     from kernels.squeezed_attention import triton_ops
