@@ -4,7 +4,8 @@ Build (research note §3.1-§3.3): one dense prefill of the context records the 
 and the queries of the observation window (the last W tokens); k-means (cosine assignment, centroid = mean of raw
 keys) clusters the first N - W keys of every (layer, KV head); the cluster-probability estimate of every clustered key
 under the observation-window queries is pooled over all layers and heads, and global thresholds are quantiles of that
-pool. Two levels add coarse centroids clustered from the fine ones.
+pool. Optional attention sinks (the first S tokens; ours, not the paper's) are, like the window, never clustered
+and always attended. Two levels add coarse centroids clustered from the fine ones.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class IndexMetadata:
     levels: int
     coarse_fraction: float
     observation_window: int
+    attention_sinks: int
     kmeans_iters: int
     kmeans_seed: int
     calibration_budgets: tuple[float, ...]
@@ -142,11 +144,12 @@ class FixedContextIndex:
             ids = ids.unsqueeze(0)
         if ids.dim() != 2 or ids.shape[0] != 1:
             raise ValueError(f"context_ids must have shape [N] or [1, N], got {tuple(ids.shape)}")
-        n, w = int(ids.shape[1]), attention.observation_window
-        if n <= w:
+        n, w, sinks = int(ids.shape[1]), attention.observation_window, attention.attention_sinks
+        if n <= w + sinks:
             raise ValueError(
-                f"the fixed context has {n} tokens, which is not longer than the observation window ({w}); "
-                f"use a context of more than {w} tokens or a smaller observation_window"
+                f"the fixed context has {n} tokens, which is not longer than the observation window ({w}) plus "
+                f"the attention sinks ({sinks}); use a context of more than {w + sinks} tokens or a smaller "
+                "observation_window"
             )
         for b in calibration_budgets:
             if not (isinstance(b, (int, float)) and 0.0 < float(b) <= 1.0):
@@ -156,7 +159,7 @@ class FixedContextIndex:
         with capture_queries(model, w) as capture:
             out = model(input_ids=ids.to(device), use_cache=True)
         cache = out.past_key_values
-        num_clustered = n - w
+        num_clustered = n - w - sinks
         num_fine = max(1, math.floor(attention.centroid_fraction * num_clustered))
         num_coarse = max(1, math.floor(attention.coarse_fraction * num_clustered))
         num_coarse = min(num_coarse, num_fine)
@@ -166,7 +169,7 @@ class FixedContextIndex:
         for layer_idx in range(shape.num_layers):
             keys = cache.layers[layer_idx].keys.detach()
             values = cache.layers[layer_idx].values.detach()
-            clustered = keys[0, :, :num_clustered].float()
+            clustered = keys[0, :, sinks : sinks + num_clustered].float()
             fine = kmeans(clustered, num_fine, iters=attention.kmeans_iters, seed=attention.kmeans_seed)
             layer = LayerIndex(
                 keys=keys,
@@ -175,6 +178,7 @@ class FixedContextIndex:
                 cluster_sizes=fine.cluster_sizes,
                 key_labels=fine.labels,
                 observation_window=w,
+                attention_sinks=sinks,
             )
             if attention.levels == 2:
                 _add_coarse_level(layer, num_coarse, attention)
@@ -207,6 +211,7 @@ class FixedContextIndex:
             levels=attention.levels,
             coarse_fraction=attention.coarse_fraction,
             observation_window=w,
+            attention_sinks=sinks,
             kmeans_iters=attention.kmeans_iters,
             kmeans_seed=attention.kmeans_seed,
             calibration_budgets=tuple(float(b) for b in calibration_budgets),

@@ -12,15 +12,17 @@ class LayerIndex:
     """Everything one attention layer needs to serve user inputs against the fixed context.
 
     Shapes: Hkv KV heads, N fixed-context tokens, W observation-window tokens (the last W of the context, always
-    attended and never clustered), D head dim, C fine clusters, C1 coarse clusters.
+    attended and never clustered), S attention sinks (the first S tokens, always attended and never clustered; 0 in
+    the paper), D head dim, C fine clusters, C1 coarse clusters. The clustered keys are positions S .. N-W-1.
 
     Attributes:
         keys: [1, Hkv, N, D] post-RoPE keys of the fixed context (model dtype).
         values: [1, Hkv, N, D] values of the fixed context.
-        centroids: [Hkv, C, D] fp32, mean of the raw keys of each cluster (keys 0 .. N-W-1).
+        centroids: [Hkv, C, D] fp32, mean of the raw keys of each cluster (keys S .. N-W-1).
         cluster_sizes: [Hkv, C] int64 keys per cluster.
-        key_labels: [Hkv, N - W] int64 cluster of each clustered key.
+        key_labels: [Hkv, N - W - S] int64 cluster of each clustered key.
         observation_window: W.
+        attention_sinks: S.
         coarse_centroids: [Hkv, C1, D] fp32 or None (single level).
         coarse_sizes: [Hkv, C1] int64 or None.
         fine_to_coarse: [Hkv, C] int64 or None.
@@ -32,6 +34,7 @@ class LayerIndex:
     cluster_sizes: torch.Tensor
     key_labels: torch.Tensor
     observation_window: int
+    attention_sinks: int = 0
     coarse_centroids: torch.Tensor | None = None
     coarse_sizes: torch.Tensor | None = None
     fine_to_coarse: torch.Tensor | None = None
@@ -43,7 +46,7 @@ class LayerIndex:
 
     @property
     def num_clustered(self) -> int:
-        """N - W, the keys that carry cluster labels."""
+        """N - W - S, the keys that carry cluster labels."""
         return int(self.key_labels.shape[1])
 
     @property
@@ -67,6 +70,7 @@ class LayerIndex:
             "cluster_sizes": self.cluster_sizes,
             "key_labels": self.key_labels,
             "observation_window": self.observation_window,
+            "attention_sinks": self.attention_sinks,
         }
         if self.coarse_centroids is not None:
             state["coarse_centroids"] = self.coarse_centroids
@@ -84,6 +88,7 @@ class LayerIndex:
             cluster_sizes=state["cluster_sizes"],
             key_labels=state["key_labels"],
             observation_window=int(state["observation_window"]),
+            attention_sinks=int(state.get("attention_sinks", 0)),
             coarse_centroids=state.get("coarse_centroids"),
             coarse_sizes=state.get("coarse_sizes"),
             fine_to_coarse=state.get("fine_to_coarse"),

@@ -82,3 +82,35 @@ def append_always_kept(selection: Selection, first: int, count: int) -> Selectio
         key_counts=(counts + count).to(torch.int32),
         cluster_scores=selection.cluster_scores,
     )
+
+
+def frame_selection(selection: Selection, *, sinks: int, tail_first: int, tail_count: int) -> Selection:
+    """Shift a selection over the clustered keys into fixed-context positions and add the always-attended keys.
+
+    The clustered keys are fixed-context positions `sinks .. tail_first - 1`; a lookup over them returns indices
+    relative to `sinks`. The result lists the sinks 0 .. sinks-1, the shifted selection, then the tail
+    `tail_first .. tail_first + tail_count - 1` (observation window), all ascending.
+
+    Args:
+        selection: `Selection` over the clustered keys, `key_indices` [B, Hkv, K].
+        sinks: number of leading always-attended keys (attention sinks).
+        tail_first: first position of the trailing always-attended keys.
+        tail_count: number of trailing always-attended keys.
+
+    Returns:
+        `Selection` with `key_indices` [B, Hkv, sinks + K + tail_count].
+    """
+    if sinks == 0:
+        return append_always_kept(selection, tail_first, tail_count)
+    idx = selection.key_indices.long()
+    b, h, k = idx.shape
+    counts = selection.key_counts.long()
+    valid = torch.arange(k, device=idx.device).view(1, 1, k) < counts.unsqueeze(-1)
+    head = torch.arange(sinks, device=idx.device).view(1, 1, sinks).expand(b, h, sinks)
+    body = torch.where(valid, idx + sinks, torch.zeros_like(idx))
+    shifted = Selection(
+        key_indices=torch.cat([head, body], dim=-1).to(torch.int32),
+        key_counts=(counts + sinks).to(torch.int32),
+        cluster_scores=selection.cluster_scores,
+    )
+    return append_always_kept(shifted, tail_first, tail_count)

@@ -16,7 +16,7 @@ from torch import nn
 from kernels.squeezed_attention import Selection, centroid_lookup, hierarchical_lookup
 from models.components.squeezed.fixed_and_dynamic import attend_fixed_and_dynamic
 from models.components.squeezed.layer_index import LayerIndex
-from models.components.squeezed.selection_tools import append_always_kept
+from models.components.squeezed.selection_tools import frame_selection
 
 BUDGET_MODES = ("calibrated", "topk")
 KERNEL_BACKENDS = ("auto", "triton", "reference")
@@ -58,13 +58,17 @@ class SqueezedAttention(nn.Module):
     on the observation-window queries to keep `budget` of the keys; "topk": exactly `budget` of the clustered keys per
     (batch row, KV head), ranked by the same estimate), and `coarse_keep` for two levels.
 
-    The observation window (the last W context tokens) is always attended on top of the selected keys.
+    The observation window (the last W context tokens) is always attended on top of the selected keys. Optionally
+    (`attention_sinks` > 0; our addition, not in the paper) the first S context tokens are too and are left out of
+    the clustering: in small models a sink token can hold most of a head's attention, and when k-means puts it in a
+    cluster with ordinary keys the centroid estimate misses it.
 
     Args:
         centroid_fraction: centroids per (layer, KV head) as a fraction of the N - W clustered keys, in (0, 1].
         levels: 1 (single level) or 2 (hierarchical: coarse centroids clustered from the fine ones).
         coarse_fraction: coarse centroids as a fraction of the clustered keys (levels 2), below centroid_fraction.
         observation_window: W >= 0, context tail used as calibration queries and always attended.
+        attention_sinks: S >= 0 leading context tokens always attended and not clustered (0 = the paper).
         threshold: raw threshold; a key is kept when its cluster's estimated probability exceeds it.
         budget: target fraction of clustered keys attended, in (0, 1].
         budget_mode: "calibrated" or "topk".
@@ -81,6 +85,7 @@ class SqueezedAttention(nn.Module):
         levels: int = 1,
         coarse_fraction: float = 0.01,
         observation_window: int = 100,
+        attention_sinks: int = 0,
         threshold: float | None = None,
         budget: float | None = None,
         budget_mode: str = "calibrated",
@@ -103,6 +108,9 @@ class SqueezedAttention(nn.Module):
         if isinstance(observation_window, bool) or not isinstance(observation_window, int) or observation_window < 0:
             raise ValueError(f"observation_window must be an int >= 0, got {observation_window!r}")
         self.observation_window = observation_window
+        if isinstance(attention_sinks, bool) or not isinstance(attention_sinks, int) or attention_sinks < 0:
+            raise ValueError(f"attention_sinks must be an int >= 0, got {attention_sinks!r}")
+        self.attention_sinks = attention_sinks
         if threshold is not None and budget is not None:
             raise ValueError(f"give exactly one of threshold ({threshold}) and budget ({budget}), not both")
         if threshold is not None:
@@ -133,7 +141,7 @@ class SqueezedAttention(nn.Module):
         sel = f"threshold={self.threshold}" if self.threshold is not None else f"budget={self.budget}"
         return (
             f"centroid_fraction={self.centroid_fraction}, levels={self.levels}, "
-            f"observation_window={self.observation_window}, {sel}, budget_mode={self.budget_mode}"
+            f"observation_window={self.observation_window}, attention_sinks={self.attention_sinks}, {sel}, budget_mode={self.budget_mode}"
         )
 
     def bind(self, index) -> "SqueezedAttention":
@@ -150,6 +158,11 @@ class SqueezedAttention(nn.Module):
             raise ValueError(
                 f"observation_window={self.observation_window} does not match the index "
                 f"(built with observation_window={meta.observation_window})"
+            )
+        if meta.attention_sinks != self.attention_sinks:
+            raise ValueError(
+                f"attention_sinks={self.attention_sinks} does not match the index "
+                f"(built with attention_sinks={meta.attention_sinks})"
             )
         if abs(meta.centroid_fraction - self.centroid_fraction) > 1e-12:
             raise ValueError(
@@ -209,7 +222,12 @@ class SqueezedAttention(nn.Module):
                 backend=self.backend,
                 **rule,
             )
-        return append_always_kept(selection, layer.num_clustered, layer.observation_window)
+        return frame_selection(
+            selection,
+            sinks=layer.attention_sinks,
+            tail_first=layer.attention_sinks + layer.num_clustered,
+            tail_count=layer.observation_window,
+        )
 
     def forward(
         self,
