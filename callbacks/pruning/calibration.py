@@ -110,6 +110,22 @@ class ActivationRecorder:
             handle.remove()
         self._handles = []
 
+    def all_reduce(self) -> None:
+        """Sum the statistics over the processes of an initialised ``torch.distributed`` group (DDP), so every rank
+        computes the same masks from all ranks' calibration data."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+            return
+        for name in self.modules:
+            stats = self.statistics[name]
+            dist.all_reduce(stats.sq_norms)
+            if stats.gram is not None:
+                dist.all_reduce(stats.gram)
+            tokens = torch.tensor([stats.tokens], dtype=torch.float64, device=stats.sq_norms.device)
+            dist.all_reduce(tokens)
+            stats.tokens = int(tokens.item())
+
     def missing(self, names: Iterable[str] | None = None) -> list[str]:
         """Modules that never ran (e.g. bypassed by a fused fast path)."""
         return [n for n in (names or self.modules) if n not in self.statistics]

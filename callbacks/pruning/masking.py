@@ -13,7 +13,22 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-__all__ = ["is_pruned", "apply_mask", "mask_sparsity", "make_permanent", "restore_pruning_state", "pruned_modules"]
+__all__ = ["keep_parameter_order", "is_pruned", "apply_mask", "mask_sparsity", "make_permanent", "restore_pruning_state", "pruned_modules"]
+
+
+def keep_parameter_order(module: nn.Module) -> None:
+    """Move ``weight_orig`` to the slot ``weight`` had (torch.prune appends it after ``bias``).
+
+    Optimizer state is saved by parameter index: a model pruned after its optimizer was built (order weight, bias)
+    and the same model rebuilt on resume (reparametrised before the optimizer exists) must list parameters in the
+    same order, or Adam's moments land on the wrong tensors.
+    """
+    params = module._parameters
+    if "weight_orig" not in params or next(iter(params)) == "weight_orig":
+        return
+    reordered = {"weight_orig": params["weight_orig"], **{k: v for k, v in params.items() if k != "weight_orig"}}
+    params.clear()
+    params.update(reordered)
 
 
 def is_pruned(module: nn.Module, name: str = "weight") -> bool:
@@ -39,6 +54,7 @@ def apply_mask(module: nn.Module, keep: torch.Tensor, new_weight: torch.Tensor |
         if new_weight is not None:
             module.weight.copy_(new_weight)
     prune.custom_from_mask(module, "weight", keep.to(module.weight.dtype))
+    keep_parameter_order(module)
 
 
 def mask_sparsity(module: nn.Module) -> float:
@@ -75,5 +91,6 @@ def restore_pruning_state(model: nn.Module, state_dict_keys: Iterable[str] | Map
         if module is None or is_pruned(module):
             continue
         prune.identity(module, "weight")
+        keep_parameter_order(module)
         restored.append(name)
     return restored

@@ -153,9 +153,21 @@ def _prune_layer(name: str, module: nn.Module, sparsity: float, pruner: str, sta
         apply_mask(module, result.mask, new_weight=result.weight)
 
 
+class _NoAttentionFastPath:
+    """Disable the fused fast path of ``nn.TransformerEncoderLayer`` / ``nn.MultiheadAttention`` in eval mode, which
+    reads weights directly and would bypass the calibration hooks of its Linear layers."""
+
+    def __enter__(self):
+        self.previous = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(False)
+
+    def __exit__(self, *exc):
+        torch.backends.mha.set_fastpath_enabled(self.previous)
+
+
 def _record(model: nn.Module, modules: Mapping[str, nn.Module], batches: Sequence[Any], forward: Callable,
             record_gram: bool) -> dict[str, InputStatistics]:
-    with ActivationRecorder(modules, record_gram=record_gram) as recorder, torch.no_grad():
+    with ActivationRecorder(modules, record_gram=record_gram) as recorder, torch.no_grad(), _NoAttentionFastPath():
         for batch in batches:
             forward(model, batch)
     missing = recorder.missing()
@@ -165,6 +177,7 @@ def _record(model: nn.Module, modules: Mapping[str, nn.Module], batches: Sequenc
             "path of nn.TransformerEncoderLayer in eval mode) or the batches do not reach them; exclude them or "
             "use pruner='magnitude'"
         )
+    recorder.all_reduce()
     return recorder.statistics
 
 
@@ -188,7 +201,7 @@ def _sequential_prune(model, block_list: nn.ModuleList, list_name: str, modules,
 
     handle = block_list[0].register_forward_pre_hook(capture, with_kwargs=True)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _NoAttentionFastPath():
             for batch in batches:
                 try:
                     forward(model, batch)
@@ -202,7 +215,7 @@ def _sequential_prune(model, block_list: nn.ModuleList, list_name: str, modules,
     for index, block in enumerate(block_list):
         child_prefix = f"{prefix}{index}."
         members = {n: m for n, m in modules.items() if n.startswith(child_prefix)}
-        with torch.no_grad():
+        with torch.no_grad(), _NoAttentionFastPath():
             if members:
                 with ActivationRecorder(members, record_gram=pruner == "sparsegpt") as recorder:
                     for args, kwargs in captured:
@@ -210,6 +223,7 @@ def _sequential_prune(model, block_list: nn.ModuleList, list_name: str, modules,
                 missing = recorder.missing()
                 if missing:
                     raise RuntimeError(f"calibration never ran these modules: {missing[:5]}")
+                recorder.all_reduce()
                 for name, module in members.items():
                     _prune_layer(name, module, sparsities[name], pruner, recorder.statistics[name], **options)
                 del recorder
