@@ -347,8 +347,8 @@ def tune(timer):
         triton_ops.CONFIG.update(base)
 
     n = 128 * 1024
-    dec = [dict(decode_block_n=bn, decode_warps=w, decode_stages=st)
-           for bn, w, st in ((64, 4, 2), (64, 4, 3), (128, 4, 2), (32, 4, 3), (64, 8, 2), (32, 4, 2))]
+    dec = [dict(decode_block_n=bn, decode_warps=w, decode_stages=st, decode_prefetch=pf)
+           for bn, w, st, pf in ((64, 4, 2, 1), (64, 4, 2, 0), (32, 4, 3, 1), (64, 4, 3, 1), (32, 4, 2, 1))]
     for hkv, b in ((32, 1), (8, 1), (32, 8)):
         ctx = make_context(b, hkv, n, 0.05, seed=5)
         q = torch.randn(b, HQ, 1, D, device="cuda", dtype=DT)
@@ -356,25 +356,16 @@ def tune(timer):
         sel = centroid_lookup(q, ctx["centroids"], ctx["sizes"], lay.key_labels, budget=0.1, layout=lay)
         sweep(f"decode_attention_h{hkv}_b{b}", lambda: sparse_attention(q, ctx["k"], ctx["v"], sel), dec)
         if b == 1:
-            sweep(f"dense_split_k_h{hkv}", lambda: dense_attention(q, ctx["k"], ctx["v"], causal=False), dec[:3])
-            sweep(f"decode_lookup_budget_h{hkv}", lambda: centroid_lookup(
-                q, ctx["centroids"], ctx["sizes"], lay.key_labels, budget=0.1, layout=lay),
-                [dict(lookup_block_c=bc, lookup_warps=w, lookup_stages=st, select_single_warps=sw)
-                 for bc, w, st, sw in ((64, 4, 2, 16), (128, 4, 2, 16), (64, 4, 3, 16), (64, 4, 2, 8),
-                                       (64, 4, 2, 4), (64, 8, 2, 32))])
             thr = calibrate_thresholds(ctx, b, 1, 0.1, seed=11)
-            sweep(f"decode_lookup_threshold_h{hkv}", lambda: centroid_lookup(
-                q, ctx["centroids"], ctx["sizes"], lay.key_labels, threshold=thr, layout=lay, sync=False),
-                [dict(lookup_block_c=bc) for bc in (64, 128)])
+            for fuse in (1, 0):
+                sweep(f"decode_lookup_budget_h{hkv}_fuse{fuse}", lambda: centroid_lookup(
+                    q, ctx["centroids"], ctx["sizes"], lay.key_labels, budget=0.1, layout=lay),
+                    [dict(fuse_scores_select=fuse, select_single_warps=sw) for sw in (16, 8)])
+                sweep(f"decode_lookup_threshold_h{hkv}_fuse{fuse}", lambda: centroid_lookup(
+                    q, ctx["centroids"], ctx["sizes"], lay.key_labels, threshold=thr, layout=lay, sync=False),
+                    [dict(fuse_scores_select=fuse, select_single_warps=sw) for sw in (16, 8, 4)])
         del ctx, sel
         torch.cuda.empty_cache()
-    ctx = make_context(1, 32, n, 0.05, seed=6)
-    q = torch.randn(1, HQ, 4096, D, device="cuda", dtype=DT)
-    lay = ctx["layout"]
-    sel = centroid_lookup(q, ctx["centroids"], ctx["sizes"], lay.key_labels, budget=0.1, layout=lay)
-    sweep("prefill_attention_h32_t4096", lambda: sparse_attention(q, ctx["k"], ctx["v"], sel),
-          [dict(prefill_block_m=bm, prefill_block_n=bn, prefill_warps=w, prefill_stages=st)
-           for bm, bn, w, st in ((128, 64, 4, 3), (128, 128, 8, 3), (128, 64, 8, 3), (128, 128, 8, 2))])
     return results
 
 

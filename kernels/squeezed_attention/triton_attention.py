@@ -24,12 +24,12 @@ def _decode_kernel(
     qk_scale, H, G, N, K_CAP,
     sqb, sqh, skb, skh, skn, svb, svh, svn,
     NSPLIT, D: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr,
-    DENSE: tl.constexpr,
+    DENSE: tl.constexpr, PREFETCH: tl.constexpr,
 ):
     pid_s = tl.program_id(0)
     bh = tl.program_id(1)
-    b = bh // H
-    h = bh % H
+    b = (bh // H).to(tl.int64)  # 64-bit bases: B * Hkv * N * D exceeds 2^31 at batch 8, 32 heads, 128K
+    h = (bh % H).to(tl.int64)
     if DENSE:
         count = N
     else:
@@ -48,13 +48,21 @@ def _decode_kernel(
     m = tl.full([BLOCK_G], float("-inf"), tl.float32)
     l = tl.zeros([BLOCK_G], tl.float32)
     acc = tl.zeros([BLOCK_G, D], tl.float32)
+    idx_row = idx_ptr + bh.to(tl.int64) * K_CAP
+    if PREFETCH:  # next tile's key ids are loaded one iteration ahead, so K/V gathers never wait on them
+        kid_next = tl.load(idx_row + start + offs_n, mask=start + offs_n < end, other=0)
     for n0 in range(start, end, BLOCK_N):
         offs = n0 + offs_n
         valid = offs < end
         if DENSE:
             kid = offs
+        elif PREFETCH:
+            kid = kid_next
+            nxt = offs + BLOCK_N
+            kid_next = tl.load(idx_row + nxt, mask=nxt < end, other=0)
         else:
-            kid = tl.load(idx_ptr + bh * K_CAP + offs, mask=valid, other=0)
+            kid = tl.load(idx_row + offs, mask=valid, other=0)
+        kid = kid.to(tl.int64)
         kt = tl.load(k_base + kid[:, None] * skn + offs_d[None, :], mask=valid[:, None], other=0.0)
         vt = tl.load(v_base + kid[:, None] * svn + offs_d[None, :], mask=valid[:, None], other=0.0)
         s = tl.dot(q, tl.trans(kt))
@@ -80,7 +88,7 @@ def _decode_reduce_kernel(
     NSPLIT, BLOCK_S: tl.constexpr, D: tl.constexpr, BLOCK_G: tl.constexpr,
 ):
     """Grid (B*Hq,): exact merge of the NSPLIT partials of one query head."""
-    pid = tl.program_id(0)
+    pid = tl.program_id(0).to(tl.int64)
     hq_all = H * G
     b = pid // hq_all
     hq = pid % hq_all
@@ -115,8 +123,8 @@ def _prefill_kernel(
     """Grid (cdiv(T*G, BLOCK_M), B*Hkv); row r = t * G + g."""
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
-    b = bh // H
-    h = bh % H
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
     offs_r = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rmask = offs_r < T * G
     t = offs_r // G
@@ -144,7 +152,8 @@ def _prefill_kernel(
         if DENSE:
             kid = offs
         else:
-            kid = tl.load(idx_ptr + bh * K_CAP + offs, mask=valid, other=0)
+            kid = tl.load(idx_ptr + bh.to(tl.int64) * K_CAP + offs, mask=valid, other=0)
+        kid = kid.to(tl.int64)
         kt = tl.load(k_base + kid[:, None] * skn + offs_d[None, :], mask=valid[:, None], other=0.0)
         vt = tl.load(v_base + kid[:, None] * svn + offs_d[None, :], mask=valid[:, None], other=0.0)
         s = tl.dot(q, tl.trans(kt))

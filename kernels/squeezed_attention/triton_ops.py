@@ -40,6 +40,8 @@ CONFIG = {
     "decode_block_n": 64,
     "decode_warps": 4,
     "decode_stages": 2,
+    "decode_prefetch": 1,
+    "fuse_scores_select": 1,
     "prefill_block_m": 128,
     "prefill_block_n": 64,
     "prefill_warps": 4,
@@ -49,7 +51,7 @@ CONFIG = {
     "select_warps": 8,
     "select_single_warps": 16,
     "expand_block_p": 1024,
-    "expand_block_c": 64,
+    "expand_block_c": 512,
     "expand_run": 32,
     "keep_block_k": 1024,
 }
@@ -287,7 +289,7 @@ def select_from_scores(
     has_alive = alive is not None
     single = triton.next_power_of_2(c) <= _cfg("select_single_max")
     li = logits_info
-    if li is not None and not single:
+    if li is not None and (not single or not _cfg("fuse_scores_select")):
         _finish_scores(li, flat, b, hkv, c)
         li = None
     lg = li or {"logits": flat, "pm": flat, "pl": flat, "sizes": st.avail, "rows": 1, "gt": 1, "ns": 1,
@@ -402,7 +404,7 @@ def _decode(q, k, v, idx, counts, k_cap, scale, dense: bool) -> AttentionResult:
         q, k, v, idx, counts, po, pl,
         scale * LOG2E, hkv, g, n, k_cap,
         q.stride(0), q.stride(1), skb, k.stride(1), k.stride(2), svb, v.stride(1), v.stride(2),
-        NSPLIT=nsplit, D=d, BLOCK_G=block_g, BLOCK_N=block_n, DENSE=dense,
+        NSPLIT=nsplit, D=d, BLOCK_G=block_g, BLOCK_N=block_n, DENSE=dense, PREFETCH=bool(_cfg("decode_prefetch")),
         **_launch_opts("decode_warps", "decode_stages"),
     )
     out = torch.empty(b, hq, 1, d, dtype=q.dtype, device=dev)
