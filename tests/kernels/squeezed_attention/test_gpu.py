@@ -114,8 +114,8 @@ def test_large_batch_offsets_do_not_overflow_int32():
     """B * Hkv * N * D > 2^31 elements: batch offsets need 64-bit arithmetic (8 x 32 heads x 72K x 128)."""
     b, hq, hkv, n, d = 8, 32, 32, 72 * 1024, 128
     q, k, v = _qkv(b, hq, hkv, 1, n, d, seed=9)
-    sel = centroid_lookup(q, torch.randn(hkv, n // 20, d, device=DEV, dtype=torch.bfloat16),
-                          torch.full((hkv, n // 20), 20, device=DEV), torch.arange(n, device=DEV).expand(hkv, n) // 20,
+    sel = centroid_lookup(q, torch.randn(hkv, n // 16, d, device=DEV, dtype=torch.bfloat16),
+                          torch.full((hkv, n // 16), 16, device=DEV), torch.arange(n, device=DEV).expand(hkv, n) // 16,
                           budget=0.1, backend="triton")
     out = sparse_attention(q[-1:], k[-1:], v[-1:], type(sel)(sel.key_indices[-1:], sel.key_counts[-1:],
                                                           sel.cluster_scores[-1:]), backend="triton")
