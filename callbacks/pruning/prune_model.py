@@ -185,6 +185,38 @@ def _block_output(output: Any) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output[0]
 
 
+def _blocks_are_chained(model: nn.Module, block_list: nn.ModuleList, batch: Any, forward: Callable) -> bool:
+    """True when, on ``batch``, every block's first input is the previous block's output (a residual stack such as
+    a Transformer's layers) — the condition for sequential calibration. Parallel members (an ensemble) are not."""
+    inputs: dict[int, torch.Tensor] = {}
+    outputs: dict[int, torch.Tensor] = {}
+    handles = []
+    for index, block in enumerate(block_list):
+        def pre(module, args, kwargs, index=index):
+            first = args[0] if args else next(iter(kwargs.values()), None)
+            if isinstance(first, torch.Tensor):
+                inputs[index] = first
+
+        def post(module, args, output, index=index):
+            out = output if isinstance(output, torch.Tensor) else (output[0] if isinstance(output, (tuple, list)) else None)
+            if isinstance(out, torch.Tensor):
+                outputs[index] = out
+
+        handles.append(block.register_forward_pre_hook(pre, with_kwargs=True))
+        handles.append(block.register_forward_hook(post))
+    try:
+        with torch.no_grad(), _NoAttentionFastPath():
+            forward(model, batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    for index in range(1, len(block_list)):
+        previous, current = outputs.get(index - 1), inputs.get(index)
+        if previous is None or current is None or previous.shape != current.shape or not torch.equal(previous, current):
+            return False
+    return True
+
+
 def _sequential_prune(model, block_list: nn.ModuleList, list_name: str, modules, sparsities, batches, forward,
                       pruner, options) -> None:
     captured: list[tuple[tuple, dict]] = []
@@ -338,12 +370,16 @@ def alpha_prune(
     else:
         lists = find_block_lists(model, names)
         in_one_list = len(lists) == 1 and all(n.startswith(f"{lists[0][0]}.") for n in names)
-        use_sequential = in_one_list if sequential == "auto" else bool(sequential)
-        if use_sequential and len(lists) != 1:
+        if sequential is True and len(lists) != 1:
             raise ValueError(f"sequential=True needs the pruned modules in one ModuleList, found {len(lists)} lists")
         was_training = model.training
         model.eval()
         try:
+            use_sequential = bool(sequential) if sequential != "auto" else (
+                in_one_list and len(lists[0][1]) > 1 and _blocks_are_chained(model, lists[0][1], batches[0], forward))
+            if sequential is True and not _blocks_are_chained(model, lists[0][1], batches[0], forward):
+                raise ValueError(f"sequential=True: the blocks of {lists[0][0]!r} are not chained (a block's input "
+                                 "is not the previous block's output); use sequential=False")
             if use_sequential:
                 list_name, block_list = lists[0]
                 outside = {n: m for n, m in modules.items() if not n.startswith(f"{list_name}.")}
