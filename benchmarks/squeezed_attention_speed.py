@@ -412,6 +412,11 @@ def main(argv=None):
             bench_config(timer, mode, b, hkv, n, t, budgets, ctx, rows, hier)
         except torch.OutOfMemoryError as exc:
             print(f"| {mode} | {b} | {hkv} | {n // 1024}K | {t} | out of memory: {exc} |", flush=True)
+        write_result(args, argv, rows, started)  # partial results survive a time limit
+    return write_result(args, argv, rows, started)
+
+
+def write_result(args, argv, rows, started):
     props = torch.cuda.get_device_properties(0)
     result = {
         "benchmark": "squeezed_attention_speed",

@@ -120,7 +120,7 @@ def test_large_batch_offsets_do_not_overflow_int32():
     out = sparse_attention(q[-1:], k[-1:], v[-1:], type(sel)(sel.key_indices[-1:], sel.key_counts[-1:],
                                                           sel.cluster_scores[-1:]), backend="triton")
     full = sparse_attention(q, k, v, sel, backend="triton")
-    assert _rel(full.out[-1:], out.out) < 1e-3
+    assert _rel(full.out[-1:], out.out) < 1e-2  # split counts differ between the two launches: bf16 rounding
     dense = dense_attention(q, k, v, causal=False, backend="triton")
     expect = F.scaled_dot_product_attention(q[-1:], k[-1:], v[-1:])
     assert _rel(dense.out[-1:], expect) < 1e-2
