@@ -290,14 +290,18 @@ def profile_breakdown(timer):
     from torch.profiler import ProfilerActivity, profile
 
     out = {}
-    for mode, hkv, t in (("decode", 32, 1), ("decode", 8, 1), ("prefill", 32, 1024)):
+    for mode, hkv, t, sel_mode in (("decode", 32, 1, "budget"), ("decode", 32, 1, "threshold"),
+                                   ("decode", 8, 1, "budget"), ("decode", 8, 1, "threshold"),
+                                   ("prefill", 32, 1024, "budget")):
         n = 128 * 1024
         ctx = make_context(1, hkv, n, 0.05, seed=3)
         q = torch.randn(1, HQ, t, D, device="cuda", dtype=DT)
         lay = ctx["layout"]
+        kw = {"budget": 0.1} if sel_mode == "budget" else {
+            "threshold": calibrate_thresholds(ctx, 1, t, 0.1, seed=4), "sync": False}
 
         def step():
-            sel = centroid_lookup(q, ctx["centroids"], ctx["sizes"], lay.key_labels, budget=0.1, layout=lay)
+            sel = centroid_lookup(q, ctx["centroids"], ctx["sizes"], lay.key_labels, layout=lay, **kw)
             return sparse_attention(q, ctx["k"], ctx["v"], sel)
 
         for _ in range(3):
@@ -313,10 +317,10 @@ def profile_breakdown(timer):
             if dev_us:
                 rows.append((ev.key[:60], dev_us / 10, ev.count // 10))
         rows.sort(key=lambda r: -r[1])
-        print(f"\nkernel breakdown, {mode} Hkv={hkv} N=128K T={t} (us per call):")
+        print(f"\nkernel breakdown, {mode} {sel_mode} Hkv={hkv} N=128K T={t} (us per call):")
         for name, us, cnt in rows[:12]:
             print(f"  {us:9.1f}  x{cnt}  {name}")
-        out[f"{mode}_{hkv}"] = rows[:12]
+        out[f"{mode}_{sel_mode}_{hkv}"] = rows[:12]
         del ctx
         torch.cuda.empty_cache()
     return out
