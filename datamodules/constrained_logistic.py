@@ -112,7 +112,7 @@ class ConstrainedLogisticDataModule(FrameworkDataModule):
     def draw_batch(self, size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """``size`` i.i.d. draws (with replacement) from the empirical distribution: ``(z (size, p), y (size,))``."""
         index = torch.randint(self.num_samples, (int(size),), generator=generator)
-        return self.features[index], self.labels[index]
+        return self.features.index_select(0, index), self.labels.index_select(0, index)
 
     def train_dataloader(self) -> DataLoader:
         return self.make_dataloader(TensorDataset(torch.arange(self.iterations)), shuffle=False)
