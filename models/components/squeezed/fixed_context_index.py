@@ -164,27 +164,33 @@ class FixedContextIndex:
         num_coarse = max(1, math.floor(attention.coarse_fraction * num_clustered))
         num_coarse = min(num_coarse, num_fine)
         scale = shape.head_dim**-0.5
+        # All (layer, KV head) pairs are clustered in one batched k-means call: heads are independent, and batching
+        # amortises the sequential k-means++ seeding loop over every layer (30x fewer steps for a 30-layer model).
+        all_keys = [cache.layers[i].keys.detach() for i in range(shape.num_layers)]
+        all_values = [cache.layers[i].values.detach() for i in range(shape.num_layers)]
+        hkv = shape.num_kv_heads
+        stacked = torch.cat([k[0, :, sinks : sinks + num_clustered].float() for k in all_keys])  # [L*Hkv, N', D]
+        fine_all = kmeans(stacked, num_fine, iters=attention.kmeans_iters, seed=attention.kmeans_seed)
         layers: list[LayerIndex] = []
-        fine_pool, coarse_pool = [], []
         for layer_idx in range(shape.num_layers):
-            keys = cache.layers[layer_idx].keys.detach()
-            values = cache.layers[layer_idx].values.detach()
-            clustered = keys[0, :, sinks : sinks + num_clustered].float()
-            fine = kmeans(clustered, num_fine, iters=attention.kmeans_iters, seed=attention.kmeans_seed)
-            layer = LayerIndex(
-                keys=keys,
-                values=values,
-                centroids=fine.centroids,
-                cluster_sizes=fine.cluster_sizes,
-                key_labels=fine.labels,
-                observation_window=w,
-                attention_sinks=sinks,
+            rows = slice(layer_idx * hkv, (layer_idx + 1) * hkv)
+            layers.append(
+                LayerIndex(
+                    keys=all_keys[layer_idx],
+                    values=all_values[layer_idx],
+                    centroids=fine_all.centroids[rows].contiguous(),
+                    cluster_sizes=fine_all.cluster_sizes[rows].contiguous(),
+                    key_labels=fine_all.labels[rows].contiguous(),
+                    observation_window=w,
+                    attention_sinks=sinks,
+                )
             )
-            if attention.levels == 2:
-                _add_coarse_level(layer, num_coarse, attention)
-            layers.append(layer)
+        if attention.levels == 2:
+            _add_coarse_levels(layers, num_coarse, attention)
+        fine_pool, coarse_pool = [], []
+        for layer_idx, layer in enumerate(layers):
             if w > 0:
-                q_obs = capture.queries[layer_idx].to(keys.device)
+                q_obs = capture.queries[layer_idx].to(layer.keys.device)
                 fine_pool.append(_key_scores(q_obs, layer.centroids, layer.cluster_sizes, layer.key_labels, scale))
                 if attention.levels == 2:
                     coarse_labels = layer.fine_to_coarse.gather(1, layer.key_labels)
@@ -354,21 +360,26 @@ def _key_scores(q_obs, centroids, sizes, labels, scale) -> torch.Tensor:
     return scores.gather(1, labels).reshape(-1).float()
 
 
-def _add_coarse_level(layer: LayerIndex, num_coarse: int, attention: SqueezedAttention) -> None:
-    """Cluster the fine centroids into `num_coarse` coarse ones (paper: k-means on the L2 centroids).
+def _add_coarse_levels(layers: list[LayerIndex], num_coarse: int, attention: SqueezedAttention) -> None:
+    """Cluster every layer's fine centroids into `num_coarse` coarse ones (paper: k-means on the L2 centroids).
 
     The coarse centroid is the size-weighted mean of its fine centroids, i.e. the mean of the raw keys it covers
-    (our choice; the paper does not say how the coarse centroid is summarised).
+    (our choice; the paper does not say how the coarse centroid is summarised). One batched k-means call serves all
+    layers.
     """
-    fine = layer.centroids  # [Hkv, C, D]
-    sizes = layer.cluster_sizes.to(fine.dtype)  # [Hkv, C]
+    fine = torch.cat([layer.centroids for layer in layers])  # [L*Hkv, C, D]
+    sizes_all = torch.cat([layer.cluster_sizes for layer in layers])  # [L*Hkv, C]
     coarse = kmeans(fine, num_coarse, iters=attention.kmeans_iters, seed=attention.kmeans_seed)
-    f2c = coarse.labels  # [Hkv, C]
+    f2c = coarse.labels  # [L*Hkv, C]
     h, _, d = fine.shape
     weighted = torch.zeros(h, num_coarse, d, dtype=fine.dtype, device=fine.device)
-    weighted.scatter_add_(1, f2c.unsqueeze(-1).expand(-1, -1, d), fine * sizes.unsqueeze(-1))
+    weighted.scatter_add_(1, f2c.unsqueeze(-1).expand(-1, -1, d), fine * sizes_all.to(fine.dtype).unsqueeze(-1))
     coarse_sizes = torch.zeros(h, num_coarse, dtype=torch.int64, device=fine.device)
-    coarse_sizes.scatter_add_(1, f2c, layer.cluster_sizes)
-    layer.coarse_centroids = weighted / coarse_sizes.clamp_min(1).unsqueeze(-1).to(fine.dtype)
-    layer.coarse_sizes = coarse_sizes
-    layer.fine_to_coarse = f2c
+    coarse_sizes.scatter_add_(1, f2c, sizes_all)
+    centroids = weighted / coarse_sizes.clamp_min(1).unsqueeze(-1).to(fine.dtype)
+    hkv = layers[0].centroids.shape[0]
+    for i, layer in enumerate(layers):
+        rows = slice(i * hkv, (i + 1) * hkv)
+        layer.coarse_centroids = centroids[rows].contiguous()
+        layer.coarse_sizes = coarse_sizes[rows].contiguous()
+        layer.fine_to_coarse = f2c[rows].contiguous()

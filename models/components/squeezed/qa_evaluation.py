@@ -1,0 +1,144 @@
+"""One question answered by dense attention, Squeezed Attention at several budgets, and the baselines at the budget
+Squeezed Attention measured (shared by `models.squeezed_attention_eval` and `benchmarks/squeezed_attention_accuracy.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from models.components.squeezed.answer_scoring import next_token_kl, score_answer
+from models.components.squeezed.baselines import OracleTopK, QuestPages, RandomKeys, SlidingWindowSinks
+from models.components.squeezed.fixed_context_index import FixedContextIndex
+from models.components.squeezed.squeezed_attention import SqueezedAttention
+from models.components.squeezed.transformers_backend import serve
+
+BASELINES: dict[str, Callable[[float], nn.Module]] = {
+    "oracle_topk": lambda b: OracleTopK(budget=b),
+    "quest": lambda b: QuestPages(budget=b, page_size=16),
+    "window_sinks": lambda b: SlidingWindowSinks(budget=b, sinks=4),
+    "random": lambda b: RandomKeys(budget=b, seed=0),
+}
+
+
+@dataclass
+class QuestionRecord:
+    """One (method, target budget) result for one question.
+
+    Attributes:
+        method: "dense", "squeezed" or a baseline name.
+        target_budget: the requested total budget (1.0 for dense).
+        correct: greedy exact match of the answer.
+        token_accuracy: fraction of answer tokens predicted.
+        kl: next-token KL(dense || method), mean over answer positions.
+        budget: measured budget (§3.7).
+        kept_fraction: measured fraction of fixed-context keys attended.
+        output_error: mean relative attention-output error against dense attention (same q/k/v).
+        mass_recall: mean exact attention mass on the selected fixed-context keys.
+    """
+
+    method: str
+    target_budget: float
+    correct: bool
+    token_accuracy: float
+    kl: float
+    budget: float
+    kept_fraction: float
+    output_error: float
+    mass_recall: float
+
+
+def keep_fraction_for_budget(total: float, index: FixedContextIndex, levels: int) -> float:
+    """Clustered-key keep fraction whose expected total budget on the calibration queries is `total`.
+
+    total = keep * (N - W - S) / N + (W + S) / N + centroids / (2N), solved for keep and clipped to (0, 1].
+
+    Raises:
+        ValueError: when `total` is below the fixed cost of the window, sinks and centroids.
+    """
+    if not (0.0 < total <= 1.0):
+        raise ValueError(f"target budget must be in (0, 1], got {total}")
+    n = index.metadata.context_length
+    fixed = index.metadata.observation_window + index.metadata.attention_sinks
+    meta = index.layers[0].metadata_vectors(levels)
+    keep = (total - fixed / n - meta / (2 * n)) * n / (n - fixed)
+    if keep <= 0:
+        raise ValueError(
+            f"target budget {total} is below the fixed cost of the observation window, sinks and centroids "
+            f"({fixed / n + meta / (2 * n):.3f}) at N={n}"
+        )
+    return min(1.0, keep)
+
+
+def evaluate_question(
+    model: nn.Module,
+    index: FixedContextIndex,
+    question_ids,
+    answer_ids,
+    *,
+    budgets: tuple[float, ...],
+    settings: SqueezedAttention,
+    baselines: tuple[str, ...] = tuple(BASELINES),
+    diagnostics: bool = True,
+    method_name: str = "squeezed",
+) -> list[QuestionRecord]:
+    """Dense, Squeezed Attention at each target budget, and each baseline at Squeezed Attention's measured budget.
+
+    Args:
+        model: Transformers causal LM whose shape matches `index`.
+        index: the fixed context's index.
+        question_ids: [T] user-input tokens.
+        answer_ids: [A] answer tokens.
+        budgets: target total budgets in (0, 1].
+        settings: build settings of `index` (its threshold/budget fields are replaced per target).
+        baselines: names from `BASELINES`.
+        diagnostics: measure output error / mass recall (costs one dense attention per layer call).
+        method_name: name of the Squeezed Attention rows.
+
+    Returns:
+        records, dense first.
+    """
+    unknown = [b for b in baselines if b not in BASELINES]
+    if unknown:
+        raise ValueError(f"unknown baselines {unknown}; choose from {sorted(BASELINES)}")
+    dense = score_answer(model, index, question_ids, answer_ids)
+    records = [QuestionRecord("dense", 1.0, dense.correct, dense.token_accuracy, 0.0, 1.0, 1.0, 0.0, 1.0)]
+    nan = float("nan")
+    for target in budgets:
+        sa = SqueezedAttention(
+            centroid_fraction=settings.centroid_fraction,
+            levels=settings.levels,
+            coarse_fraction=settings.coarse_fraction,
+            observation_window=settings.observation_window,
+            attention_sinks=settings.attention_sinks,
+            budget=keep_fraction_for_budget(target, index, settings.levels),
+            budget_mode=settings.budget_mode,
+            coarse_keep=settings.coarse_keep,
+            kmeans_iters=settings.kmeans_iters,
+            kmeans_seed=settings.kmeans_seed,
+            backend=settings.backend,
+        )
+        with serve(model, index, sa, diagnostics=diagnostics) as session:
+            s = score_answer(model, index, question_ids, answer_ids)
+        rep, diag = session.budget(), session.attention_diagnostics()
+        records.append(
+            QuestionRecord(
+                method_name, target, s.correct, s.token_accuracy, next_token_kl(dense.logits, s.logits), rep.budget,
+                rep.kept_fraction, diag.output_error if diagnostics else nan, diag.mass_recall if diagnostics else nan,
+            )
+        )
+        measured = min(1.0, rep.budget)
+        for name in baselines:
+            with serve(model, index, BASELINES[name](measured), diagnostics=diagnostics) as bs:
+                b = score_answer(model, index, question_ids, answer_ids)
+            brep, bdiag = bs.budget(), bs.attention_diagnostics()
+            records.append(
+                QuestionRecord(
+                    name, target, b.correct, b.token_accuracy, next_token_kl(dense.logits, b.logits), brep.budget,
+                    brep.kept_fraction, bdiag.output_error if diagnostics else nan,
+                    bdiag.mass_recall if diagnostics else nan,
+                )
+            )
+    return records
