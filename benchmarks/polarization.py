@@ -233,7 +233,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-epochs", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1 avoids OpenMP spin-waiting on a shared 2-core machine)")
     args = parser.parse_args(argv)
     if args.members < max(PREDICT_SIZES):
         parser.error(f"--members must be >= {max(PREDICT_SIZES)}, got {args.members}")

@@ -218,6 +218,12 @@ def bench_config(timer, mode, b, hkv, n, t, budgets, ctx, rows, hier=None):
             row["hier_total_us"] = timer(lambda: sparse_attention(q, k, v, hl()))
             row["hier_speedup"] = t_dense / row["hier_total_us"]
             row["hier_vs_single_lookup"] = t_lookup / row["hier_lookup_us"]
+            htl = lambda: hierarchical_lookup(  # noqa: E731
+                q, hier["coarse"], hier["coarse_sizes"], hier["f2c"], ctx["centroids"], ctx["sizes"],
+                lay.key_labels, coarse_threshold=hier["thr"], threshold=thr, layout=lay, sync=False)
+            row["hier_thr_kept_keys"] = htl().key_counts.float().mean().item()
+            row["hier_thr_lookup_us"] = timer(htl)
+            row["hier_thr_total_us"] = timer(lambda: sparse_attention(q, k, v, htl()))
         rows.append(row)
         print(fmt_row(row), flush=True)
 
@@ -373,6 +379,54 @@ def tune(timer):
     return results
 
 
+def render_markdown(result: dict) -> str:
+    """Markdown tables of a result JSON (decode, prefill, hierarchical lookup)."""
+    rows = result["rows"]
+    k = 1024
+    out = [f"Device: {result['device']} ({result['sm_count']} SMs), torch {result['torch']}, triton "
+           f"{result['triton']}, {result['dtype']}, head dim {result['head_dim']}, 32 query heads. Timing: "
+           f"{result['timing']}. Bandwidth = bytes of K, V (selected) and centroids that must be read / time.", ""]
+    for mode in ("decode", "prefill"):
+        sel = [r for r in rows if r["mode"] == mode]
+        if not sel:
+            continue
+        out.append(f"### {mode.capitalize()}" + (" (fixed-context part of the user-input prefill)"
+                                                  if mode == "prefill" else ""))
+        out.append("")
+        extra = "dense TB/s" if mode == "decode" else "dense TFLOP/s"
+        out.append(f"| B | Hkv | N | T | budget | dense µs (baseline) | {extra} | lookup µs | attention µs | total µs | "
+                   "speedup | lookup share | TB/s | thr.: kept | thr.: total µs | thr.: speedup | thr.: TB/s |")
+        out.append("|" + "---|" * 17)
+        for r in sel:
+            dense_rate = (f"{r['dense_tbps']:.2f}" if mode == "decode" else f"{r['dense_tflops']:.0f}")
+            out.append(
+                f"| {r['batch']} | {r['kv_heads']} | {r['context'] // k}K | {r['query_tokens']} | {r['budget']:.0%} | "
+                f"{r['dense_us']:.1f} ({r['dense_best']}) | {dense_rate} | {r['lookup_us']:.1f} | "
+                f"{r['attention_us']:.1f} | {r['total_us']:.1f} | **{r['speedup']:.2f}x** | {r['lookup_share']:.0%} | "
+                f"{r['total_tbps']:.2f} | {r['thr_kept_keys'] / r['context']:.1%} | {r['thr_total_us']:.1f} | "
+                f"{r['thr_speedup']:.2f}x | {r['thr_total_tbps']:.2f} |")
+        out.append("")
+    hier = [r for r in rows if "hier_lookup_us" in r]
+    if hier:
+        out.append("### Hierarchical (1% coarse over 5% fine centroids) vs single-level lookup")
+        out.append("")
+        out.append("| mode | B | Hkv | N | T | budget | fine clusters alive | single lookup µs | hier. lookup µs | "
+                   "single/hier. | single total µs | hier. total µs | thr.: single lookup µs | "
+                   "thr.: hier. lookup µs | thr.: single/hier. |")
+        out.append("|" + "---|" * 15)
+        for r in hier:
+            out.append(
+                f"| {r['mode']} | {r['batch']} | {r['kv_heads']} | {r['context'] // k}K | {r['query_tokens']} | "
+                f"{r['budget']:.0%} | {r['hier_fine_alive']:.0f} / {r['centroids']} | {r['lookup_us']:.1f} | "
+                f"{r['hier_lookup_us']:.1f} | {r['hier_vs_single_lookup']:.2f}x | {r['total_us']:.1f} | "
+                f"{r['hier_total_us']:.1f} | " + (
+                    f"{r['thr_lookup_us']:.1f} | {r['hier_thr_lookup_us']:.1f} | "
+                    f"{r['thr_lookup_us'] / r['hier_thr_lookup_us']:.2f}x |" if "hier_thr_lookup_us" in r
+                    else "– | – | – |"))
+        out.append("")
+    return "\n".join(out)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a few configurations (smoke test)")
@@ -381,7 +435,12 @@ def main(argv=None):
     parser.add_argument("--only", choices=("decode", "prefill"), default=None)
     parser.add_argument("--profile", action="store_true", help="print a per-kernel breakdown at 128K and exit")
     parser.add_argument("--tune", action="store_true", help="sweep kernel tile configurations at 128K and exit")
+    parser.add_argument("--render", type=pathlib.Path, default=None,
+                        help="print the markdown tables of an earlier --out JSON and exit (no GPU needed)")
     args = parser.parse_args(argv)
+    if args.render is not None:
+        print(render_markdown(json.loads(args.render.read_text())))
+        return None
     if not torch.cuda.is_available():
         raise SystemExit("needs a CUDA GPU")
     torch.backends.cuda.matmul.allow_tf32 = False

@@ -115,6 +115,7 @@ def cluster_scores(
     ids: torch.Tensor | None = None,
     id_counts: torch.Tensor | None = None,
     defer: bool = False,
+    out: torch.Tensor | None = None,
 ):
     """``[B, Hkv, C]`` fp32 estimated cluster probabilities (only listed clusters when ``ids [B*Hkv, C]`` and
     ``id_counts [B*Hkv]`` are given; the others score 0 and leave the denominator).
@@ -134,8 +135,11 @@ def cluster_scores(
     ids_t = ids if use_ids else sizes  # placeholder pointer, never read
     cnt_t = id_counts if use_ids else sizes
     qk = scale * LOG2E
-    # with an id list only listed clusters are written, the rest must read 0
-    scores = (torch.zeros if use_ids else torch.empty)(b * hkv, c, dtype=torch.float32, device=dev)
+    # with an id list only listed clusters are written, the rest must read 0 (``out`` arrives with them zeroed)
+    if out is not None:
+        scores = out
+    else:
+        scores = (torch.zeros if use_ids else torch.empty)(b * hkv, c, dtype=torch.float32, device=dev)
     all_batches = (not use_ids) and b * gt <= SMALL_ROWS
     if all_batches or gt <= SMALL_ROWS:
         rows = b * gt if all_batches else gt
@@ -365,18 +369,24 @@ def hierarchical_lookup(
     hkv, c1, _ = coarse_centroids.shape
     c2 = fine_centroids.shape[1]
     dev = q.device
-    coarse = cluster_scores(q, coarse_centroids, coarse_sizes, scale)
+    coarse, info = cluster_scores(q, coarse_centroids, coarse_sizes, scale, defer=True)
     bh = b * hkv
     flags = torch.empty(bh, c2, dtype=torch.int8, device=dev)
     ids = torch.empty(bh, c2, dtype=torch.int32, device=dev)
     id_counts = torch.empty(bh, dtype=torch.int32, device=dev)
+    fine_scores = torch.empty(bh, c2, dtype=torch.float32, device=dev)  # dead clusters zeroed by the compaction
     cthr = torch.as_tensor(coarse_threshold, dtype=torch.float32, device=dev).expand(hkv).contiguous()
+    li = info or {"logits": coarse, "pm": coarse, "pl": coarse, "sizes": coarse_sizes, "rows": 1, "gt": 1,
+                  "ns": 1, "all_batches": False}
     _alive_compact_kernel[(bh,)](
-        coarse.reshape(bh, c1), fine_to_coarse.contiguous(), cthr,
-        flags, ids, id_counts, c1, c2, hkv,
-        BLOCK=_cfg("select_block_c"), **_launch_opts("select_warps"),
+        coarse.reshape(bh, c1), fine_to_coarse.contiguous(), cthr, flags, ids, id_counts, fine_scores,
+        li["logits"], li["pm"], li["pl"], li["sizes"], li["sizes"].stride(0), li["rows"], li["gt"], li["ns"], c1,
+        c1, c2, hkv,
+        BLOCK=_cfg("select_block_c"), FROM_LOGITS=info is not None, ALL_BATCHES=li["all_batches"],
+        BLOCK_NS=max(2, triton.next_power_of_2(li["ns"])), BLOCK_GT=max(2, triton.next_power_of_2(li["gt"])),
+        **_launch_opts("select_warps"),
     )
-    fine = cluster_scores(q, fine_centroids, fine_sizes, scale, ids=ids, id_counts=id_counts)
+    fine = cluster_scores(q, fine_centroids, fine_sizes, scale, ids=ids, id_counts=id_counts, out=fine_scores)
     return select_from_scores(
         fine, key_labels, threshold=threshold, budget=budget, always_keep=always_keep, layout=layout, alive=flags,
         sync=sync,

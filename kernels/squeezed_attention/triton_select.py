@@ -221,22 +221,54 @@ def _keep_write_kernel(
 
 @triton.jit
 def _alive_compact_kernel(
-    cscore_ptr, f2c_ptr, thr_ptr, flag_ptr, ids_ptr, cnt_ptr, C1, C2, H,
-    BLOCK: tl.constexpr,
+    cscore_ptr, f2c_ptr, thr_ptr, flag_ptr, ids_ptr, cnt_ptr, fscore_ptr,
+    logit_ptr, pm_ptr, pl_ptr, csize_ptr, scs, R, GT, NS, L_CAP,
+    C1, C2, H,
+    BLOCK: tl.constexpr, FROM_LOGITS: tl.constexpr, ALL_BATCHES: tl.constexpr, BLOCK_NS: tl.constexpr,
+    BLOCK_GT: tl.constexpr,
 ):
     """One program per (batch, KV head): fine cluster j is alive iff its coarse parent scored above the coarse
-    threshold; writes flags ``[BH, C2]`` int8, ascending ids of alive clusters ``[BH, C2]`` and their count."""
+    threshold; writes flags ``[BH, C2]`` int8, ascending ids of alive clusters ``[BH, C2]``, their count, and 0 as
+    the fine score of every dead cluster. With FROM_LOGITS the coarse scores are computed here from the coarse
+    lookup logits (no separate coarse scores launch)."""
     bh = tl.program_id(0)
     h = bh % H
     thr = tl.load(thr_ptr + h)
+    if FROM_LOGITS:
+        if ALL_BATCHES:
+            prog = h
+            row0 = (bh // H) * GT
+        else:
+            prog = bh
+            row0 = 0
+        offs_s = tl.arange(0, BLOCK_NS)
+        offs_g = tl.arange(0, BLOCK_GT)
+        rows = row0 + offs_g
+        pmask = (offs_s[:, None] < NS) & (offs_g[None, :] < GT)
+        pidx = (prog * NS + offs_s[:, None]) * R + rows[None, :]
+        pm = tl.load(pm_ptr + pidx, mask=pmask, other=float("-inf"))
+        pl = tl.load(pl_ptr + pidx, mask=pmask, other=0.0)
+        big = tl.max(pm, axis=0)
+        big = tl.where(big == float("-inf"), 0.0, big)
+        z = tl.sum(pl * tl.exp2(pm - big[None, :]), axis=0)
+        log_z = tl.where(z > 0, big + tl.log2(tl.where(z > 0, z, 1.0)), float("inf"))  # [BLOCK_GT]
     written = tl.full([], 0, tl.int32)
     for c0 in range(0, C2, BLOCK):
         offs = c0 + tl.arange(0, BLOCK)
         mask = offs < C2
         parent = tl.load(f2c_ptr + h * C2 + offs, mask=mask, other=0)
-        alive = (tl.load(cscore_ptr + bh * C1 + parent, mask=mask, other=0.0) > thr) & mask
+        if FROM_LOGITS:
+            lg = tl.load(logit_ptr + (prog * R + rows[:, None]) * L_CAP + parent[None, :],
+                         mask=(offs_g[:, None] < GT) & mask[None, :], other=float("-inf"))
+            cs = tl.sum(tl.exp2(lg - log_z[:, None]), axis=0) / GT
+            n = tl.load(csize_ptr + h * scs + parent, mask=mask, other=0)
+            cs = tl.where(n > 0, cs, 0.0)
+        else:
+            cs = tl.load(cscore_ptr + bh * C1 + parent, mask=mask, other=0.0)
+        alive = (cs > thr) & mask
         a32 = alive.to(tl.int32)
         tl.store(flag_ptr + bh * C2 + offs, a32.to(tl.int8), mask=mask)
+        tl.store(fscore_ptr + bh * C2 + offs, tl.zeros([BLOCK], tl.float32), mask=mask & ~alive)
         pos = written + tl.cumsum(a32, axis=0) - a32
         tl.store(ids_ptr + bh * C2 + pos, offs, mask=alive)
         written += tl.sum(a32, axis=0)

@@ -1,0 +1,224 @@
+"""AlphaPruning reproduction on SmolLM2-135M-Instruct, ESD speed against WeightWatcher, and a GPU ESD timing.
+
+CPU (default)::
+
+    python benchmarks/alphapruning.py [--quick] [--out benchmarks/results/alphapruning.json]
+
+1. ESD speed: spectral metrics (eigenvalues + power-law fit) of every Linear layer of SmolLM2-135M (30 blocks x 7 +
+   lm_head = 211 matrices), ours vs WeightWatcher's ``analyze()`` on the same modules, same process, same threads;
+   plus α agreement between the two (same x_min scan).
+2. Perplexity on held-out English text (the test split of ``datamodules.text_corpus``: Python documentation prose,
+   non-overlapping 512-token windows) of the dense model and of uniform vs AlphaPruning allocation with magnitude
+   and Wanda (``--pruners`` adds sparsegpt) at 50 / 60 / 70 % sparsity. Metrics are computed once from the dense
+   weights; calibration = the first windows of the train split (sequential, block by block).
+
+GPU (torch only: no omegaconf / jsonargparse / wandb / datasets imported)::
+
+    python benchmarks/alphapruning.py --gpu-esd --out benchmarks/results/alphapruning_gpu.json
+
+   ESD metrics of a LLaMA-7B-shaped set of random matrices (32 blocks x (4 x 4096² + 3 x 11008x4096)).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.harness import benchmark_parser, markdown_table, write_results  # noqa: E402
+from callbacks.pruning.spectral_metrics import layer_spectral_metrics  # noqa: E402
+
+
+def _sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+# ---------------------------------------------------------------------------------------------- GPU ESD timing
+def gpu_esd(args) -> dict:
+    if not torch.cuda.is_available():
+        raise SystemExit("--gpu-esd needs CUDA")
+    device = torch.device("cuda")
+    generator = torch.Generator(device=device).manual_seed(0)
+    shapes = [(4096, 4096)] * 4 + [(11008, 4096)] * 3  # q, k, v, o, gate, up (out x in); down is 4096 x 11008
+    shapes[-1] = (4096, 11008)
+    blocks = 4 if args.quick else 32
+    weights = {f"layers.{b}.{j}": torch.randn(*shape, device=device, generator=generator, dtype=torch.float16)
+               for b in range(blocks) for j, shape in enumerate(shapes)}
+    # Warm-up (cuSOLVER / kernels), not timed.
+    layer_spectral_metrics({"warm": weights["layers.0.0"]}, metric="alpha_peak")
+    rows = []
+    for metric in ("alpha_peak", "alpha"):
+        _sync()
+        start = time.perf_counter()
+        metrics, _ = layer_spectral_metrics(weights, metric=metric)
+        _sync()
+        seconds = time.perf_counter() - start
+        alphas = [m.alpha for m in metrics.values()]
+        rows.append({"metric": metric, "matrices": len(weights), "seconds": seconds,
+                     "seconds_per_matrix": seconds / len(weights), "alpha_min": min(alphas), "alpha_max": max(alphas)})
+    print(markdown_table(rows))
+    return {"rows": rows, "gpu": torch.cuda.get_device_name(0), "blocks": blocks}
+
+
+# ---------------------------------------------------------------------------------------------- CPU parts
+def _load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def esd_speed(model, quick: bool) -> dict:
+    import logging
+
+    linears = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    if quick:
+        linears = dict(list(linears.items())[:21])
+    weights = {n: m.weight.detach() for n, m in linears.items()}
+    load_before = _load_average()
+    results = {"matrices": len(weights), "torch_threads": torch.get_num_threads(), "load_before": load_before}
+    for metric in ("alpha_peak", "alpha"):
+        start = time.perf_counter()
+        ours, _ = layer_spectral_metrics(weights, metric=metric)
+        results[f"ours_{metric}_seconds"] = time.perf_counter() - start
+        results[f"ours_{metric}"] = {n: m.alpha for n, m in ours.items()}
+    try:
+        import weightwatcher as ww
+    except ImportError:
+        results["weightwatcher"] = "not installed"
+        return results
+    logging.getLogger("weightwatcher").setLevel(logging.ERROR)
+    container = torch.nn.ModuleList(list(linears.values()))
+    watcher = ww.WeightWatcher(model=container)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        details = watcher.analyze()
+    results["weightwatcher_seconds"] = time.perf_counter() - start
+    results["weightwatcher_version"] = getattr(ww, "__version__", "?")
+    ww_alpha = list(details["alpha"])
+    ours_alpha = list(results["ours_alpha"].values())
+    diffs = [abs(a - b) for a, b in zip(ours_alpha, ww_alpha)]
+    results["alpha_vs_weightwatcher"] = {
+        "layers_compared": len(diffs), "max_abs_diff": max(diffs), "median_abs_diff": sorted(diffs)[len(diffs) // 2],
+        "fraction_within_0.1": sum(d <= 0.1 for d in diffs) / len(diffs),
+    }
+    results["speedup_alpha_peak_vs_ww"] = results["weightwatcher_seconds"] / results["ours_alpha_peak_seconds"]
+    results["speedup_alpha_vs_ww"] = results["weightwatcher_seconds"] / results["ours_alpha_seconds"]
+    results["load_after"] = _load_average()
+    for key in ("ours_alpha_peak", "ours_alpha"):
+        results.pop(key)
+    return results
+
+
+@torch.no_grad()
+def perplexity(model, windows: torch.Tensor) -> float:
+    total, count = 0.0, 0
+    for window in windows:
+        ids = window[None]
+        logits = model(input_ids=ids, use_cache=False).logits[:, :-1].float()
+        total += float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
+                                                         reduction="sum"))
+        count += ids.shape[1] - 1
+    return math.exp(total / count)
+
+
+def run_cpu(args) -> None:
+    from callbacks.pruning import alpha_prune, compute_layer_metrics, select_prunable_modules
+    from datamodules.text_corpus import generate_token_windows
+    from models.components.smollm2 import load_smollm2
+
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    dense = load_smollm2()
+    load_seconds = time.perf_counter() - start
+    print(f"SmolLM2 loaded in {load_seconds:.1f} s; load average {_load_average()}", flush=True)
+
+    speed = esd_speed(dense, args.quick) if "speed" in args.parts else None
+    if speed:
+        print("ESD speed:", {k: v for k, v in speed.items()}, flush=True)
+
+    rows = []
+    extra = {}
+    if "perplexity" in args.parts:
+        data = generate_token_windows(source="python_docs", signature="python_docs", tokenizer="smollm2",
+                                      seq_len=args.seq_len)
+        ids = torch.as_tensor(data["input_ids"])
+        split = torch.as_tensor(data["split"])
+        calibration_windows = ids[split == 0][: args.calibration_windows]
+        eval_windows = ids[split == 2][: args.eval_windows]
+        calibration = [{"input_ids": calibration_windows[i : i + 2]} for i in range(0, len(calibration_windows), 2)]
+        extra["eval_tokens"] = int(eval_windows.numel())
+        extra["calibration_tokens"] = int(calibration_windows.numel())
+        start = time.perf_counter()
+        dense_ppl = perplexity(dense, eval_windows)
+        extra["dense_perplexity"] = dense_ppl
+        extra["eval_seconds"] = time.perf_counter() - start
+        print(f"dense perplexity {dense_ppl:.3f} ({extra['eval_tokens']} tokens, {extra['eval_seconds']:.0f} s)",
+              flush=True)
+        modules = select_prunable_modules(dense)
+        metrics, _ = compute_layer_metrics(modules, metric=args.metric)
+        extra["alpha_range"] = [min(m.alpha for m in metrics.values()), max(m.alpha for m in metrics.values())]
+        for sparsity in args.sparsities:
+            for pruner in args.pruners:
+                for allocation in ("uniform", "alpha"):
+                    model = copy.deepcopy(dense)
+                    start = time.perf_counter()
+                    report = alpha_prune(
+                        model, target_sparsity=sparsity, epsilon=args.epsilon, metric=args.metric, pruner=pruner,
+                        allocation=allocation, mapping=args.mapping,
+                        calibration=calibration if pruner != "magnitude" else None,
+                        metrics=metrics,
+                    )
+                    prune_seconds = time.perf_counter() - start
+                    ppl = perplexity(model, eval_windows)
+                    row = {"sparsity": sparsity, "pruner": pruner, "allocation": allocation, "perplexity": ppl,
+                           "achieved_sparsity": report.achieved_sparsity, "prune_seconds": prune_seconds,
+                           "min_layer_sparsity": min(v.allocated for v in report.layers.values()),
+                           "max_layer_sparsity": max(v.allocated for v in report.layers.values())}
+                    rows.append(row)
+                    print(row, flush=True)
+                    del model
+    print()
+    if rows:
+        print(markdown_table(rows, ["sparsity", "pruner", "allocation", "perplexity", "achieved_sparsity",
+                                    "min_layer_sparsity", "max_layer_sparsity", "prune_seconds"]))
+    write_results(args.out, name="alphapruning", rows=rows, speed=speed, load_seconds=load_seconds,
+                  settings={"epsilon": args.epsilon, "metric": args.metric, "mapping": args.mapping,
+                            "seq_len": args.seq_len, "threads": args.threads, "quick": args.quick}, **extra)
+
+
+def main() -> None:
+    parser = benchmark_parser(__doc__)
+    parser.add_argument("--gpu-esd", action="store_true", help="time ESD metrics of LLaMA-7B-shaped matrices on CUDA")
+    parser.add_argument("--parts", nargs="+", default=["speed", "perplexity"], choices=["speed", "perplexity"])
+    parser.add_argument("--sparsities", nargs="+", type=float, default=[0.5, 0.6, 0.7])
+    parser.add_argument("--pruners", nargs="+", default=["magnitude", "wanda"])
+    parser.add_argument("--epsilon", type=float, default=0.3)
+    parser.add_argument("--metric", default="alpha_peak")
+    parser.add_argument("--mapping", default="block", choices=["block", "layer"])
+    parser.add_argument("--seq-len", type=int, default=512)
+    parser.add_argument("--calibration-windows", type=int, default=8)
+    parser.add_argument("--eval-windows", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    if args.gpu_esd:
+        result = gpu_esd(args)
+        write_results(args.out, name="alphapruning_gpu_esd", rows=result["rows"], gpu=result["gpu"],
+                      blocks=result["blocks"])
+        return
+    if args.quick:
+        args.sparsities = [0.7]
+        args.eval_windows = min(args.eval_windows, 2)
+        args.calibration_windows = min(args.calibration_windows, 2)
+    run_cpu(args)
+
+
+if __name__ == "__main__":
+    main()
