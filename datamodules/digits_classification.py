@@ -22,7 +22,7 @@ from torch.utils.data import TensorDataset
 from framework.base import FrameworkDataModule
 from framework.validation import require_choice, require_existing_path, require_in_range, require_non_negative
 
-__all__ = ["DigitsClassification", "generate_image_classification"]
+__all__ = ["DigitsClassification", "generate_image_classification", "shift_images"]
 
 SHIFTS = ("gaussian_noise", "rotation", "none")
 _SPLIT_CODES = {"train": 0, "val": 1, "test": 2, "test_shifted": 3}
@@ -89,7 +89,8 @@ def _stratified_split(labels: np.ndarray, val_fraction: float, test_fraction: fl
     return codes
 
 
-def _shift(images: np.ndarray, shift: str, severity: float, seed: int) -> np.ndarray:
+def shift_images(images: np.ndarray, shift: str, severity: float, seed: int) -> np.ndarray:
+    """``images [N, C, H, W]`` in [0, 1] under ``shift`` ("gaussian_noise" or "rotation"), seeded."""
     rng = np.random.default_rng(seed + 1)
     if shift == "gaussian_noise":
         return np.clip(images + rng.normal(0.0, severity, images.shape), 0.0, 1.0).astype(np.float32)
@@ -121,7 +122,7 @@ def generate_image_classification(
         images = resized.clamp(0.0, 1.0).numpy()
     codes = _stratified_split(labels, val_fraction, test_fraction, seed)
     test = codes == 2
-    shifted = _shift(images[test], shift, shift_severity, seed) if shift != "none" else images[:0]
+    shifted = shift_images(images[test], shift, shift_severity, seed) if shift != "none" else images[:0]
     return {
         "image": np.concatenate([images, shifted]).astype(np.float32),
         "label": np.concatenate([labels, labels[test][: len(shifted)]]),
