@@ -18,6 +18,8 @@ from .triton_attention import _decode_kernel, _decode_reduce_kernel, _prefill_ke
 from .triton_lookup import _logits_kernel, _rows_kernel, _scores_kernel
 from .triton_select import (
     _alive_compact_kernel,
+    _budget_search_kernel,
+    _take_expand_kernel,
     _expand_layout_kernel,
     _keep_count_kernel,
     _keep_write_kernel,
@@ -52,13 +54,16 @@ CONFIG = {
     "select_single_warps": 16,
     "expand_block_p": 1024,
     "expand_block_c": 64,
+    "parallel_expand": 1,
+    "take_block": 256,
+    "take_slots": 512,
     "expand_run": 32,
     "keep_block_k": 1024,
 }
 _INTERPRET_CONFIG = {
     "lookup_block_c": 16, "rows_block_m": 16, "rows_block_c": 16, "decode_block_n": 16, "prefill_block_m": 16,
     "prefill_block_n": 16, "select_block_c": 32, "select_single_max": 16, "expand_block_p": 32,
-    "expand_block_c": 4, "expand_run": 4, "keep_block_k": 32,
+    "expand_block_c": 4, "expand_run": 4, "take_block": 4, "take_slots": 8, "keep_block_k": 32,
 }
 
 
@@ -293,6 +298,33 @@ def select_from_scores(
     has_alive = alive is not None
     single = triton.next_power_of_2(c) <= _cfg("select_single_max")
     li = logits_info
+    alive_t = alive if has_alive else take
+    if st.offsets is not None and (budget_mode or not sync) and _cfg("parallel_expand"):
+        # everything sized in advance: parallel take + expansion (budget mode keeps one serial search kernel)
+        if li is not None:
+            _finish_scores(li, flat, b, hkv, c)
+        search = torch.empty(bh, 2, dtype=torch.int32, device=dev)
+        if budget_mode:
+            _budget_search_kernel[(bh,)](
+                flat, alive_t, st.avail, krest, search, c, hkv,
+                HAS_ALIVE=has_alive, SINGLE=single,
+                BLOCK_C=triton.next_power_of_2(c) if single else _cfg("select_block_c"),
+                **({} if interpreting() else {"num_warps": _cfg("select_single_warps") if single
+                                              else _cfg("select_warps")}),
+            )
+        k_cap = max(k_cap if budget_mode else n, 1)
+        idx = torch.empty(bh, k_cap, dtype=torch.int32, device=dev)
+        block = max(_cfg("take_block"), triton.next_power_of_2(c) // 32)
+        nblk = triton.cdiv(c, block)
+        nb_pad = 1 if budget_mode else 16
+        _take_expand_kernel[(nblk + nb_pad, bh)](
+            flat, alive_t, st.avail, thr, search, st.offsets, st.n_always, tstart, counts, idx,
+            c, hkv, k_cap, nblk, nb_pad,
+            BUDGET=budget_mode, HAS_ALIVE=has_alive, BLOCK=block, SLOTS=_cfg("take_slots"),
+            NITER=int(math.ceil(math.log2(block))) + 1, BLOCK_P=_cfg("expand_block_p"),
+            **({} if interpreting() else {"num_warps": 4}),
+        )
+        return Selection(idx.view(b, hkv, k_cap), counts.view(b, hkv), scores)
     if li is not None and (not single or not _cfg("fuse_scores_select")):
         _finish_scores(li, flat, b, hkv, c)
         li = None

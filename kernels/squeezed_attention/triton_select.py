@@ -180,6 +180,141 @@ def _expand_layout_kernel(
 
 
 @triton.jit
+def _budget_search_kernel(
+    score_ptr, alive_ptr, avail_ptr, krest_ptr, search_ptr, C, H,
+    HAS_ALIVE: tl.constexpr, BLOCK_C: tl.constexpr, SINGLE: tl.constexpr,
+):
+    """Budget mode, one program per (batch, KV head): the bisection of ``_select_kernel`` alone; stores the cut
+    score bits ``lo`` and the keys ``rest`` still to take from clusters scoring exactly ``lo``."""
+    bh = tl.program_id(0)
+    h = bh % H
+    score_row = score_ptr + bh * C
+    alive_row = alive_ptr + bh * C
+    avail_row = avail_ptr + h * C
+    lo = tl.full([], 0, tl.int32)
+    hi = tl.full([], 0x7F800001, tl.int32)
+    if SINGLE:
+        offs = tl.arange(0, BLOCK_C)
+        mask = offs < C
+        bits = tl.load(score_row + offs, mask=mask, other=0.0).to(tl.int32, bitcast=True)
+        av = tl.load(avail_row + offs, mask=mask, other=0)
+        if HAS_ALIVE:
+            av = tl.where(tl.load(alive_row + offs, mask=mask, other=0) != 0, av, 0)
+        kr = tl.minimum(tl.load(krest_ptr + h), tl.sum(av, axis=0))
+        for _ in range(31):
+            mid = lo + (hi - lo) // 2
+            ok = tl.sum(tl.where(bits >= mid, av, 0), axis=0) >= kr
+            lo = tl.where(ok, mid, lo)
+            hi = tl.where(ok, hi, mid)
+        rest = kr - tl.sum(tl.where(bits > lo, av, 0), axis=0)
+    else:
+        total = _weight_ge(score_row, alive_row, avail_row, C, 0, HAS_ALIVE, BLOCK_C)
+        kr = tl.minimum(tl.load(krest_ptr + h), total)
+        for _ in range(31):
+            mid = lo + (hi - lo) // 2
+            ok = _weight_ge(score_row, alive_row, avail_row, C, mid, HAS_ALIVE, BLOCK_C) >= kr
+            lo = tl.where(ok, mid, lo)
+            hi = tl.where(ok, hi, mid)
+        rest = kr - _weight_ge(score_row, alive_row, avail_row, C, lo + 1, HAS_ALIVE, BLOCK_C)
+    tl.store(search_ptr + bh * 2, lo)
+    tl.store(search_ptr + bh * 2 + 1, rest)
+
+
+@triton.jit
+def _block_take(score_row, alive_row, avail_row, offs, C, thr, lo, rest, eq_before,
+                BUDGET: tl.constexpr, HAS_ALIVE: tl.constexpr):
+    """Keys taken from each cluster of one block (same rule as ``_select_kernel``) and the block's tie weight."""
+    mask = offs < C
+    sc = tl.load(score_row + offs, mask=mask, other=0.0)
+    av = tl.load(avail_row + offs, mask=mask, other=0)
+    if HAS_ALIVE:
+        av = tl.where(tl.load(alive_row + offs, mask=mask, other=0) != 0, av, 0)
+    if BUDGET:
+        bits = sc.to(tl.int32, bitcast=True)
+        eq_av = tl.where(bits == lo, av, 0)
+        eq_excl = eq_before + tl.cumsum(eq_av, axis=0) - eq_av
+        take = tl.where(bits > lo, av, tl.minimum(tl.maximum(rest - eq_excl, 0), eq_av))
+    else:
+        eq_av = tl.zeros_like(av)
+        take = tl.where(sc > thr, av, 0)
+    take = tl.where(mask, take, 0)
+    eq_av = tl.where(mask, eq_av, 0)
+    return take, eq_av
+
+
+@triton.jit
+def _take_expand_kernel(
+    score_ptr, alive_ptr, avail_ptr, thr_ptr, search_ptr, off_ptr, nalw_ptr, scratch_ptr, count_ptr, idx_ptr,
+    C, H, K_CAP, NBLK, NB_PAD,
+    BUDGET: tl.constexpr, HAS_ALIVE: tl.constexpr, BLOCK: tl.constexpr, SLOTS: tl.constexpr,
+    NITER: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    """Selection + index expansion for a cluster-contiguous layout, in parallel over cluster blocks.
+
+    Grid (NBLK + NB_PAD, BH). Program ``pid < NBLK`` owns clusters ``[pid*BLOCK, (pid+1)*BLOCK)``: it recomputes
+    the keys taken by all earlier blocks (cheap, L2 resident) to know where its output starts, then writes its
+    slots: each slot finds its cluster by a short binary search over the block's exclusive prefix. The last
+    NB_PAD programs write the key count, the always-kept tail and the zero padding up to K_CAP."""
+    pid = tl.program_id(0)
+    bh = tl.program_id(1)
+    h = bh % H
+    score_row = score_ptr + bh * C
+    alive_row = alive_ptr + bh * C
+    avail_row = avail_ptr + h * C
+    if BUDGET:
+        lo = tl.load(search_ptr + bh * 2)
+        rest = tl.load(search_ptr + bh * 2 + 1)
+        thr = 0.0
+    else:
+        lo = 0
+        rest = 0
+        thr = tl.load(thr_ptr + h)
+    base = tl.full([], 0, tl.int32)
+    eq_before = tl.full([], 0, tl.int32)
+    for i in range(0, tl.minimum(pid, NBLK)):
+        take_i, eq_i = _block_take(score_row, alive_row, avail_row, i * BLOCK + tl.arange(0, BLOCK), C, thr, lo,
+                                   rest, eq_before, BUDGET, HAS_ALIVE)
+        base += tl.sum(take_i, axis=0)
+        eq_before += tl.sum(eq_i, axis=0)
+    out = idx_ptr + bh * K_CAP
+    if pid < NBLK:
+        offs = pid * BLOCK + tl.arange(0, BLOCK)
+        take, eq_av = _block_take(score_row, alive_row, avail_row, offs, C, thr, lo, rest, eq_before,
+                                  BUDGET, HAS_ALIVE)
+        excl = tl.cumsum(take, axis=0) - take
+        local_total = tl.sum(take, axis=0)
+        scratch = scratch_ptr + bh * (C + 1) + pid * BLOCK
+        tl.store(scratch + tl.arange(0, BLOCK), excl, mask=offs < C)
+        tl.debug_barrier()  # the block's prefix is read back below by other threads of this program
+        n_valid = tl.minimum(C - pid * BLOCK, BLOCK)
+        run_row = off_ptr + h * (C + 1) + pid * BLOCK
+        for p0 in range(0, local_total, SLOTS):
+            p = p0 + tl.arange(0, SLOTS)
+            valid = p < local_total
+            lo_j = tl.zeros([SLOTS], tl.int32)
+            hi_j = tl.zeros([SLOTS], tl.int32) + n_valid  # excl[lo_j] <= p < excl[hi_j] (excl[n_valid] = total)
+            for _ in range(NITER):
+                mid = (lo_j + hi_j) // 2
+                go = tl.load(scratch + mid) <= p
+                lo_j = tl.where(go, mid, lo_j)
+                hi_j = tl.where(go, hi_j, mid)
+            start = tl.load(scratch + lo_j, mask=valid, other=0)
+            run0 = tl.load(run_row + lo_j, mask=valid, other=0)
+            slot = base + p
+            tl.store(out + slot, run0 + (p - start), mask=valid & (slot < K_CAP))
+    else:
+        j = pid - NBLK
+        total = base
+        count = total + tl.load(nalw_ptr + h)
+        if j == 0:
+            tl.store(count_ptr + bh, count)
+        tail0 = tl.load(off_ptr + h * (C + 1) + C)
+        for p0 in range(total + j * BLOCK_P, K_CAP, NB_PAD * BLOCK_P):
+            slot = p0 + tl.arange(0, BLOCK_P)
+            tl.store(out + slot, tl.where(slot < count, tail0 + (slot - total), 0), mask=slot < K_CAP)
+
+
+@triton.jit
 def _keep_flags(lab_ptr, alw_ptr, rank_ptr, take_ptr, bh, h, C, N, offs, HAS_ALWAYS: tl.constexpr):
     mask = offs < N
     lab = tl.load(lab_ptr + h * N + offs, mask=mask, other=0)

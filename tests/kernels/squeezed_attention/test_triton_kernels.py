@@ -219,3 +219,35 @@ def test_static_index_cache_sees_new_and_modified_labels():
         _same_selection(centroid_lookup(q, cent, sizes, labels, budget=0.3, backend="triton"),
                         centroid_lookup(q, cent, sizes, labels, budget=0.3, backend="reference"))
         del labels
+
+
+def test_parallel_expansion_matches_serial_selection(monkeypatch):
+    """Layout path: the parallel take+expand kernel (several cluster blocks) equals the serial select kernel."""
+    from kernels.squeezed_attention import triton_ops
+
+    b, g, hkv, n, d, c1, c = 2, 2, 2, 58, 16, 3, 9
+    q, k, v = random_qkv(b, g * hkv, hkv, 1, n, d, seed=41)
+    labels, sizes, cent = random_index(hkv, n, c, d, seed=42)
+    always = torch.zeros(n, dtype=torch.bool)
+    always[-6:] = True
+    lay = cluster_contiguous_layout(k, v, labels, c, always_keep=always)
+    f2c = torch.arange(c).remainder(c1).expand(hkv, c).contiguous()
+    coarse_sizes = torch.zeros(hkv, c1, dtype=torch.long).scatter_add_(1, f2c, sizes)
+    coarse = torch.randn(hkv, c1, d, generator=torch.Generator().manual_seed(3))
+    ties = torch.tensor([0.3, 0.1, 0.3, 0.05, 0.3, 0.2, 0.0, 0.1, 0.3]).expand(b, hkv, c).contiguous()
+
+    def run():
+        out = [centroid_lookup(q, cent, sizes, lay.key_labels, layout=lay, backend="triton", **kw)
+               for kw in ({"budget": 0.3}, {"budget": 0.77}, {"budget": 1.0}, {"threshold": 0.03, "sync": False})]
+        out += [select_from_scores(ties, lay.key_labels, layout=lay, budget=bud, backend="triton")
+                for bud in (0.2, 0.5)]
+        out += [hierarchical_lookup(q, coarse, coarse_sizes, f2c, cent, sizes, lay.key_labels, layout=lay,
+                                    coarse_threshold=1.0 / n, backend="triton", **kw)
+                for kw in ({"budget": 0.3}, {"threshold": 0.01, "sync": False})]
+        return out
+
+    parallel = run()
+    monkeypatch.setitem(triton_ops.CONFIG, "parallel_expand", 0)
+    serial = run()
+    for a, s_ in zip(parallel, serial):
+        _same_selection(a, s_)
