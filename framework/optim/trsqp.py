@@ -370,6 +370,10 @@ class TRSQP(torch.optim.Optimizer):
         merit_trial, c_trial, used = merit_at(trial)
         used_f += used
         ratio = (merit_0 - merit_trial) / (-pred) if pred < 0 else float("-inf")
+        rounding = 64.0 * torch.finfo(x.dtype).eps * max(1.0, abs(merit_0))
+        if 0 < -pred <= rounding and merit_trial - merit_0 <= rounding:
+            # Predicted and actual changes are both at the rounding level of the merit value: the ratio is noise.
+            ratio = 1.0
         used_correction = False
         if not ratio >= eta and group["second_order_correction"] and geometry.num_constraints > 0 and pred < 0:
             correction = geometry.correction_step(c_trial)
