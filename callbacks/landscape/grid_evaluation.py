@@ -84,9 +84,11 @@ def evaluate_grid(
         return loss.functional(space.unflatten(flat))
 
     def run_loop(start: int, stop: int) -> None:
-        with torch.no_grad():
-            for i in range(start, stop):
-                values[i] = float(point_loss(theta + coefficients[i] @ directions))
+        # Grad mode stays on: losses such as PINN residuals call torch.autograd.grad w.r.t. their inputs.
+        for i in range(start, stop):
+            with torch.no_grad():
+                flat = theta + coefficients[i] @ directions
+            values[i] = float(point_loss(flat).detach())
 
     batched = torch.func.vmap(point_loss)
 

@@ -1,7 +1,8 @@
 """The probed loss: ``training_step``'s loss or a user function, on a fixed set of batches, without side effects.
 
 A probe must not change the run it observes. :func:`isolated_module` switches the module to eval mode (batch norm
-uses running statistics, dropout is off), turns ``self.log`` / ``self.log_dict`` into no-ops, and afterwards restores
+uses running statistics, dropout is off), turns ``self.log`` / ``self.log_dict`` and the ``update`` / ``forward`` of
+every torchmetrics ``Metric`` inside the module into no-ops, and afterwards restores
 the train/eval flags, every buffer (bit-exact copies), the state of every torchmetrics ``Metric`` inside the module
 (``training_step`` usually updates training metrics) and the RNG state. Parameters are never written: perturbed
 losses are computed with ``torch.func.functional_call``.
@@ -76,12 +77,35 @@ def _metric_snapshot(module: nn.Module) -> list[tuple[Any, dict[str, Any]]]:
     return saved
 
 
+def _silence_metrics(module: nn.Module) -> list[tuple[Any, str, Any]]:
+    """Turn ``update`` / ``forward`` of every torchmetrics Metric into no-ops; returns what to put back.
+
+    ``training_step`` usually updates training metrics; under ``torch.func`` transforms such an update would store
+    transformed tensors in the metric state (and fail), and in any case it would count probe batches as training data.
+    """
+    try:
+        from torchmetrics import Metric
+    except ImportError:  # pragma: no cover
+        return []
+    patched = []
+    for sub in module.modules():
+        if isinstance(sub, Metric):
+            for name in ("update", "forward"):
+                patched.append((sub, name, sub.__dict__.get(name, _MISSING)))
+                object.__setattr__(sub, name, _noop)
+    return patched
+
+
+_MISSING = object()
+
+
 @contextmanager
 def isolated_module(module: nn.Module, *, eval_mode: bool = True) -> Iterator[None]:
     """Run probes on ``module`` with grad enabled (even inside Lightning's inference mode) and no lasting effects."""
     flags = [(m, m.training) for m in module.modules()]
     buffers = [(b, b.detach().clone()) for b in module.buffers()]
     metrics = _metric_snapshot(module)
+    silenced = _silence_metrics(module)
     cpu_rng = torch.get_rng_state()
     cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     patched = []
@@ -97,6 +121,11 @@ def isolated_module(module: nn.Module, *, eval_mode: bool = True) -> Iterator[No
     finally:
         for name in patched:
             module.__dict__.pop(name, None)
+        for metric, name, original in reversed(silenced):
+            if original is _MISSING:
+                metric.__dict__.pop(name, None)
+            else:
+                object.__setattr__(metric, name, original)
         for m, flag in flags:
             m.training = flag
         with torch.no_grad():
