@@ -93,6 +93,7 @@ def _scores_kernel(
     R, GT, C, H, ID_CAP, L_CAP, snh,
     NS, BLOCK_NS: tl.constexpr, BLOCK_GT: tl.constexpr, BLOCK_C: tl.constexpr,
     USE_IDS: tl.constexpr, ALL_BATCHES: tl.constexpr,
+    BLOCK_SUMS: tl.constexpr = False, thr_ptr=None, avail_ptr=None, bsum_ptr=None, NBLK=1,
 ):
     """Grid (cdiv(L_CAP, BLOCK_C), B*H): scores ``[B*H, C]`` = mean over the (g, t) rows of batch b of
     ``n_j``-normalized probabilities; slots beyond the id count are skipped, empty clusters score 0."""
@@ -134,6 +135,11 @@ def _scores_kernel(
     n = tl.load(n_ptr + h * snh + cid, mask=valid, other=0)
     score = tl.where(n > 0, score, 0.0)
     tl.store(score_ptr + bh * C + cid, score, mask=valid)
+    if BLOCK_SUMS:  # threshold mode: keys this block of clusters contributes (for the parallel expansion)
+        av = tl.load(avail_ptr + h * C + cid, mask=valid, other=0)
+        taken = tl.sum(tl.where(valid & (score > tl.load(thr_ptr + h)), av, 0), axis=0)
+        tl.store(bsum_ptr + (bh * NBLK + pid_c) * 2, taken)
+        tl.store(bsum_ptr + (bh * NBLK + pid_c) * 2 + 1, 0)
 
 
 @triton.jit

@@ -11,6 +11,7 @@ import math
 from collections import OrderedDict
 
 import torch
+import torch.nn.functional as F
 import triton
 
 from .results import AttentionResult, ClusterLayout, Selection
@@ -55,7 +56,7 @@ CONFIG = {
     "expand_block_p": 1024,
     "expand_block_c": 64,
     "parallel_expand": 1,
-    "take_block": 256,
+    "take_block": 128,
     "take_slots": 512,
     "expand_run": 32,
     "keep_block_k": 1024,
@@ -299,29 +300,36 @@ def select_from_scores(
     single = triton.next_power_of_2(c) <= _cfg("select_single_max")
     li = logits_info
     alive_t = alive if has_alive else take
-    if st.offsets is not None and (budget_mode or not sync) and _cfg("parallel_expand"):
+    if st.offsets is not None and (budget_mode or not sync) and not has_alive and _cfg("parallel_expand"):
         # everything sized in advance: parallel take + expansion (budget mode keeps one serial search kernel)
-        if li is not None:
-            _finish_scores(li, flat, b, hkv, c)
+        block = _cfg("take_block")
+        nblk = triton.cdiv(c, block)
+        bsum = torch.empty(bh, nblk, 2, dtype=torch.int32, device=dev)
         search = torch.empty(bh, 2, dtype=torch.int32, device=dev)
+        if li is not None:
+            _finish_scores(li, flat, b, hkv, c, block_c=block,
+                           block_sums=None if budget_mode else (thr, st.avail, bsum, nblk))
+        elif not budget_mode:  # scores came from the prefill path: block sums in torch
+            kept = torch.where(flat > thr.repeat(b)[:, None], st.avail.repeat(b, 1), torch.zeros_like(st.avail[:1]))
+            bsum[:, :, 0] = F.pad(kept, (0, nblk * block - c)).view(bh, nblk, block).sum(-1)
+            bsum[:, :, 1] = 0
         if budget_mode:
+            sblock = triton.next_power_of_2(c) if single else _cfg("select_block_c")
             _budget_search_kernel[(bh,)](
-                flat, alive_t, st.avail, krest, search, c, hkv,
-                HAS_ALIVE=has_alive, SINGLE=single,
-                BLOCK_C=triton.next_power_of_2(c) if single else _cfg("select_block_c"),
+                flat, alive_t, st.avail, krest, search, bsum, c, hkv, nblk,
+                HAS_ALIVE=has_alive, SINGLE=single, BLOCK_C=max(sblock, block), SUM_BLOCK=block,
                 **({} if interpreting() else {"num_warps": _cfg("select_single_warps") if single
                                               else _cfg("select_warps")}),
             )
         k_cap = max(k_cap if budget_mode else n, 1)
         idx = torch.empty(bh, k_cap, dtype=torch.int32, device=dev)
-        block = max(_cfg("take_block"), triton.next_power_of_2(c) // 32)
-        nblk = triton.cdiv(c, block)
         nb_pad = 1 if budget_mode else 16
         _take_expand_kernel[(nblk + nb_pad, bh)](
-            flat, alive_t, st.avail, thr, search, st.offsets, st.n_always, tstart, counts, idx,
+            flat, alive_t, st.avail, thr, search, st.offsets, st.n_always, tstart, counts, idx, bsum,
             c, hkv, k_cap, nblk, nb_pad,
             BUDGET=budget_mode, HAS_ALIVE=has_alive, BLOCK=block, SLOTS=_cfg("take_slots"),
             NITER=int(math.ceil(math.log2(block))) + 1, BLOCK_P=_cfg("expand_block_p"),
+            BLOCK_NB=max(2, triton.next_power_of_2(nblk)),
             **({} if interpreting() else {"num_warps": 4}),
         )
         return Selection(idx.view(b, hkv, k_cap), counts.view(b, hkv), scores)
@@ -372,15 +380,21 @@ def select_from_scores(
     return Selection(idx.view(b, hkv, k_cap), counts.view(b, hkv), scores)
 
 
-def _finish_scores(li: dict, flat: torch.Tensor, b: int, hkv: int, c: int) -> None:
-    """Run the standalone scores kernel for deferred logits (``flat [B*Hkv, C]`` receives the scores)."""
-    block_c2 = 128 if not interpreting() else 16
+def _finish_scores(li: dict, flat: torch.Tensor, b: int, hkv: int, c: int, block_c: int | None = None,
+                   block_sums=None) -> None:
+    """Run the standalone scores kernel for deferred logits (``flat [B*Hkv, C]`` receives the scores); with
+    ``block_sums = (thr, avail, bsum, nblk)`` it also writes the threshold-mode keys per block of ``block_c``."""
+    block_c2 = block_c or (128 if not interpreting() else 16)
+    extra = {}
+    if block_sums is not None:
+        thr, avail, bsum, nblk = block_sums
+        extra = dict(BLOCK_SUMS=True, thr_ptr=thr, avail_ptr=avail, bsum_ptr=bsum, NBLK=nblk)
     _scores_kernel[(triton.cdiv(c, block_c2), b * hkv)](
         li["logits"], li["pm"], li["pl"], li["sizes"], li["sizes"], li["sizes"], flat,
         li["rows"], li["gt"], c, hkv, c, c, li["sizes"].stride(0),
         NS=li["ns"], BLOCK_NS=max(2, triton.next_power_of_2(li["ns"])),
         BLOCK_GT=max(2, triton.next_power_of_2(li["gt"])), BLOCK_C=block_c2, USE_IDS=False,
-        ALL_BATCHES=li["all_batches"], **({} if interpreting() else {"num_warps": 4}),
+        ALL_BATCHES=li["all_batches"], **extra, **({} if interpreting() else {"num_warps": 4}),
     )
 
 

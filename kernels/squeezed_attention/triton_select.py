@@ -181,8 +181,8 @@ def _expand_layout_kernel(
 
 @triton.jit
 def _budget_search_kernel(
-    score_ptr, alive_ptr, avail_ptr, krest_ptr, search_ptr, C, H,
-    HAS_ALIVE: tl.constexpr, BLOCK_C: tl.constexpr, SINGLE: tl.constexpr,
+    score_ptr, alive_ptr, avail_ptr, krest_ptr, search_ptr, bsum_ptr, C, H, NBLK,
+    HAS_ALIVE: tl.constexpr, BLOCK_C: tl.constexpr, SINGLE: tl.constexpr, SUM_BLOCK: tl.constexpr,
 ):
     """Budget mode, one program per (batch, KV head): the bisection of ``_select_kernel`` alone; stores the cut
     score bits ``lo`` and the keys ``rest`` still to take from clusters scoring exactly ``lo``."""
@@ -218,6 +218,19 @@ def _budget_search_kernel(
         rest = kr - _weight_ge(score_row, alive_row, avail_row, C, lo + 1, HAS_ALIVE, BLOCK_C)
     tl.store(search_ptr + bh * 2, lo)
     tl.store(search_ptr + bh * 2 + 1, rest)
+    # per block of SUM_BLOCK clusters: keys of clusters above the cut and of clusters tied at it
+    for c0 in range(0, C, BLOCK_C):
+        offs = c0 + tl.arange(0, BLOCK_C)
+        mask = offs < C
+        bits_t = tl.load(score_row + offs, mask=mask, other=0.0).to(tl.int32, bitcast=True)
+        av_t = tl.load(avail_row + offs, mask=mask, other=0)
+        if HAS_ALIVE:
+            av_t = tl.where(tl.load(alive_row + offs, mask=mask, other=0) != 0, av_t, 0)
+        full = tl.sum(tl.reshape(tl.where(mask & (bits_t > lo), av_t, 0), [BLOCK_C // SUM_BLOCK, SUM_BLOCK]), axis=1)
+        tie = tl.sum(tl.reshape(tl.where(mask & (bits_t == lo), av_t, 0), [BLOCK_C // SUM_BLOCK, SUM_BLOCK]), axis=1)
+        blk = c0 // SUM_BLOCK + tl.arange(0, BLOCK_C // SUM_BLOCK)
+        tl.store(bsum_ptr + (bh * NBLK + blk) * 2, full, mask=blk < NBLK)
+        tl.store(bsum_ptr + (bh * NBLK + blk) * 2 + 1, tie, mask=blk < NBLK)
 
 
 @triton.jit
@@ -245,9 +258,9 @@ def _block_take(score_row, alive_row, avail_row, offs, C, thr, lo, rest, eq_befo
 @triton.jit
 def _take_expand_kernel(
     score_ptr, alive_ptr, avail_ptr, thr_ptr, search_ptr, off_ptr, nalw_ptr, scratch_ptr, count_ptr, idx_ptr,
-    C, H, K_CAP, NBLK, NB_PAD,
+    bsum_ptr, C, H, K_CAP, NBLK, NB_PAD,
     BUDGET: tl.constexpr, HAS_ALIVE: tl.constexpr, BLOCK: tl.constexpr, SLOTS: tl.constexpr,
-    NITER: tl.constexpr, BLOCK_P: tl.constexpr,
+    NITER: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_NB: tl.constexpr,
 ):
     """Selection + index expansion for a cluster-contiguous layout, in parallel over cluster blocks.
 
@@ -269,13 +282,14 @@ def _take_expand_kernel(
         lo = 0
         rest = 0
         thr = tl.load(thr_ptr + h)
-    base = tl.full([], 0, tl.int32)
-    eq_before = tl.full([], 0, tl.int32)
-    for i in range(0, tl.minimum(pid, NBLK)):
-        take_i, eq_i = _block_take(score_row, alive_row, avail_row, i * BLOCK + tl.arange(0, BLOCK), C, thr, lo,
-                                   rest, eq_before, BUDGET, HAS_ALIVE)
-        base += tl.sum(take_i, axis=0)
-        eq_before += tl.sum(eq_i, axis=0)
+    # where this block's output starts: keys taken by earlier blocks, from the per-block sums written by the
+    # scores kernel (threshold) or the budget search (above-cut and tied keys; ties are taken in cluster order)
+    ib = tl.arange(0, BLOCK_NB)
+    earlier = ib < tl.minimum(pid, NBLK)
+    base = tl.sum(tl.load(bsum_ptr + (bh * NBLK + ib) * 2, mask=earlier, other=0), axis=0)
+    eq_before = tl.sum(tl.load(bsum_ptr + (bh * NBLK + ib) * 2 + 1, mask=earlier, other=0), axis=0)
+    if BUDGET:
+        base += tl.minimum(rest, eq_before)
     out = idx_ptr + bh * K_CAP
     if pid < NBLK:
         offs = pid * BLOCK + tl.arange(0, BLOCK)
