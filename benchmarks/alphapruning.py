@@ -117,6 +117,14 @@ def esd_speed(model, quick: bool) -> dict:
     return results
 
 
+#: ε of the public LLaMA-7B scripts per base pruner (scripts/llama_7b.sh).
+DEFAULT_EPSILON = {"magnitude": 0.3, "wanda": 0.2, "sparsegpt": 0.2}
+
+
+def _epsilon(args, pruner: str) -> float:
+    return args.epsilon if args.epsilon is not None else DEFAULT_EPSILON[pruner]
+
+
 @torch.no_grad()
 def perplexity(model, windows: torch.Tensor) -> float:
     total, count = 0.0, 0
@@ -165,13 +173,16 @@ def run_cpu(args) -> None:
         modules = select_prunable_modules(dense)
         metrics, _ = compute_layer_metrics(modules, metric=args.metric)
         extra["alpha_range"] = [min(m.alpha for m in metrics.values()), max(m.alpha for m in metrics.values())]
-        for sparsity in args.sparsities:
-            for pruner in args.pruners:
+        settings = {"metric": args.metric, "mapping": args.mapping, "seq_len": args.seq_len, "threads": args.threads,
+                    "quick": args.quick, "epsilon": {p: _epsilon(args, p) for p in args.pruners}}
+        for pruner in args.pruners:
+            for sparsity in args.sparsities:
                 for allocation in ("uniform", "alpha"):
                     model = copy.deepcopy(dense)
                     start = time.perf_counter()
                     report = alpha_prune(
-                        model, target_sparsity=sparsity, epsilon=args.epsilon, metric=args.metric, pruner=pruner,
+                        model, target_sparsity=sparsity, epsilon=_epsilon(args, pruner), metric=args.metric,
+                        pruner=pruner,
                         allocation=allocation, mapping=args.mapping,
                         calibration=calibration if pruner != "magnitude" else None,
                         metrics=metrics,
@@ -185,22 +196,28 @@ def run_cpu(args) -> None:
                     rows.append(row)
                     print(row, flush=True)
                     del model
+                    # Written after every row: a long CPU run that is cut short still leaves its numbers.
+                    write_results(args.out, name="alphapruning", rows=rows, speed=speed, load_seconds=load_seconds,
+                                  settings=settings, load_average=_load_average(), **extra)
     print()
     if rows:
         print(markdown_table(rows, ["sparsity", "pruner", "allocation", "perplexity", "achieved_sparsity",
                                     "min_layer_sparsity", "max_layer_sparsity", "prune_seconds"]))
     write_results(args.out, name="alphapruning", rows=rows, speed=speed, load_seconds=load_seconds,
-                  settings={"epsilon": args.epsilon, "metric": args.metric, "mapping": args.mapping,
-                            "seq_len": args.seq_len, "threads": args.threads, "quick": args.quick}, **extra)
+                  settings={"metric": args.metric, "mapping": args.mapping, "seq_len": args.seq_len,
+                            "threads": args.threads, "quick": args.quick,
+                            "epsilon": {p: _epsilon(args, p) for p in args.pruners}},
+                  load_average=_load_average(), **extra)
 
 
 def main() -> None:
     parser = benchmark_parser(__doc__)
     parser.add_argument("--gpu-esd", action="store_true", help="time ESD metrics of LLaMA-7B-shaped matrices on CUDA")
     parser.add_argument("--parts", nargs="+", default=["speed", "perplexity"], choices=["speed", "perplexity"])
-    parser.add_argument("--sparsities", nargs="+", type=float, default=[0.5, 0.6, 0.7])
-    parser.add_argument("--pruners", nargs="+", default=["magnitude", "wanda"])
-    parser.add_argument("--epsilon", type=float, default=0.3)
+    parser.add_argument("--sparsities", nargs="+", type=float, default=[0.7, 0.6, 0.5])
+    parser.add_argument("--pruners", nargs="+", default=["wanda", "magnitude"])
+    parser.add_argument("--epsilon", type=float, default=None,
+                        help="ε for every pruner (default: the public LLaMA-7B scripts' 0.3 magnitude, 0.2 Wanda/SparseGPT)")
     parser.add_argument("--metric", default="alpha_peak")
     parser.add_argument("--mapping", default="block", choices=["block", "layer"])
     parser.add_argument("--seq-len", type=int, default=512)

@@ -29,9 +29,17 @@ def lowest_scores_mask(scores: torch.Tensor, sparsity: float, *, dim: int | None
     if dim is None:
         flat = scores.flatten()
         k = pruned_count(flat.numel(), sparsity)
-        keep = torch.ones_like(flat, dtype=torch.bool)
-        if k:
-            keep[torch.argsort(flat, stable=True)[:k]] = False
+        if k == 0:
+            return torch.ones_like(scores, dtype=torch.bool)
+        if k == flat.numel():
+            return torch.zeros_like(scores, dtype=torch.bool)
+        # Selection instead of a full sort: the k-th smallest value splits the entries; ties at it are dropped in
+        # position order until exactly k are gone.
+        threshold = torch.kthvalue(flat.float().cpu() if flat.device.type == "mps" else flat, k).values
+        keep = flat > threshold
+        ties = torch.nonzero(flat == threshold).flatten()
+        below = int((flat < threshold).sum())
+        keep[ties[k - below :]] = True
         return keep.view_as(scores)
     moved = scores.movedim(dim, -1)
     k = pruned_count(moved.shape[-1], sparsity)
