@@ -44,13 +44,14 @@ def _sync():
 
 # ---------------------------------------------------------------------------------------------- GPU ESD timing
 def gpu_esd(args) -> dict:
-    if not torch.cuda.is_available():
-        raise SystemExit("--gpu-esd needs CUDA")
-    device = torch.device("cuda")
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--gpu-esd needs CUDA (or --device cpu for a dry run)")
     generator = torch.Generator(device=device).manual_seed(0)
-    shapes = [(4096, 4096)] * 4 + [(11008, 4096)] * 3  # q, k, v, o, gate, up (out x in); down is 4096 x 11008
-    shapes[-1] = (4096, 11008)
-    blocks = 4 if args.quick else 32
+    hidden, ffn = args.hidden, round(args.hidden * 11008 / 4096)
+    # q, k, v, o, gate, up (out x in) and down (hidden x ffn): LLaMA-7B at hidden = 4096.
+    shapes = [(hidden, hidden)] * 4 + [(ffn, hidden)] * 2 + [(hidden, ffn)]
+    blocks = 4 if args.quick else args.blocks
     weights = {f"layers.{b}.{j}": torch.randn(*shape, device=device, generator=generator, dtype=torch.float16)
                for b in range(blocks) for j, shape in enumerate(shapes)}
     # Warm-up (cuSOLVER / kernels), not timed.
@@ -66,7 +67,8 @@ def gpu_esd(args) -> dict:
         rows.append({"metric": metric, "matrices": len(weights), "seconds": seconds,
                      "seconds_per_matrix": seconds / len(weights), "alpha_min": min(alphas), "alpha_max": max(alphas)})
     print(markdown_table(rows))
-    return {"rows": rows, "gpu": torch.cuda.get_device_name(0), "blocks": blocks}
+    name = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"
+    return {"rows": rows, "gpu": name, "blocks": blocks, "hidden": hidden}
 
 
 # ---------------------------------------------------------------------------------------------- CPU parts
@@ -224,11 +226,14 @@ def main() -> None:
     parser.add_argument("--calibration-windows", type=int, default=8)
     parser.add_argument("--eval-windows", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cuda", help="--gpu-esd device (cpu: dry run)")
+    parser.add_argument("--blocks", type=int, default=32, help="--gpu-esd blocks")
+    parser.add_argument("--hidden", type=int, default=4096, help="--gpu-esd hidden size (4096 = LLaMA-7B)")
     args = parser.parse_args()
     if args.gpu_esd:
         result = gpu_esd(args)
         write_results(args.out, name="alphapruning_gpu_esd", rows=result["rows"], gpu=result["gpu"],
-                      blocks=result["blocks"])
+                      blocks=result["blocks"], hidden=result["hidden"])
         return
     if args.quick:
         args.sparsities = [0.7]
