@@ -59,10 +59,10 @@ def grid(quick: bool) -> list[Setting]:
     if quick:
         return [
             Setting("mlp", 128, 1, 3e-3), Setting("mlp", 512, 1, 1e-3), Setting("mlp", 256, 2, 3e-3),
-            Setting("mlp", 1024, 3, 1e-3), Setting("cnn", 8, 2, 3e-3), Setting("cnn", 16, 3, 3e-3),
+            Setting("mlp", 128, 3, 1e-3), Setting("cnn", 8, 2, 3e-3), Setting("cnn", 8, 3, 1e-3),
         ]
-    mlps = [Setting("mlp", w, d, lr) for w in (64, 256, 1024) for d in (1, 2, 3) for lr in (1e-3, 3e-3)]
-    cnns = [Setting("cnn", w, d, lr) for w in (8, 16, 32) for d in (2, 3) for lr in (1e-3, 3e-3)]
+    mlps = [Setting("mlp", w, d, lr) for w in (64, 256, 512) for d in (1, 2, 3) for lr in (1e-3, 3e-3)]
+    cnns = [Setting("cnn", w, d, lr) for w in (8, 16) for d in (2, 3) for lr in (1e-3, 3e-3)]
     return mlps + cnns
 
 
