@@ -197,7 +197,8 @@ class TRSQP(torch.optim.Optimizer):
         require_choice("on_rank_deficient", on_rank_deficient, RANK_DEFICIENCY_POLICIES)
         defaults = dict(
             mode=mode, hessian=hessian, radius=radius, max_radius=max_radius, ratio_threshold=ratio_threshold,
-            criticality_threshold=criticality_threshold, radius_factor=radius_factor, penalty=penalty, penalty_growth=penalty_growth, max_penalty=max_penalty,
+            criticality_threshold=criticality_threshold, radius_factor=radius_factor, penalty=penalty,
+            penalty_growth=penalty_growth, max_penalty=max_penalty,
             reliability=reliability, kappa_grad=kappa_grad, kappa_hess=kappa_hess, kappa_f=kappa_f, p_grad=p_grad,
             p_hess=p_hess, p_f=p_f, sample_constant=sample_constant, min_samples=min_samples,
             max_samples=max_samples, second_order_correction=second_order_correction, hessian_window=hessian_window,

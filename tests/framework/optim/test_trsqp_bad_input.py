@@ -23,7 +23,7 @@ def test_non_float_parameters_are_rejected(cls):
 
 def test_mixed_dtypes_are_rejected():
     with pytest.raises(ValueError, match="one dtype"):
-        TRSQP([nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(2, dtype=torch.float64))])
+        TRSQP([nn.Parameter(torch.zeros(2, dtype=torch.float32)), nn.Parameter(torch.zeros(2, dtype=torch.float64))])
 
 
 @pytest.mark.parametrize(

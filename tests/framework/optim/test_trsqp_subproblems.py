@@ -16,7 +16,15 @@ from framework.optim.merit import ModelReduction, increase_penalty
 from framework.optim.sample_sizes import function_sample_size, gradient_sample_size, hessian_sample_size
 from framework.optim.steihaug_cg import projected_steihaug_cg
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def _float64_default():
+    # float64 references; restored afterwards so other test modules see torch's default.
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 
 def random_problem(seed: int, m: int = 2, d: int = 6):
