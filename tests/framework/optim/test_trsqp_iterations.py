@@ -137,3 +137,26 @@ def test_fixed_batch_without_draw_batch_uses_the_loader_batch():
         info = opt.step(oracle=oracle)
     assert info.gradient_samples == 2
     torch.testing.assert_close(module.w.detach(), torch.tensor([1.0, 0.0], dtype=torch.float64), atol=1e-8, rtol=0)
+
+
+def test_hessian_vector_product_mode_matches_dense_mode():
+    runs = {}
+    for limit in (1, 2048):  # 1: the 4-parameter model exceeds it, so "estimated" uses Hessian-vector products
+        module = ConstrainedTestProblemModule(problem="HS42")
+        opt = TRSQP(module.parameters(), hessian="estimated", dense_hessian_limit=limit, criticality_threshold=0.01)
+        for _ in range(15):
+            opt.step(oracle=oracle_from_module(module))
+        runs[limit] = module.x.detach().clone()
+    torch.testing.assert_close(runs[1], runs[2048], atol=1e-10, rtol=0)
+
+
+def test_common_random_numbers_share_the_merit_batch():
+    module = ConstrainedTestProblemModule(problem="HS42", noise_variance=1e-2, noise_seed=0)
+    opt = TRSQP(module.parameters(), hessian="estimated", common_random_numbers=True, second_order_correction=False)
+    oracle = oracle_from_module(module)
+    for _ in range(80):
+        info = opt.step(oracle=oracle)
+        if info.step_type != "none":
+            assert info.function_samples == 100_000  # one batch of N_f (at the cap) for both merit evaluations
+    solution = torch.tensor(module.problem.solution, dtype=torch.float64)
+    assert float((module.x.detach() - solution).norm()) < 1e-2
