@@ -205,20 +205,9 @@ class AlphaPruning(Callback):
             return None
         split = self.calibration_split
         method = f"{split}_dataloader"
-        source = trainer.datamodule if trainer.datamodule is not None else pl_module
-        loader_fn = getattr(source, method, None)
-        if loader_fn is None:
-            raise ValueError(f"AlphaPruning(pruner={self.pruner!r}) needs calibration data, but "
-                             f"{type(source).__name__} has no {method}(); set calibration_split or use "
-                             "pruner='magnitude'")
-        try:
-            loader = loader_fn()
-        except (AttributeError, KeyError, RuntimeError):
-            # The split was not set up in this stage (e.g. "train" while testing): set it up, then retry.
-            if trainer.datamodule is None:
-                raise
-            trainer.datamodule.setup("fit" if split in ("train", "val") else split)
-            loader = loader_fn()
+        loader = getattr(trainer, method, None) if split == "train" else None  # loaded once the fit loop started
+        if loader is None:
+            loader = self._loader_from_sources(trainer, pl_module, split, method)
         if isinstance(loader, (list, tuple)):
             loader = loader[0]
         batches = []
@@ -230,6 +219,33 @@ class AlphaPruning(Callback):
             raise ValueError(f"AlphaPruning(pruner={self.pruner!r}) needs calibration data, but the {split} "
                              "dataloader is empty")
         return batches
+
+    def _loader_from_sources(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str, method: str):
+        from lightning.pytorch.utilities.exceptions import MisconfigurationException
+
+        missing = ValueError(
+            f"AlphaPruning(pruner={self.pruner!r}) needs calibration data, but neither the datamodule nor "
+            f"{type(pl_module).__name__} provides {method}(); pass a datamodule, set calibration_split, or use "
+            "pruner='magnitude'"
+        )
+        if trainer.datamodule is not None and hasattr(trainer.datamodule, method):
+            loader_fn = getattr(trainer.datamodule, method)
+            try:
+                return loader_fn()
+            except (AttributeError, KeyError, RuntimeError):
+                # The split was not set up in this stage (e.g. "train" while testing): set it up, then retry.
+                trainer.datamodule.setup("fit" if split in ("train", "val") else split)
+                return loader_fn()
+            except MisconfigurationException as error:
+                raise missing from error
+        # What the fit loop will train on (loaders passed to trainer.fit(...) take precedence over module hooks).
+        source = getattr(getattr(trainer, "fit_loop", None), "_data_source", None) if split == "train" else None
+        try:
+            if source is not None and source.is_defined():
+                return source.dataloader()
+            return getattr(pl_module, method)()
+        except MisconfigurationException as error:
+            raise missing from error
 
     def _prune_once(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.pruned:

@@ -194,3 +194,12 @@ def test_no_prunable_module_and_missing_calibration(tmp_path):
     model.test_dataloader = lambda: DataLoader([])  # an empty calibration split
     with pytest.raises(ValueError, match="needs calibration data"):
         trainer.fit(model)
+
+
+def test_wanda_with_dataloaders_passed_to_fit(tmp_path):
+    # No datamodule and no *_dataloader hook on the module: calibration comes from the loaders given to fit().
+    model = OfflineTransformer(vocab_size=VOCAB)
+    callback = AlphaPruning(target_sparsity=0.5, pruner="wanda", num_calibration_batches=1, esd_plot_layers=0)
+    trainer = _trainer(tmp_path, [callback], max_epochs=1)
+    trainer.fit(model, train_dataloaders=TokenData().train_dataloader())
+    assert callback.report.achieved_sparsity == pytest.approx(0.5, abs=5e-3)
