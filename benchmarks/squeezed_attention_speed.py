@@ -367,13 +367,12 @@ def tune(timer):
         sweep(f"decode_attention_h{hkv}_b{b}", lambda: sparse_attention(q, ctx["k"], ctx["v"], sel), dec)
         if b == 1:
             thr = calibrate_thresholds(ctx, b, 1, 0.1, seed=11)
-            for fuse in (1, 0):
-                sweep(f"decode_lookup_budget_h{hkv}_fuse{fuse}", lambda: centroid_lookup(
-                    q, ctx["centroids"], ctx["sizes"], lay.key_labels, budget=0.1, layout=lay),
-                    [dict(fuse_scores_select=fuse, select_single_warps=sw) for sw in (16, 8)])
-                sweep(f"decode_lookup_threshold_h{hkv}_fuse{fuse}", lambda: centroid_lookup(
-                    q, ctx["centroids"], ctx["sizes"], lay.key_labels, threshold=thr, layout=lay, sync=False),
-                    [dict(fuse_scores_select=fuse, select_single_warps=sw) for sw in (16, 8, 4)])
+            sweep(f"decode_lookup_budget_h{hkv}", lambda: centroid_lookup(
+                q, ctx["centroids"], ctx["sizes"], lay.key_labels, budget=0.1, layout=lay),
+                [dict(select_single_warps=sw, lookup_block_c=bc) for sw, bc in ((16, 64), (8, 64), (16, 128))])
+            sweep(f"decode_lookup_threshold_h{hkv}", lambda: centroid_lookup(
+                q, ctx["centroids"], ctx["sizes"], lay.key_labels, threshold=thr, layout=lay, sync=False),
+                [dict(lookup_block_c=bc, take_slots=sl) for bc, sl in ((64, 512), (128, 512), (64, 256))])
         del ctx, sel
         torch.cuda.empty_cache()
     return results

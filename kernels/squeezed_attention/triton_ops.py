@@ -44,7 +44,6 @@ CONFIG = {
     "decode_warps": 4,
     "decode_stages": 3,
     "decode_prefetch": 1,
-    "fuse_scores_select": 0,  # measured: the fused variant was not faster on the H200
     "prefill_block_m": 128,
     "prefill_block_n": 64,
     "prefill_warps": 4,
@@ -273,9 +272,8 @@ def select_from_scores(
 ) -> Selection:
     """Selection from ``scores [B, Hkv, C]`` (semantics in ``reference.py``); ``alive [B*Hkv, C]`` int8.
 
-    With ``logits_info`` (from ``cluster_scores(defer=True)``) ``scores`` is an unwritten buffer that the
-    selection kernel fills from the lookup logits (one launch fewer); falls back to the scores kernel when the
-    score row does not fit in registers."""
+    With ``logits_info`` (from ``cluster_scores(defer=True)``) ``scores`` is an unwritten buffer: the scores
+    kernel fills it first (in the parallel path together with the per-block key sums of threshold mode)."""
     b, hkv, c = scores.shape
     n = key_labels.shape[1]
     dev = scores.device
@@ -333,18 +331,13 @@ def select_from_scores(
             **({} if interpreting() else {"num_warps": 4}),
         )
         return Selection(idx.view(b, hkv, k_cap), counts.view(b, hkv), scores)
-    if li is not None and (not single or not _cfg("fuse_scores_select")):
+    if li is not None:
         _finish_scores(li, flat, b, hkv, c)
-        li = None
-    lg = li or {"logits": flat, "pm": flat, "pl": flat, "sizes": st.avail, "rows": 1, "gt": 1, "ns": 1,
-                "all_batches": False}
     _select_kernel[(bh,)](
-        flat, alive if has_alive else take, st.avail, thr, krest, st.n_always, take, tstart, counts,
-        lg["logits"], lg["pm"], lg["pl"], lg["sizes"], lg["sizes"].stride(0), lg["rows"], lg["gt"], lg["ns"], c,
+        flat, alive_t, st.avail, thr, krest, st.n_always, take, tstart, counts,
         c, hkv,
         BUDGET=budget_mode, HAS_ALIVE=has_alive, SINGLE=single,
         BLOCK_C=triton.next_power_of_2(c) if single else _cfg("select_block_c"),
-        FROM_LOGITS=li is not None, ALL_BATCHES=lg["all_batches"], BLOCK_NS=max(2, triton.next_power_of_2(lg["ns"])),
         **({} if interpreting() else {"num_warps": _cfg("select_single_warps") if single else _cfg("select_warps")}),
     )
     if not budget_mode:

@@ -4,7 +4,11 @@
   available keys of a cluster scoring above it. Budget: an exact k-th-largest search by bisection over the float
   bit patterns of the (non-negative) scores, weighted by cluster sizes, then ties resolved by cluster id and the
   last cluster cut; writes ``take [BH, C]``, its exclusive prefix ``tstart [BH, C + 1]`` and the key count.
-- ``_expand_layout_kernel``: cluster-contiguous layout; every taken cluster writes its run
+- ``_budget_search_kernel`` + ``_take_expand_kernel`` (cluster-contiguous layout, everything sized in advance):
+  the search finds the budget cut and per-block key sums; the expansion then runs in parallel over blocks of
+  clusters, each block placing its output from the sums of earlier blocks (threshold mode gets its block sums from
+  the scores kernel and needs no search).
+- ``_expand_layout_kernel``: serial-path expansion for the layout; every taken cluster writes its run
   ``cluster_offsets[j] + r`` at slots ``tstart[j] + r``; the always-kept tail and zero padding follow. No label
   reads, no per-slot search.
 - ``_keep_count_kernel`` / ``_keep_write_kernel``: arbitrary labels; per block of keys, keep = always-kept or
@@ -38,15 +42,11 @@ def _weight_ge(score_row, alive_row, avail_row, C, u, HAS_ALIVE: tl.constexpr, B
 @triton.jit
 def _select_kernel(
     score_ptr, alive_ptr, avail_ptr, thr_ptr, krest_ptr, nalw_ptr, take_ptr, tstart_ptr, count_ptr,
-    logit_ptr, pm_ptr, pl_ptr, n_ptr, snh, R, GT, NS, L_CAP,
     C, H,
     BUDGET: tl.constexpr, HAS_ALIVE: tl.constexpr, BLOCK_C: tl.constexpr, SINGLE: tl.constexpr,
-    FROM_LOGITS: tl.constexpr, ALL_BATCHES: tl.constexpr, BLOCK_NS: tl.constexpr,
 ):
     """One program per (batch, KV head). With SINGLE the whole score row lives in registers (BLOCK_C >= C), so
-    the 31 bisection steps cost one block reduction each; otherwise the row is streamed in tiles per step.
-    With FROM_LOGITS (SINGLE only) the scores are first computed here from the lookup logits and split partials
-    of ``_logits_kernel`` (fusing ``_scores_kernel``) and written to ``score_ptr``."""
+    the 31 bisection steps cost one block reduction each; otherwise the row is streamed in tiles per step."""
     bh = tl.program_id(0)
     h = bh % H
     score_row = score_ptr + bh * C
@@ -55,31 +55,7 @@ def _select_kernel(
     if SINGLE:
         offs = tl.arange(0, BLOCK_C)
         mask = offs < C
-        if FROM_LOGITS:
-            if ALL_BATCHES:
-                prog = h
-                row0 = (bh // H) * GT
-            else:
-                prog = bh
-                row0 = 0
-            offs_s = tl.arange(0, BLOCK_NS)
-            acc = tl.zeros([BLOCK_C], tl.float32)
-            for r in range(0, GT):
-                row = row0 + r
-                pidx = (prog * NS + offs_s) * R + row
-                pm = tl.load(pm_ptr + pidx, mask=offs_s < NS, other=float("-inf"))
-                pl = tl.load(pl_ptr + pidx, mask=offs_s < NS, other=0.0)
-                big = tl.max(pm, axis=0)
-                big = tl.where(big == float("-inf"), 0.0, big)
-                z = tl.sum(pl * tl.exp2(pm - big), axis=0)
-                log_z = tl.where(z > 0, big + tl.log2(tl.where(z > 0, z, 1.0)), float("inf"))
-                lg = tl.load(logit_ptr + (prog * R + row) * L_CAP + offs, mask=mask, other=float("-inf"))
-                acc += tl.exp2(lg - log_z)
-            n = tl.load(n_ptr + h * snh + offs, mask=mask, other=0)
-            sc = tl.where(n > 0, acc / GT, 0.0)
-            tl.store(score_row + offs, sc, mask=mask)
-        else:
-            sc = tl.load(score_row + offs, mask=mask, other=0.0)
+        sc = tl.load(score_row + offs, mask=mask, other=0.0)
         av = tl.load(avail_row + offs, mask=mask, other=0)
         if HAS_ALIVE:
             av = tl.where(tl.load(alive_row + offs, mask=mask, other=0) != 0, av, 0)
