@@ -29,6 +29,7 @@ from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
 from lightning.pytorch.cli import ArgsType, LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
+from framework.base.lit_module import FrameworkModule
 from framework.cli_errors import FrameworkArgumentParser, condense_error
 from framework.loggers.config_saving import RunConfigSaver
 from framework.loggers.wandb_run import finish_wandb_runs
@@ -97,9 +98,21 @@ class FrameworkCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
+            _dry_run_optimizer(self.model)
         except (ValueError, TypeError, FileNotFoundError, KeyError, MisconfigurationException) as error:
             # Constructors validate their arguments; report the message (which names the value) without a traceback.
             self.parser.error(f"invalid configuration: {condense_error(str(error))}")
+
+
+def _dry_run_optimizer(model) -> None:
+    """Build the model's optimizer (and scheduler) once, so bad settings (a negative lr, an unknown scheduler
+    argument) are reported with the other configuration errors instead of deep inside ``trainer.fit``."""
+    factory = getattr(model, "optimizer_factory", None)
+    if not isinstance(model, FrameworkModule) or factory is None:
+        return
+    optimizer = factory(model.parameter_groups())
+    if model.scheduler_factory is not None:
+        model.scheduler_factory(optimizer)
 
 
 def main(args: ArgsType = None, *, run: bool = True) -> FrameworkCLI:

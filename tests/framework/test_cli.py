@@ -89,6 +89,7 @@ BAD_INPUTS = [
     (["--trainer.no_such_flag=3"], "no_such_flag"),
     (["--trainer.max_epochs=-2"], "max_epochs"),
     (["--data.init_args.num_workers=-1"], "num_workers"),
+    (["--model.init_args.optimizer.lr=-0.1"], "-0.1"),
     (["--data.init_args.cache_dir", "/dev/null/x", "--trainer.fast_dev_run=1"], None),  # checked separately below
 ]
 
