@@ -53,3 +53,26 @@ def test_logger_is_offline_without_credentials(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY")
     monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
     assert wandb_is_configured()
+
+
+@pytest.mark.slow
+def test_demo_config_offline_run(repo_root, run_cli, tmp_path, monkeypatch):
+    """The README's demo config (shrunk) leaves config, metrics and images in its own offline run, twice."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    args = [
+        "fit", "--config", str(repo_root / "configs/polarization/digits_ensemble.yaml"),
+        "--trainer.max_epochs=1", "--model.init_args.num_members=3", "--data.init_args.train_subset=128",
+        f"--trainer.logger.init_args.save_dir={tmp_path / 'outputs'}", f"--trainer.default_root_dir={tmp_path}",
+    ]
+    run_cli(*args)
+    run_cli(*args)
+    runs = sorted((tmp_path / "outputs" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2
+    for run in runs:
+        config = yaml.safe_load((run / "files" / "config.yaml").read_text())
+        assert config["model"]["class_path"] == "models.ensemble_classifier.EnsembleClassifier"
+        assert list((run / "files" / "media" / "images").rglob("*.png"))
+        (history,) = run.glob("run-*.wandb")
+        assert b"val/majority_vote_error" in history.read_bytes()
