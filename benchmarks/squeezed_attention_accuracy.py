@@ -30,49 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from datamodules.long_context_qa import SMOLLM2_GGUF, SmolLM2Tokenizer, build_context, prose_paragraphs, smollm2_dir  # noqa: E402
-from models.components.squeezed import (  # noqa: E402
-    FixedContextIndex,
-    OracleTopK,
-    QuestPages,
-    RandomKeys,
-    SlidingWindowSinks,
-    SqueezedAttention,
-    serve,
-)
-from models.components.squeezed.answer_scoring import next_token_kl, score_answer  # noqa: E402
-
-BASELINES = {
-    "oracle_topk": lambda b: OracleTopK(budget=b),
-    "quest": lambda b: QuestPages(budget=b, page_size=16),
-    "window_sinks": lambda b: SlidingWindowSinks(budget=b, sinks=4),
-    "random": lambda b: RandomKeys(budget=b, seed=0),
-}
-
-
-def keep_fraction_for(total: float, index: FixedContextIndex, levels: int) -> float:
-    """Clustered-key keep fraction whose expected total budget on the calibration queries is `total`.
-
-    total = keep * (N - W - S) / N + (W + S) / N + centroids / (2N), solved for keep (clipped to (0, 1]).
-    """
-    n = index.metadata.context_length
-    fixed = index.metadata.observation_window + index.metadata.attention_sinks
-    meta = index.layers[0].metadata_vectors(levels)
-    keep = (total - fixed / n - meta / (2 * n)) * n / (n - fixed)
-    if keep <= 0:
-        raise ValueError(
-            f"target budget {total} is below the fixed cost of the observation window, sinks and centroids "
-            f"({fixed / n + meta / (2 * n):.3f}) at N={n}"
-        )
-    return min(1.0, keep)
-
-
-def load_model():
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(str(smollm2_dir()), gguf_file=SMOLLM2_GGUF, attn_implementation="sdpa")
-    return model.eval()
-
+from datamodules.long_context_qa import SmolLM2Tokenizer, build_context, prose_paragraphs  # noqa: E402
+from models.components.squeezed import FixedContextIndex, SqueezedAttention  # noqa: E402
+from models.components.squeezed.backbones import load_backbone  # noqa: E402
+from models.components.squeezed.qa_evaluation import BASELINES, evaluate_question  # noqa: E402
 
 class Tally:
     """Per (method, budget) lists of per-question numbers."""
@@ -107,7 +68,7 @@ def run(args) -> dict:
     torch.set_num_threads(args.threads)
     t_start = time.time()
     tokenizer = SmolLM2Tokenizer()
-    model = load_model()
+    model = load_backbone("smollm2")
     paragraphs = prose_paragraphs()
     tally = Tally()
     contexts_info = []
@@ -121,7 +82,7 @@ def run(args) -> dict:
             ctx = build_context(
                 tokenizer, context_tokens=length, facts=args.facts, seed=seed, chat_markup=True, paragraphs=paragraphs
             )
-            indexes = {}
+            indexes, settings = {}, {}
             for variant, sinks in variants:
                 attention = SqueezedAttention(
                     centroid_fraction=args.centroid_fraction,
@@ -130,6 +91,7 @@ def run(args) -> dict:
                     attention_sinks=sinks,
                     kmeans_iters=args.kmeans_iters,
                 )
+                settings[variant] = attention
                 t0 = time.time()
                 indexes[variant] = FixedContextIndex.build(model, torch.tensor([ctx.context_ids]), attention=attention)
                 build_s = time.time() - t0
@@ -139,41 +101,17 @@ def run(args) -> dict:
                 print(f"context {len(ctx.context_ids)} tokens (seed {seed}), {variant}: index built in {build_s:.1f} s",
                       flush=True)
             index = indexes["squeezed"]
+            extra = tuple((v, settings[v], indexes[v]) for v, _ in variants[1:])
             for qi, (question, answer) in enumerate(zip(ctx.questions, ctx.answers)):
-                dense = score_answer(model, index, question, answer)
-                tally.add("dense", "1.0", correct=dense.correct, token_accuracy=dense.token_accuracy, kl=0.0,
-                          budget=1.0, output_error=0.0, mass_recall=1.0, depth=ctx.fact_depths[qi])
-                for target in args.budgets:
-                    measured = None
-                    for variant, sinks in variants:
-                        vindex = indexes[variant]
-                        sa = SqueezedAttention(
-                            centroid_fraction=args.centroid_fraction,
-                            levels=args.levels,
-                            observation_window=args.observation_window,
-                            attention_sinks=sinks,
-                            kmeans_iters=args.kmeans_iters,
-                            budget=keep_fraction_for(target, vindex, args.levels),
-                        )
-                        with serve(model, vindex, sa, diagnostics=True) as session:
-                            s = score_answer(model, vindex, question, answer)
-                            rep, diag = session.budget(), session.attention_diagnostics()
-                        tally.add(variant, str(target), correct=s.correct, token_accuracy=s.token_accuracy,
-                                  kl=next_token_kl(dense.logits, s.logits), budget=rep.budget,
-                                  kept_fraction=rep.kept_fraction, output_error=diag.output_error,
-                                  mass_recall=diag.mass_recall)
-                        if variant == "squeezed":
-                            measured = min(1.0, rep.budget)
-                    for name, make in BASELINES.items():
-                        if name in args.skip:
-                            continue
-                        with serve(model, index, make(measured), diagnostics=True) as bs:
-                            b = score_answer(model, index, question, answer)
-                            brep, bdiag = bs.budget(), bs.attention_diagnostics()
-                        tally.add(name, str(target), correct=b.correct, token_accuracy=b.token_accuracy,
-                                  kl=next_token_kl(dense.logits, b.logits), budget=brep.budget,
-                                  kept_fraction=brep.kept_fraction, output_error=bdiag.output_error,
-                                  mass_recall=bdiag.mass_recall)
+                records = evaluate_question(
+                    model, index, question, answer, budgets=tuple(args.budgets), settings=settings["squeezed"],
+                    baselines=tuple(b for b in BASELINES if b not in args.skip), diagnostics=True,
+                    extra_variants=extra,
+                )
+                for r in records:
+                    tally.add(r.method, str(r.target_budget), correct=r.correct, token_accuracy=r.token_accuracy,
+                              kl=r.kl, budget=r.budget, kept_fraction=r.kept_fraction, output_error=r.output_error,
+                              mass_recall=r.mass_recall, tokens=len(ctx.context_ids))
                 print(f"  question {qi + 1}/{len(ctx.questions)} done ({time.time() - t_start:.0f} s total)", flush=True)
             del index, indexes
     return {
@@ -212,7 +150,7 @@ def markdown(result: dict) -> str:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="one 2K and one 4K context, 6 facts each")
+    p.add_argument("--quick", action="store_true", help="one 2K and one 4K context, 3 facts each")
     p.add_argument("--lengths", type=int, nargs="+", default=[2048, 4096, 8192])
     p.add_argument("--contexts", type=int, default=1, help="contexts per length")
     p.add_argument("--facts", type=int, default=8, help="planted facts (= questions) per context")
@@ -228,7 +166,7 @@ def main(argv=None) -> dict:
     p.add_argument("--out", type=str, default=None, help="write the JSON here")
     args = p.parse_args(argv)
     if args.quick:
-        args.lengths, args.contexts, args.facts = [2048, 4096], 1, 6
+        args.lengths, args.contexts, args.facts = [2048, 4096], 1, 3
     result = run(args)
     print(markdown(result))
     if args.out:

@@ -98,7 +98,7 @@ class QAContext:
     Attributes:
         context_ids: the fixed context tokens (instruction, document with facts, instruction, "Question:").
         questions: user-input token lists (question text and the start of the answer sentence).
-        answers: answer token lists (the planted number, with its leading space).
+        answers: answer token lists (the planted three-digit number; its leading space ends the question).
         answer_texts: answers as text.
         fact_depths: relative position (0..1) of each fact in the document.
     """
@@ -120,7 +120,7 @@ def build_context(
     paragraphs = prose_paragraphs() if paragraphs is None else paragraphs
     start = rng.randrange(len(paragraphs))
     places = rng.sample(PLACES, facts)
-    codes = [str(rng.randrange(1000, 10000)) for _ in places]
+    codes = [str(rng.randrange(100, 1000)) for _ in places]
     head = (f"<|im_start|>user\n" if chat_markup else "") + INSTRUCTION + "\n\n"
     tail = "\n\n" + INSTRUCTION + "\n\nQuestion:"
     budget = context_tokens - len(tokenizer.encode(head + tail)) - sum(
@@ -167,8 +167,12 @@ def build_context(
             q += f"<|im_end|>\n<|im_start|>assistant\nThe access code for the {p} is"
         else:
             q += f"\nAnswer: The access code for the {p} is"
-        questions.append(tokenizer.encode(q))
-        answers.append(tokenizer.encode(f" {c}"))
+        # The space before the code belongs to the user input, so the answer is the digits alone (fewer steps).
+        full, answer = tokenizer.encode(f"{q} {c}"), tokenizer.encode(c)
+        if full[-len(answer) :] != answer:
+            raise ValueError(f"the tokenizer does not split the code {c!r} off the answer sentence")
+        questions.append(full[: -len(answer)])
+        answers.append(answer)
     return QAContext(
         context_ids=tokenizer.encode(context_text),
         questions=questions,

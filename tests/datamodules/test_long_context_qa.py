@@ -22,7 +22,7 @@ def test_facts_are_planted_and_questions_answerable():
     for q, a, code in zip(ctx.questions, ctx.answers, ctx.answer_texts):
         place = tok.decode(q).split("access code for the ")[1].split("?")[0]
         assert f"The access code for the {place} is {code}." in text
-        assert tok.decode(a) == f" {code}"
+        assert tok.decode(a) == code and tok.decode(q).endswith(" is ")
     assert len(set(ctx.answer_texts)) >= 1 and all(0.0 <= d <= 1.0 for d in ctx.fact_depths)
 
 

@@ -3,7 +3,13 @@
 Importing this package registers the Transformers attention backend "squeezed".
 """
 
-from models.components.squeezed.baselines import OracleTopK, QuestPages, RandomKeys, SlidingWindowSinks
+from models.components.squeezed.baselines import (
+    OracleTopK,
+    QuestPages,
+    RandomKeys,
+    RowwiseSelector,
+    SlidingWindowSinks,
+)
 from models.components.squeezed.budget import BudgetMeter, BudgetReport, budget_of
 from models.components.squeezed.fixed_context_index import (
     FixedContextIndex,
@@ -34,6 +40,7 @@ __all__ = [
     "OracleTopK",
     "QuestPages",
     "RandomKeys",
+    "RowwiseSelector",
     "ServingSession",
     "SlidingWindowSinks",
     "SqueezedAttention",

@@ -30,34 +30,46 @@ class AnswerScore:
 
 
 @torch.no_grad()
-def score_answer(model: nn.Module, index, question_ids, answer_ids) -> AnswerScore:
-    """Teacher-forced scoring of `answer_ids` after `question_ids` on top of `index`'s fixed-context cache.
+def score_answer_rows(model: nn.Module, index, question_ids, answer_ids, *, rows: int = 1) -> list[AnswerScore]:
+    """Teacher-forced scoring of `answer_ids` after `question_ids`, repeated over `rows` batch rows.
 
-    Runs with whatever attention is active: dense outside `serve(...)`, sparse inside it.
+    Runs with whatever attention is active: dense outside `serve(...)`, sparse inside it (where a `RowwiseSelector`
+    can serve a different method in every row, so several methods cost one batched forward per token).
 
     Args:
         model: Transformers causal LM.
         index: `FixedContextIndex` (provides the fixed-context KV cache).
         question_ids: [T] token ids of the user input.
         answer_ids: [A] token ids of the answer (A >= 1).
+        rows: batch rows (the same question in each).
 
     Returns:
-        `AnswerScore`.
+        one `AnswerScore` per row.
     """
     device = next(model.parameters()).device
     q = torch.as_tensor(question_ids, dtype=torch.long, device=device).view(1, -1)
     a = torch.as_tensor(answer_ids, dtype=torch.long, device=device).view(-1)
     if q.numel() == 0 or a.numel() == 0:
         raise ValueError(f"question and answer must be non-empty, got {q.numel()} and {a.numel()} tokens")
-    cache = index.new_cache(1)
-    out = model(input_ids=q, cache=cache, use_cache=True)
-    logits = [out.logits[0, -1].float()]
+    if rows < 1:
+        raise ValueError(f"rows must be >= 1, got {rows}")
+    cache = index.new_cache(rows)
+    out = model(input_ids=q.expand(rows, -1), cache=cache, use_cache=True)
+    logits = [out.logits[:, -1].float()]
     for token in a[:-1]:
-        out = model(input_ids=token.view(1, 1), cache=cache, use_cache=True)
-        logits.append(out.logits[0, -1].float())
-    stacked = torch.stack(logits)
-    hits = stacked.argmax(-1) == a
-    return AnswerScore(logits=stacked.cpu(), correct=bool(hits.all()), token_accuracy=float(hits.float().mean()))
+        out = model(input_ids=token.view(1, 1).expand(rows, 1), cache=cache, use_cache=True)
+        logits.append(out.logits[:, -1].float())
+    stacked = torch.stack(logits, dim=1).cpu()  # [rows, A, V]
+    hits = stacked.argmax(-1) == a.cpu()
+    return [
+        AnswerScore(logits=stacked[r], correct=bool(hits[r].all()), token_accuracy=float(hits[r].float().mean()))
+        for r in range(rows)
+    ]
+
+
+def score_answer(model: nn.Module, index, question_ids, answer_ids) -> AnswerScore:
+    """`score_answer_rows` with one row."""
+    return score_answer_rows(model, index, question_ids, answer_ids, rows=1)[0]
 
 
 def next_token_kl(reference_logits: torch.Tensor, logits: torch.Tensor) -> float:

@@ -177,3 +177,64 @@ class RandomKeys(BudgetedSelector):
         noise = torch.rand(b, hkv, n, generator=self._generator)
         idx = torch.topk(noise, want, dim=-1).indices.to(query.device)
         return selection_from_indices(idx)
+
+
+class RowwiseSelector(nn.Module):
+    """Different selectors for different batch rows, so several methods run in one batched forward.
+
+    Row b of the batch (the same user input repeated) is served by `selectors[b]`, each over its own index's
+    clustering (`indexes[b]`, or the served index when None); all indexes must share the fixed-context KV.
+
+    Args:
+        selectors: one selector per batch row.
+        indexes: one `FixedContextIndex` (or None) per row.
+    """
+
+    def __init__(self, selectors: list[nn.Module], indexes: list | None = None) -> None:
+        super().__init__()
+        if not selectors:
+            raise ValueError("RowwiseSelector needs at least one selector")
+        if indexes is not None and len(indexes) != len(selectors):
+            raise ValueError(f"{len(indexes)} indexes for {len(selectors)} selectors")
+        self.selectors = nn.ModuleList(selectors)
+        self.indexes = list(indexes) if indexes is not None else [None] * len(selectors)
+        self.backend = getattr(selectors[0], "backend", "auto")
+        self._position: dict[int, int] = {}
+
+    def bind(self, index) -> "RowwiseSelector":
+        """Bind every row's selector to its index; remember layer positions of the served index."""
+        self._position = {id(layer): i for i, layer in enumerate(index.layers)}
+        for i, (sel, own) in enumerate(zip(self.selectors, self.indexes)):
+            own = index if own is None else own
+            if own.metadata.context_fingerprint != index.metadata.context_fingerprint:
+                raise ValueError(f"row {i}: its index was built for another fixed context than the served one")
+            self.indexes[i] = own
+            bind = getattr(sel, "bind", None)
+            if bind is not None:
+                bind(own)
+        return self
+
+    def _layer(self, row: int, layer: LayerIndex) -> LayerIndex:
+        return self.indexes[row].layers[self._position[id(layer)]]
+
+    def metadata_vectors(self, layer: LayerIndex) -> list[int]:
+        """Per row: the metadata vectors of that row's selector."""
+        return [sel.metadata_vectors(self._layer(i, layer)) for i, sel in enumerate(self.selectors)]
+
+    def select(self, query: torch.Tensor, layer: LayerIndex, *, scale: float) -> Selection:
+        """Args: query [B, Hq, T, D] with B == number of selectors. Returns the rows' selections stacked."""
+        if query.shape[0] != len(self.selectors):
+            raise ValueError(f"batch has {query.shape[0]} rows but {len(self.selectors)} selectors were given")
+        parts = [
+            sel.select(query[i : i + 1], self._layer(i, layer), scale=scale) for i, sel in enumerate(self.selectors)
+        ]
+        k_max = max(p.key_indices.shape[-1] for p in parts)
+        indices = torch.cat(
+            [torch.nn.functional.pad(p.key_indices, (0, k_max - p.key_indices.shape[-1])) for p in parts]
+        )
+        counts = torch.cat([p.key_counts for p in parts])
+        return Selection(
+            key_indices=indices,
+            key_counts=counts,
+            cluster_scores=torch.zeros(len(parts), indices.shape[1], 0, device=indices.device),
+        )

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from models.components.squeezed.answer_scoring import next_token_kl, score_answer
-from models.components.squeezed.baselines import OracleTopK, QuestPages, RandomKeys, SlidingWindowSinks
+from models.components.squeezed.answer_scoring import next_token_kl, score_answer, score_answer_rows
+from models.components.squeezed.baselines import OracleTopK, QuestPages, RandomKeys, RowwiseSelector, SlidingWindowSinks
 from models.components.squeezed.fixed_context_index import FixedContextIndex
 from models.components.squeezed.squeezed_attention import SqueezedAttention
 from models.components.squeezed.transformers_backend import serve
@@ -83,8 +83,12 @@ def evaluate_question(
     baselines: tuple[str, ...] = tuple(BASELINES),
     diagnostics: bool = True,
     method_name: str = "squeezed",
+    extra_variants: tuple[tuple[str, SqueezedAttention, FixedContextIndex], ...] = (),
 ) -> list[QuestionRecord]:
     """Dense, Squeezed Attention at each target budget, and each baseline at Squeezed Attention's measured budget.
+
+    Methods run as rows of one batch (a `RowwiseSelector`): one batched pass for the Squeezed Attention rows, one
+    for the baselines (which need the budgets measured in the first).
 
     Args:
         model: Transformers causal LM whose shape matches `index`.
@@ -96,6 +100,8 @@ def evaluate_question(
         baselines: names from `BASELINES`.
         diagnostics: measure output error / mass recall (costs one dense attention per layer call).
         method_name: name of the Squeezed Attention rows.
+        extra_variants: (name, build settings, index) of further Squeezed Attention variants over the same context
+            (e.g. the paper's configuration without attention sinks); evaluated like the main one.
 
     Returns:
         records, dense first.
@@ -103,42 +109,53 @@ def evaluate_question(
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
         raise ValueError(f"unknown baselines {unknown}; choose from {sorted(BASELINES)}")
+    nan = float("nan")
     dense = score_answer(model, index, question_ids, answer_ids)
     records = [QuestionRecord("dense", 1.0, dense.correct, dense.token_accuracy, 0.0, 1.0, 1.0, 0.0, 1.0)]
-    nan = float("nan")
-    for target in budgets:
-        sa = SqueezedAttention(
-            centroid_fraction=settings.centroid_fraction,
-            levels=settings.levels,
-            coarse_fraction=settings.coarse_fraction,
-            observation_window=settings.observation_window,
-            attention_sinks=settings.attention_sinks,
-            budget=keep_fraction_for_budget(target, index, settings.levels),
-            budget_mode=settings.budget_mode,
-            coarse_keep=settings.coarse_keep,
-            kmeans_iters=settings.kmeans_iters,
-            kmeans_seed=settings.kmeans_seed,
-            backend=settings.backend,
-        )
-        with serve(model, index, sa, diagnostics=diagnostics) as session:
-            s = score_answer(model, index, question_ids, answer_ids)
-        rep, diag = session.budget(), session.attention_diagnostics()
-        records.append(
-            QuestionRecord(
-                method_name, target, s.correct, s.token_accuracy, next_token_kl(dense.logits, s.logits), rep.budget,
-                rep.kept_fraction, diag.output_error if diagnostics else nan, diag.mass_recall if diagnostics else nan,
-            )
-        )
-        measured = min(1.0, rep.budget)
-        for name in baselines:
-            with serve(model, index, BASELINES[name](measured), diagnostics=diagnostics) as bs:
-                b = score_answer(model, index, question_ids, answer_ids)
-            brep, bdiag = bs.budget(), bs.attention_diagnostics()
-            records.append(
+
+    def run(rows: list[tuple[str, float, nn.Module, FixedContextIndex]]) -> list[QuestionRecord]:
+        selector = RowwiseSelector([r[2] for r in rows], [r[3] for r in rows])
+        with serve(model, index, selector, diagnostics=diagnostics) as session:
+            scores = score_answer_rows(model, index, question_ids, answer_ids, rows=len(rows))
+        out = []
+        for i, ((name, target, _, _), s) in enumerate(zip(rows, scores)):
+            rep, diag = session.budget(i), session.attention_diagnostics(i)
+            out.append(
                 QuestionRecord(
-                    name, target, b.correct, b.token_accuracy, next_token_kl(dense.logits, b.logits), brep.budget,
-                    brep.kept_fraction, bdiag.output_error if diagnostics else nan,
-                    bdiag.mass_recall if diagnostics else nan,
+                    name, target, s.correct, s.token_accuracy, next_token_kl(dense.logits, s.logits), rep.budget,
+                    rep.kept_fraction, diag.output_error if diagnostics else nan,
+                    diag.mass_recall if diagnostics else nan,
                 )
             )
+        return out
+
+    variants = [(method_name, settings, index), *extra_variants]
+    sa_rows = [
+        (name, target, _with_budget(cfg, keep_fraction_for_budget(target, own, cfg.levels)), own)
+        for target in budgets
+        for name, cfg, own in variants
+    ]
+    sa_records = run(sa_rows)
+    records += sa_records
+    if baselines:
+        measured = {r.target_budget: min(1.0, r.budget) for r in sa_records if r.method == method_name}
+        rows = [(name, t, BASELINES[name](measured[t]), index) for t in budgets for name in baselines]
+        records += run(rows)
     return records
+
+
+def _with_budget(settings: SqueezedAttention, keep: float) -> SqueezedAttention:
+    """A copy of `settings` serving the calibrated threshold (or top-k) for keep fraction `keep`."""
+    return SqueezedAttention(
+        centroid_fraction=settings.centroid_fraction,
+        levels=settings.levels,
+        coarse_fraction=settings.coarse_fraction,
+        observation_window=settings.observation_window,
+        attention_sinks=settings.attention_sinks,
+        budget=keep,
+        budget_mode=settings.budget_mode,
+        coarse_keep=settings.coarse_keep,
+        kmeans_iters=settings.kmeans_iters,
+        kmeans_seed=settings.kmeans_seed,
+        backend=settings.backend,
+    )

@@ -56,9 +56,20 @@ class AttentionDiagnostics:
 
 @dataclass
 class _Accumulator:
-    err_sum: float = 0.0
-    recall_sum: float = 0.0
+    """Per batch row: sums of output error and mass recall over layer calls."""
+
+    err_sum: list[float] = field(default_factory=list)
+    recall_sum: list[float] = field(default_factory=list)
     calls: int = 0
+
+    def add(self, errors: list[float], recalls: list[float]) -> None:
+        if not self.err_sum:
+            self.err_sum = [0.0] * len(errors)
+            self.recall_sum = [0.0] * len(errors)
+        for i, (e, r) in enumerate(zip(errors, recalls)):
+            self.err_sum[i] += e
+            self.recall_sum[i] += r
+        self.calls += 1
 
 
 class QueryCapture:
@@ -82,8 +93,9 @@ class ServingSession:
 
     Attributes:
         index: the `FixedContextIndex` served.
-        selector: `SqueezedAttention` or a baseline selector (anything with `select` and `metadata_vectors`).
-        meter: `BudgetMeter` of every selection made.
+        selector: `SqueezedAttention`, a baseline selector or a `RowwiseSelector` (anything with `select` and
+            `metadata_vectors`; the latter may return one count per batch row).
+        meter: `BudgetMeter` of every selection made (all rows).
         diagnostics: when True, also compute dense attention per layer call for output error / mass recall.
     """
 
@@ -92,21 +104,34 @@ class ServingSession:
     meter: BudgetMeter = field(default_factory=BudgetMeter)
     diagnostics: bool = False
     _acc: _Accumulator = field(default_factory=_Accumulator)
+    _row_meters: list[BudgetMeter] = field(default_factory=list)
 
-    def budget(self) -> BudgetReport:
-        """Measured budget (§3.7) over all selections since the last `reset`."""
-        return self.meter.report()
+    def budget(self, row: int | None = None) -> BudgetReport:
+        """Measured budget (§3.7) over all selections since the last `reset` (of one batch row if `row` is given)."""
+        if row is None:
+            return self.meter.report()
+        return self._row_meters[row].report()
 
-    def attention_diagnostics(self) -> AttentionDiagnostics:
-        """Output error and attention-mass recall since the last `reset` (needs diagnostics=True)."""
+    def attention_diagnostics(self, row: int | None = None) -> AttentionDiagnostics:
+        """Output error and attention-mass recall since the last `reset` (needs diagnostics=True), all rows or one."""
         a = self._acc
         if a.calls == 0:
             return AttentionDiagnostics()
-        return AttentionDiagnostics(output_error=a.err_sum / a.calls, mass_recall=a.recall_sum / a.calls, calls=a.calls)
+        if row is None:
+            rows = len(a.err_sum)
+            return AttentionDiagnostics(
+                output_error=sum(a.err_sum) / (a.calls * rows),
+                mass_recall=sum(a.recall_sum) / (a.calls * rows),
+                calls=a.calls,
+            )
+        return AttentionDiagnostics(
+            output_error=a.err_sum[row] / a.calls, mass_recall=a.recall_sum[row] / a.calls, calls=a.calls
+        )
 
     def reset(self) -> None:
-        """Clear the budget meter and diagnostics."""
+        """Clear the budget meters and diagnostics."""
         self.meter.reset()
+        self._row_meters = []
         self._acc = _Accumulator()
 
     def __call__(self, module, query, key, value, attention_mask, dropout, scaling, kwargs):
@@ -115,7 +140,7 @@ class ServingSession:
         if key.shape[2] < n:
             raise ValueError(
                 f"layer {module.layer_idx}: the cache holds {key.shape[2]} tokens but the fixed context has {n}; "
-                "pass past_key_values=index.new_cache(batch_size) and the context tokens before the user input"
+                "pass cache=index.new_cache(batch_size) and the context tokens before the user input"
             )
         scale = query.shape[-1] ** -0.5 if scaling is None else scaling
         dynamic_mask = _dynamic_mask(attention_mask, n)
@@ -124,35 +149,52 @@ class ServingSession:
         result = attend_fixed_and_dynamic(
             query, key, value, selection, num_fixed=n, scale=scale, dynamic_mask=dynamic_mask, backend=backend
         )
-        self.meter.record(selection.key_counts, n, self.selector.metadata_vectors(layer))
+        self._record(selection.key_counts, n, self.selector.metadata_vectors(layer))
         if self.diagnostics:
             self._diagnose(query, key, value, selection, result.out, n, scale, dynamic_mask)
         return result.out.transpose(1, 2).contiguous(), None
 
-    def _diagnose(self, query, key, value, selection, out, n, scale, dynamic_mask) -> None:
-        from kernels.squeezed_attention import Selection
+    def _record(self, key_counts: torch.Tensor, n: int, metadata) -> None:
+        rows = key_counts.shape[0]
+        per_row = list(metadata) if isinstance(metadata, (list, tuple)) else [metadata] * rows
+        if len(per_row) != rows:
+            raise ValueError(f"selector reported metadata for {len(per_row)} rows, the batch has {rows}")
+        if not self._row_meters:
+            self._row_meters = [BudgetMeter() for _ in range(rows)]
+        for b in range(rows):
+            self.meter.record(key_counts[b : b + 1], n, per_row[b])
+            self._row_meters[b].record(key_counts[b : b + 1], n, per_row[b])
 
-        b, hkv = key.shape[0], key.shape[1]
-        full = Selection(
-            key_indices=torch.arange(n, dtype=torch.int32, device=key.device).expand(b, hkv, n).contiguous(),
-            key_counts=torch.full((b, hkv), n, dtype=torch.int32, device=key.device),
-            cluster_scores=torch.zeros(b, hkv, 0, device=key.device),
-        )
-        dense = attend_fixed_and_dynamic(
-            query, key, value, full, num_fixed=n, scale=scale, dynamic_mask=dynamic_mask, backend="reference"
-        ).out.float()
-        err = (out.float() - dense).norm() / dense.norm().clamp_min(1e-30)
-        group = query.shape[1] // hkv
-        k = key[:, :, :n].float().repeat_interleave(group, dim=1)
-        probs = torch.softmax(torch.matmul(query.float(), k.transpose(-1, -2)) * scale, dim=-1)  # [B, Hq, T, N]
-        keep = torch.zeros(b, hkv, n, dtype=torch.bool, device=key.device)
+    def _diagnose(self, query, key, value, selection, out, n, scale, dynamic_mask) -> None:
+        """Dense attention over the same q/k/v: relative output error and fixed-context mass recall per row."""
+        b, hq, t, _ = query.shape
+        hkv, length = key.shape[1], key.shape[2]
+        group = hq // hkv
+        k = key.float().repeat_interleave(group, dim=1)
+        v = value.float().repeat_interleave(group, dim=1)
+        scores = torch.matmul(query.float(), k.transpose(-1, -2)) * scale  # [B, Hq, T, L]
+        if dynamic_mask is None:
+            # fixed context fully visible; dynamic part causal, aligned bottom-right
+            rows = torch.arange(t, device=key.device).view(t, 1) + (length - t)
+            visible = torch.arange(length, device=key.device).view(1, length) <= rows
+            scores = scores.masked_fill(~visible, float("-inf"))
+        else:
+            fixed_ok = torch.ones(*dynamic_mask.shape[:-1], n, dtype=torch.bool, device=key.device)
+            scores = scores.masked_fill(~torch.cat([fixed_ok, dynamic_mask], -1), float("-inf"))
+        probs = torch.softmax(scores, dim=-1)
+        dense = torch.matmul(probs, v)
+        diff = (out.float() - dense).flatten(1).norm(dim=1)
+        errors = (diff / dense.flatten(1).norm(dim=1).clamp_min(1e-30)).tolist()
+        fixed = probs[..., :n]
         idx = selection.key_indices.long()
         valid = torch.arange(idx.shape[-1], device=key.device).view(1, 1, -1) < selection.key_counts.long().unsqueeze(-1)
-        keep.scatter_(-1, torch.where(valid, idx, torch.zeros_like(idx)), valid)
-        recall = (probs * keep.repeat_interleave(group, dim=1).unsqueeze(2)).sum(-1).mean()
-        self._acc.err_sum += float(err)
-        self._acc.recall_sum += float(recall)
-        self._acc.calls += 1
+        # padding entries go to an extra column that is dropped (writing False at index 0 could clear key 0)
+        keep = torch.zeros(b, hkv, n + 1, dtype=torch.bool, device=key.device)
+        keep.scatter_(-1, torch.where(valid, idx, torch.full_like(idx, n)), True)
+        keep = keep[..., :n]
+        kept_mass = (fixed * keep.repeat_interleave(group, dim=1).unsqueeze(2)).sum(-1)
+        recall = (kept_mass / fixed.sum(-1).clamp_min(1e-30)).flatten(1).mean(1).tolist()
+        self._acc.add(errors, recall)
 
 
 def _dynamic_mask(attention_mask: torch.Tensor | None, num_fixed: int) -> torch.Tensor | None:
