@@ -195,6 +195,43 @@ def resnet_run(job: tuple[bool, int, dict[str, Any], int]) -> dict[str, Any]:
     }
 
 
+def hvp_comparison(threads: int) -> list[dict[str, Any]]:
+    """Seconds per Hessian-vector product, double backward vs torch.func jvp∘grad, on the same vector."""
+    _quiet()
+    import torch
+
+    from callbacks.landscape.hessian_vector_product import choose_hvp_method
+    from callbacks.landscape.probe_loss import ProbeLoss, isolated_module
+    from datamodules.convection_collocation import ConvectionCollocation
+    from models.pinn_convection import PINNConvection, functional_pinn_loss
+    from models.resnet_classifier import ResNetClassifier
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    data = ConvectionCollocation()
+    data.setup()
+    x, y, _, _ = _digits(0)
+    cases = [
+        ("PINN 4x50 tanh, func-form loss", PINNConvection(beta=10.0), [data.train_batch], functional_pinn_loss),
+        ("PINN 4x50 tanh, training_step (autograd.grad residual)", PINNConvection(beta=10.0), [data.train_batch],
+         None),
+        ("ResNet-8 w8 digits, 128 images", ResNetClassifier(width=8, blocks_per_stage=1), [(x[:128], y[:128])], None),
+        ("ResNet-20 w16 digits, 128 images", ResNetClassifier(width=16, blocks_per_stage=3), [(x[:128], y[:128])],
+         None),
+    ]
+    rows = []
+    for name, model, batches, loss_fn in cases:
+        with isolated_module(model):
+            timing = choose_hvp_method(ProbeLoss(model, batches, loss_fn=loss_fn), repeats=3)
+        rows.append({"model": name, "ms_double_backward": 1000 * timing.seconds["double_backward"],
+                     "ms_func": 1000 * timing.seconds.get("func", float("nan")),
+                     "func_over_double_backward": timing.seconds.get("func", float("nan"))
+                     / timing.seconds["double_backward"],
+                     "rel_difference": timing.relative_difference, "chosen": timing.method,
+                     "func_error": timing.func_error[:80]})
+    return rows
+
+
 def _map(fn, jobs, workers: int):
     """Run ``fn`` over ``jobs``; every finished row is printed at once (a run cut short still leaves its rows)."""
     if workers <= 1:
@@ -269,6 +306,7 @@ def main() -> None:
         resnet_rows = [r for r in both if r["study"] == "resnet"]
         pinn_rows = [r for r in both if r["study"] == "pinn"]
     summary = evaluate(pinn_rows)
+    hvp_rows = hvp_comparison(args.threads)
     total = time.perf_counter() - start
     print("## PINN convection (N_f = %d, %d×%d random plane)\n" % (cfg["n_collocation"], cfg["resolution"],
                                                                    cfg["resolution"]))
@@ -287,8 +325,10 @@ def main() -> None:
                                            "probe_loss", "lambda_1", "trace", "minima_freudenthal", "minima_axis",
                                            "minima_full", "saddles_freudenthal", "avg_persistence",
                                            "avg_persistence_normalized", "loss_range", "seconds"]))
+    print("\n## Hessian-vector product: double backward vs torch.func (jvp∘grad)\n")
+    print(markdown_table(hvp_rows))
     print(f"\ntotal wall time: {total:.1f} s (workers={args.workers}, threads={args.threads})")
-    write_results(args.out, name="landscape_pinn", rows=pinn_rows + resnet_rows, summary=summary, settings=cfg,
+    write_results(args.out, name="landscape_pinn", rows=pinn_rows + resnet_rows, summary=summary, settings=cfg, hvp_comparison=hvp_rows,
                   quick=args.quick, workers=args.workers, threads=args.threads, total_seconds=total)
 
 

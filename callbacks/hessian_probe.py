@@ -127,7 +127,8 @@ def hessian_report(
     require_choice("eigen_method", eigen_method, EIGEN_METHODS)
     with isolated_module(module, eval_mode=eval_mode):
         loss = ProbeLoss(module, batches, loss_fn=loss_fn)
-        value = float(loss.check())
+        loss.check()
+        value = float(loss.value().detach())
         timing = None
         method = hvp_method
         if hvp_method == "auto":

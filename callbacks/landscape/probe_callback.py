@@ -141,7 +141,8 @@ class ProbeCallback(pl.Callback):
                 loader = DataLoader(dataset, batch_size=loader.batch_size, shuffle=False,
                                     collate_fn=loader.collate_fn, num_workers=0)
             batches = []
-            with torch.inference_mode(False):
+            # Iterating a DataLoader draws its base seed from the global RNG: keep the run's RNG stream intact.
+            with torch.inference_mode(False), torch.random.fork_rng(devices=[]):
                 for batch in loader:
                     batches.append(_clone_batch(batch))
                     if len(batches) == self.probe_batches:

@@ -39,6 +39,11 @@ def training_step_loss(module: nn.Module, batch: Any) -> Tensor:
             f"loss_fn=None uses training_step's loss, but {type(module).__name__} has no training_step; "
             "pass loss_fn=callable(module, batch) -> scalar loss"
         )
+    if not module.automatic_optimization:
+        raise ValueError(
+            f"{type(module).__name__} uses manual optimization: its training_step steps the optimizers, so it cannot "
+            "serve as the probe loss; pass loss_fn=callable(module, batch) -> scalar loss"
+        )
     out = module.training_step(batch, 0)
     if isinstance(out, Mapping):
         out = out.get("loss")

@@ -186,35 +186,37 @@ def _block_output(output: Any) -> torch.Tensor:
 
 
 def _blocks_are_chained(model: nn.Module, block_list: nn.ModuleList, batch: Any, forward: Callable) -> bool:
-    """True when, on ``batch``, every block's first input is the previous block's output (a residual stack such as
-    a Transformer's layers) — the condition for sequential calibration. Parallel members (an ensemble) are not."""
-    inputs: dict[int, torch.Tensor] = {}
-    outputs: dict[int, torch.Tensor] = {}
-    handles = []
-    for index, block in enumerate(block_list):
-        def pre(module, args, kwargs, index=index):
-            first = args[0] if args else next(iter(kwargs.values()), None)
-            if isinstance(first, torch.Tensor):
-                inputs[index] = first
+    """True when, on ``batch``, block 1's first input is block 0's output (a residual stack such as a Transformer's
+    layers) — the condition for sequential calibration. Parallel members (an ensemble) are not. The forward stops
+    at block 1, so the check costs about one block."""
+    if len(block_list) < 2:
+        return False
+    seen: dict[str, torch.Tensor] = {}
 
-        def post(module, args, output, index=index):
-            out = output if isinstance(output, torch.Tensor) else (output[0] if isinstance(output, (tuple, list)) else None)
-            if isinstance(out, torch.Tensor):
-                outputs[index] = out
+    def after_first(module, args, output):
+        out = output if isinstance(output, torch.Tensor) else (output[0] if isinstance(output, (tuple, list)) else None)
+        if isinstance(out, torch.Tensor):
+            seen["output"] = out
 
-        handles.append(block.register_forward_pre_hook(pre, with_kwargs=True))
-        handles.append(block.register_forward_hook(post))
+    def before_second(module, args, kwargs):
+        first = args[0] if args else next(iter(kwargs.values()), None)
+        if isinstance(first, torch.Tensor):
+            seen["input"] = first
+        raise _StopForward
+
+    handles = [block_list[0].register_forward_hook(after_first),
+               block_list[1].register_forward_pre_hook(before_second, with_kwargs=True)]
     try:
         with torch.no_grad(), _NoAttentionFastPath():
             forward(model, batch)
+    except _StopForward:
+        pass
     finally:
         for handle in handles:
             handle.remove()
-    for index in range(1, len(block_list)):
-        previous, current = outputs.get(index - 1), inputs.get(index)
-        if previous is None or current is None or previous.shape != current.shape or not torch.equal(previous, current):
-            return False
-    return True
+    previous, current = seen.get("output"), seen.get("input")
+    return previous is not None and current is not None and previous.shape == current.shape \
+        and torch.equal(previous, current)
 
 
 def _sequential_prune(model, block_list: nn.ModuleList, list_name: str, modules, sparsities, batches, forward,
