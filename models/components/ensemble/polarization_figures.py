@@ -53,7 +53,9 @@ def polarization_history_figure(history: Sequence[Mapping[str, float]], *, title
     right.set_ylabel("error")
     lines = ax.get_legend_handles_labels()
     more = right.get_legend_handles_labels()
-    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="best")
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="upper center", framealpha=0.85, ncol=2)
+    low, high = ax.get_ylim()
+    ax.set_ylim(low, high + 0.25 * (high - low))  # room for the legend above the curves
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
