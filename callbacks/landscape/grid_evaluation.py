@@ -31,7 +31,10 @@ def grid_axes(resolution: int, span: float, dims: int) -> list[Tensor]:
         raise ValueError(f"range must be a positive finite number, got {span!r}")
     if dims not in (1, 2):
         raise ValueError(f"dims must be 1 or 2, got {dims!r}")
-    return [torch.linspace(-float(span), float(span), resolution, dtype=torch.float64) for _ in range(dims)]
+    # (i − (r−1)/2)·step: symmetric, and the centre of an odd grid is exactly 0 (θ* itself, bit for bit).
+    steps = torch.arange(resolution, dtype=torch.float64) - (resolution - 1) / 2
+    axis = steps * (2.0 * float(span) / (resolution - 1))
+    return [axis.clone() for _ in range(dims)]
 
 
 @dataclass
