@@ -18,6 +18,7 @@ Prints markdown tables and writes JSON with every number and the environment.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import sys
@@ -260,6 +261,9 @@ def main(argv: list[str] | None = None) -> dict:
                 x, y = data[split]
                 record["splits"][split] = split_report(stack(x), y, rng)
         records.append(record)
+        if args.out is not None:  # partial results survive an interrupted long run
+            partial = args.out.with_suffix(".partial.json")
+            partial.write_text(json.dumps({"ensembles": records}, default=float))
         print(f"[{time.perf_counter() - started:6.1f}s] {setting.name}: {epochs} epochs, "
               f"max train err {max(train_errors):.4f}, η test {record['splits']['test']['eta']:.3f}, "
               f"L_MV test {record['splits']['test']['majority_vote_error']:.4f}", flush=True)
@@ -285,6 +289,8 @@ def main(argv: list[str] | None = None) -> dict:
     rows = [{"split": split, **{k: v for k, v in entry.items() if not isinstance(v, dict)}}
             for split, entry in result["summary"].items()]
     write_results(args.out, name="polarization", rows=rows, **result)
+    if args.out is not None:
+        args.out.with_suffix(".partial.json").unlink(missing_ok=True)
     return {"environment": environment(), **result}
 
 
