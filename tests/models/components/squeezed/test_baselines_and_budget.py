@@ -108,3 +108,17 @@ def test_selection_helpers():
     assert selection_from_mask(mask).key_indices[0, 0, :3].tolist() == [1, 2, 4]
     framed = frame_selection(sel, sinks=2, tail_first=10, tail_count=2)
     assert framed.key_indices[0, 0, : framed.key_counts[0, 0]].tolist() == [0, 1, 3, 5, 7, 10, 11]
+
+
+def test_keep_fraction_for_budget_inverts_the_formula(index):
+    from models.components.squeezed.qa_evaluation import keep_fraction_for_budget
+
+    meta = index.metadata
+    n, fixed = meta.context_length, meta.observation_window + meta.attention_sinks
+    c = index.layers[0].centroids.shape[1]
+    keep = keep_fraction_for_budget(0.4, index, 1)
+    assert keep * (n - fixed) / n + fixed / n + c / (2 * n) == pytest.approx(0.4)
+    with pytest.raises(ValueError, match="below the fixed cost"):
+        keep_fraction_for_budget(0.05, index, 1)
+    with pytest.raises(ValueError, match="target budget"):
+        keep_fraction_for_budget(1.5, index, 1)
