@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from landscape_problems import make_tiny_problem, mse_loss
+from tests.callbacks.landscape.landscape_problems import make_tiny_problem, mse_loss
 
 from callbacks.landscape.directions import normalize_direction, random_directions
 from callbacks.landscape.grid_evaluation import evaluate_grid, grid_axes

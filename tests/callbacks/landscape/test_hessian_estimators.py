@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from landscape_problems import exact_hessian, make_tiny_problem, mse_loss
+from tests.callbacks.landscape.landscape_problems import exact_hessian, make_tiny_problem, mse_loss
 
 from callbacks.landscape.hessian_vector_product import HessianVectorProduct, choose_hvp_method
 from callbacks.landscape.hutchinson import hutchinson_trace, rademacher
