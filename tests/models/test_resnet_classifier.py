@@ -49,6 +49,7 @@ def test_residual_connection_carries_the_input():
     torch.testing.assert_close(plain(x), torch.zeros_like(x))
 
 
+@pytest.mark.slow
 def test_training_on_digits_improves_accuracy(tmp_path):
     from datamodules.digits_classification import DigitsClassification
 
@@ -68,7 +69,8 @@ def test_hessian_probe_leaves_batch_norm_statistics_alone():
     model.train()
     batch = (torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,)))
     stats = [b.clone() for b in model.buffers()]
-    report = hessian_report(model, [batch], top_k=1, max_iter=5, trace_samples=3, density_steps=4)
+    report = hessian_report(model, [batch], top_k=1, max_iter=5, trace_samples=3, density_steps=4,
+                            hvp_method="double_backward")
     for a, b in zip(stats, model.buffers()):
         assert torch.equal(a, b)
     assert model.training
