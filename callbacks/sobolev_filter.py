@@ -16,8 +16,8 @@ Attach it to *any* ``lightning.pytorch`` model whose SSM layers implement the sm
 β lives in the model (``<layer>.spectral_filter.beta``), so it moves with the model, is synchronised by DDP, and is
 saved in and restored from checkpoints; the callback's own state also records it. Filters stay attached after
 ``fit`` (the trained model includes them); :meth:`SobolevFilter.detach` removes them and restores the plain model
-exactly. Learned β joins the optimizer in ``on_fit_start`` as a separate group; LR schedulers created before it
-(``LambdaLR``, cosine warmup) leave that group's lr constant.
+exactly. Learned β joins the optimizer in ``on_fit_start`` as a separate group (base lr ``lr``, no weight decay), and
+the model's LR schedulers are extended to it, so it follows the same schedule (warmup, cosine) from its own lr.
 
 YAML::
 
@@ -170,8 +170,19 @@ class SobolevFilter(Callback):
                     # are kept (possibly empty) so schedulers' per-group lists stay aligned.
                     target = optimizer
                     group["params"] = [p for p in group["params"] if id(p) not in ids]
+        previous_groups = len(target.param_groups)
         target.add_param_group({"params": betas, "lr": self.lr, "initial_lr": self.lr,
                                 "weight_decay": self.weight_decay, "sobolev_beta": True})
+        for config in trainer.lr_scheduler_configs:
+            if getattr(config.scheduler, "optimizer", None) is target:
+                self._extend_scheduler(config.scheduler, previous_groups)
+
+    def _extend_scheduler(self, scheduler: Any, previous_groups: int) -> None:
+        # Schedulers keep per-group lists (base_lrs, lr_lambdas, min_lrs, ...) sized at construction; the beta group
+        # joins them so it follows the same schedule from its own base lr, as an ordinary group does in the paper.
+        for name, value in vars(scheduler).items():
+            if isinstance(value, list) and len(value) == previous_groups and value:
+                value.append(self.lr if name in ("base_lrs", "_last_lr") else value[-1])
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         betas = self.betas(pl_module)

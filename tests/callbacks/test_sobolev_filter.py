@@ -220,3 +220,19 @@ def test_beta_survives_checkpoint_and_resume(tmp_path):
     torch.testing.assert_close(resumed.conv.spectral_filter.beta.detach(), saved_beta)
     beta_param = resumed.conv.spectral_filter.beta
     torch.testing.assert_close(trainer2.optimizers[0].state[beta_param]["exp_avg"], saved_state)
+
+
+def test_learned_beta_group_follows_the_models_lr_schedule(tmp_path):
+    class Scheduled(UserModel):
+        def configure_optimizers(self):
+            optimizer = torch.optim.AdamW(self.parameters(), lr=1e-2)
+            schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 ** step)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    torch.manual_seed(6)
+    model = Scheduled()
+    trainer = _trainer(tmp_path, [SobolevFilter(learnable=True, lr=0.08)], max_steps=3)
+    trainer.fit(model, _loader())
+    beta_group = next(g for g in trainer.optimizers[0].param_groups if g.get("sobolev_beta"))
+    assert beta_group["lr"] == pytest.approx(0.08 * 0.5 ** 3)
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-2 * 0.5 ** 3)
