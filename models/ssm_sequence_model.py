@@ -64,6 +64,7 @@ class SSMSequenceModel(FrameworkModule):
         state_size: N complex modes per feature (FreqBiasSSM uses 64).
         channels: S4D output channels per feature (LRA "n_ssm"-style multi-head kernels).
         bidirectional: add an anti-causal kernel per layer (LRA).
+        skip: the S4D D skip term (False: D = 0, all signal goes through the kernel).
         alpha: α > 0, the imaginary-part scale of the initial A (the frequency-bias knob).
         imag_offset: mode-index shift in ``Im a_n = α π (n + imag_offset)``.
         dt_min, dt_max: log-uniform Δ range (equal: fixed Δ).
@@ -71,7 +72,8 @@ class SSMSequenceModel(FrameworkModule):
         norm: ``"batch"``, ``"layer"`` or ``"none"``; prenorm: norm before (True) or after the residual sum.
         dropout: dropout after the SSM activation and after mixing.
         mixing: ``"glu"``, ``"linear"`` or ``"none"``; residual: use the skip connection.
-        pooling: ``"mean"`` or ``"last"`` over valid steps.
+        pooling: ``"mean"`` or ``"last"`` over valid steps, or ``"none"`` (per-step outputs ``[B, L, num_outputs]``,
+            sequence-to-sequence regression such as denoising).
         ssm_lr: learning rate of A and Δ (no weight decay); ``None`` uses the optimizer's.
         optimizer, scheduler, scheduler_interval, scheduler_monitor: see ``FrameworkModule``.
     """
@@ -91,6 +93,7 @@ class SSMSequenceModel(FrameworkModule):
         state_size: int = 64,
         channels: int = 1,
         bidirectional: bool = False,
+        skip: bool = True,
         alpha: float = 1.0,
         imag_offset: float = 0.0,
         dt_min: float = 1e-3,
@@ -138,7 +141,7 @@ class SSMSequenceModel(FrameworkModule):
         self.backbone = DeepSSM(
             d_output=d_output, d_model=d_model, n_layers=n_layers, d_input=num_features, vocab_size=vocab_size,
             pooling=pooling, norm=norm, prenorm=prenorm, dropout=dropout, mixing=mixing, residual=residual,
-            channels=channels, bidirectional=bidirectional, state_size=state_size, alpha=alpha,
+            channels=channels, bidirectional=bidirectional, skip=skip, state_size=state_size, alpha=alpha,
             imag_offset=imag_offset, dt_min=dt_min, dt_max=dt_max, real_transform=real_transform, learn_a=learn_a,
             learn_dt=learn_dt, max_length=seq_len, c_init_std=c_init_std,
         )
@@ -183,30 +186,43 @@ class SSMSequenceModel(FrameworkModule):
                 raise ValueError(f"classification targets must be [B] class ids, got {list(y.shape)}")
             return F.cross_entropy(output.float(), y)
         if y.shape != output.shape:
-            raise ValueError(f"regression targets must be [B, num_outputs={self.num_outputs}], got {list(y.shape)}")
+            raise ValueError(f"regression targets must match the outputs {list(output.shape)} ([B, num_outputs] or, "
+                             f"with pooling 'none', [B, L, num_outputs]), got {list(y.shape)}")
         return F.mse_loss(output.float(), y.float())
 
-    def _step(self, batch: Sequence[Tensor], stage: str) -> Tensor:
+    def _split_name(self, stage: str, dataloader_idx: int) -> str:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        names = getattr(datamodule, f"{stage}_split_names", None)
+        if names is not None and dataloader_idx < len(names):
+            return str(names[dataloader_idx])
+        return stage if dataloader_idx == 0 else f"{stage}_{dataloader_idx}"
+
+    def _step(self, batch: Sequence[Tensor], stage: str, dataloader_idx: int = 0) -> Tensor:
         x, y, lengths = self._unpack(batch)
         output = self(x, lengths)
         loss = self._loss(output, y)
-        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=len(y))
+        split = self._split_name(stage, dataloader_idx) if stage != "train" else stage
+        self.log(f"{split}/loss", loss, prog_bar=True, batch_size=len(y), add_dataloader_idx=False)
+        if dataloader_idx != 0:
+            return loss  # extra evaluation splits (e.g. the two stripe directions) report their loss
         metrics = self.metrics_for(stage)
         if self.task == "classification":
             metrics.update(output.detach().float(), y)
         else:
-            for name, metric in metrics.items(keep_base=True):
-                metric.update(output.detach().float(), y.float())
+            flat_output = output.detach().float().reshape(-1, output.shape[-1])
+            flat_target = y.float().reshape(-1, y.shape[-1])
+            for metric in metrics.values():
+                metric.update(flat_output, flat_target)
         return loss
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")
 
-    def validation_step(self, batch, batch_idx):
-        self._step(batch, "val")
+    def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        self._step(batch, "val", dataloader_idx)
 
-    def test_step(self, batch, batch_idx):
-        self._step(batch, "test")
+    def test_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        self._step(batch, "test", dataloader_idx)
 
     def predict_step(self, batch, batch_idx, dataloader_idx: int = 0) -> Tensor:
         x, lengths = (batch[0], batch[2] if len(batch) == 3 else None) if isinstance(batch, (list, tuple)) else (batch, None)

@@ -26,12 +26,14 @@ class S4D(nn.Module):
         d_model: H.
         channels: output channels per feature.
         bidirectional: add an anti-causal kernel.
+        skip: use the D skip term (False: D = 0, frozen).
         **kernel_kwargs: :class:`~models.components.ssm.s4d_kernel.S4DKernel` arguments (``state_size``, ``alpha``,
             ``imag_offset``, ``dt_min``, ``dt_max``, ``real_transform``, ``learn_a``, ``learn_dt``, ``max_length``,
             ``c_init_std``, ``real_init``).
     """
 
-    def __init__(self, *, d_model: int, channels: int = 1, bidirectional: bool = False, **kernel_kwargs) -> None:
+    def __init__(self, *, d_model: int, channels: int = 1, bidirectional: bool = False, skip: bool = True,
+                 **kernel_kwargs) -> None:
         super().__init__()
         if not isinstance(channels, int) or channels < 1:
             raise ValueError(f"channels must be a positive integer, got {channels!r}")
@@ -39,7 +41,9 @@ class S4D(nn.Module):
         self.channels = channels
         self.bidirectional = bool(bidirectional)
         self.kernel = S4DKernel(d_model=d_model, channels=channels * (2 if bidirectional else 1), **kernel_kwargs)
-        self.d = nn.Parameter(torch.randn(channels, d_model))
+        # skip=False: no D term (D fixed at 0), so everything passes through the kernel (denoising experiment).
+        self.d = nn.Parameter(torch.randn(channels, d_model) if skip else torch.zeros(channels, d_model),
+                              requires_grad=skip)
         # FilterableConvolution protocol.
         self.spectral_filter: SpectralFilter | None = None
         self.filter_features = d_model
