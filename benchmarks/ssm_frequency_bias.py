@@ -103,6 +103,45 @@ def run_setting(data: SSMWaves, alpha: float, beta: float, *, steps: int, batch_
     return row
 
 
+DENOISING_SETTINGS = [("raw", 1.0), ("flip", 490.52 / math.pi)]
+
+
+def run_denoising(*, epochs: int, lr: float, seed: int) -> list[dict]:
+    """Train the one-layer denoising model (configs/ssm/denoising_*.yaml) on clean faces and report test MSEs."""
+    from datamodules.stripe_denoising import StripeDenoising
+
+    data = StripeDenoising(source="faces", image_height=128, image_width=16, batch_size=32, seed=seed)
+    data.prepare_data()
+    data.setup()
+    rows = []
+    for name, alpha in DENOISING_SETTINGS:
+        torch.manual_seed(seed)
+        model = SSMSequenceModel(task="regression", num_outputs=1, seq_len=data.seq_len, d_model=4, n_layers=1,
+                                 state_size=64, alpha=alpha, dt_min=1e-4, dt_max=1e-4, learn_a=False, learn_dt=False,
+                                 skip=False, norm="none", mixing="none", residual=False, pooling="none", ssm_lr=lr)
+        optimizer = torch.optim.AdamW(model.parameter_groups(), lr=lr, weight_decay=0.0)
+        start = time.perf_counter()
+        loader = data.make_dataloader(data.datasets["train"], shuffle=True)
+        for epoch in range(epochs):
+            loader.sampler.set_epoch(epoch)
+            for x, y in loader:
+                loss = F.mse_loss(model(x), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+        row = {"model": name, "alpha": round(alpha, 4), "train_mse": float(loss.detach()),
+               "train_s": round(time.perf_counter() - start, 1)}
+        with torch.no_grad():
+            for direction in ("vertical", "horizontal"):
+                noisy, clean = data.datasets[f"test_{direction}"].tensors
+                row[f"mse_noisy_{direction}"] = float(F.mse_loss(noisy, clean))
+                row[f"mse_model_{direction}"] = float(F.mse_loss(model(noisy), clean))
+                row[f"mse_model_clean_input_{direction}"] = float(F.mse_loss(model(clean), clean))
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
 def main() -> None:
     parser = benchmark_parser(__doc__)
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per setting")
@@ -110,6 +149,11 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=None, help="samples per sequence (quick 2048, full 4096)")
     parser.add_argument("--batch-size", type=int, default=None, help="quick 32, full 64 (the paper's)")
     parser.add_argument("--lr", type=float, default=None, help="AdamW lr for all parameters (quick 1e-2, full 1e-3)")
+    parser.add_argument("--task", choices=["waves", "denoising", "both"], default="both")
+    parser.add_argument("--denoising-epochs", type=int, default=None,
+                        help="quick 150, full 600 (140 training faces: 5 steps per epoch)")
+    parser.add_argument("--denoising-lr", type=float, default=1e-2,
+                        help="AdamW lr of the denoising model (the paper: 1e-3 on CelebA's ~160k images)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: on a shared 2-core machine, 2 threads ran 6x slower per step)")
     args = parser.parse_args()
@@ -118,6 +162,15 @@ def main() -> None:
     seq_len = args.seq_len or (2048 if args.quick else 4096)
     batch_size = args.batch_size or (32 if args.quick else 64)
     lr = args.lr or (1e-2 if args.quick else 1e-3)
+    denoising_rows = []
+    if args.task in ("denoising", "both"):
+        denoising_rows = run_denoising(epochs=args.denoising_epochs or (150 if args.quick else 600),
+                                       lr=args.denoising_lr, seed=args.seed)
+        print(markdown_table(denoising_rows))
+    if args.task == "denoising":
+        if args.out:
+            write_results(args.out, name="ssm_frequency_bias", rows=[], denoising=denoising_rows, quick=args.quick)
+        return
     data = SSMWaves(seq_len=seq_len, val_size=16, test_size=2000, seed=args.seed)
     data.prepare_data()
     data.setup()
@@ -150,7 +203,7 @@ def main() -> None:
     }
     print("checks:", checks)
     if args.out:
-        write_results(args.out, name="ssm_frequency_bias", rows=rows, checks=checks, steps=steps, batch_size=batch_size, lr=lr,
+        write_results(args.out, name="ssm_frequency_bias", rows=rows, checks=checks, denoising=denoising_rows, steps=steps, batch_size=batch_size, lr=lr,
                       frequencies=data.frequencies, seq_len=data.seq_len, quick=args.quick, total_s=round(total, 1),
                       load_average_before=load_before, load_average_after=load_after)
 
