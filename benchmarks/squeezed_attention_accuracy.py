@@ -78,7 +78,7 @@ def run(args) -> dict:
         variants.append(("squeezed_paper", 0))
     for length in args.lengths:
         for c in range(args.contexts):
-            seed = 1000 * length + c
+            seed = args.seed * 1_000_003 + 1000 * length + c
             ctx = build_context(
                 tokenizer, context_tokens=length, facts=args.facts, seed=seed, chat_markup=True, paragraphs=paragraphs
             )
@@ -162,6 +162,7 @@ def main(argv=None) -> dict:
     p.add_argument("--paper-variant", action="store_true", help="also run the paper's configuration (no sinks)")
     p.add_argument("--kmeans-iters", type=int, default=25)
     p.add_argument("--skip", nargs="*", default=[], choices=sorted(BASELINES), help="baselines to skip")
+    p.add_argument("--seed", type=int, default=0, help="data seed (text passages, places, codes)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=str, default=None, help="write the JSON here")
     args = p.parse_args(argv)
