@@ -77,3 +77,34 @@ def test_backend_is_restored_after_serving(model, index):
         pass
     assert model.config._attn_implementation == "squeezed"
     assert all("_squeezed_state" not in m.__dict__ for m in model.modules())
+
+
+def test_padded_user_inputs_match_sdpa(model, context, index):
+    ref = tiny_llama("sdpa")
+    questions = torch.randint(3, 300, (2, 6), generator=torch.Generator().manual_seed(6))
+    pad = torch.ones(2, 6, dtype=torch.long)
+    pad[1, 4:] = 0  # second question is 4 tokens, right-padded
+    full_mask = torch.cat([torch.ones(2, context.shape[1], dtype=torch.long), pad], 1)
+    with torch.no_grad():
+        expected = ref(input_ids=torch.cat([context.expand(2, -1), questions], 1), attention_mask=full_mask).logits
+        with serve(model, index, _settings(budget=1.0)):
+            got = model(input_ids=questions, attention_mask=full_mask, cache=index.new_cache(2), use_cache=True).logits
+    torch.testing.assert_close(got[0], expected[0, -6:], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got[1, :4], expected[1, -6:-2], rtol=1e-4, atol=1e-4)
+
+
+def test_drop_in_module_forward_equals_dense_attention(index):
+    layer = index.layers[0]
+    n = layer.num_tokens
+    q = torch.randn(1, 4, 3, 16)
+    k_dyn, v_dyn = torch.randn(1, 2, 3, 16), torch.randn(1, 2, 3, 16)
+    key = torch.cat([layer.keys, k_dyn], 2)
+    value = torch.cat([layer.values, v_dyn], 2)
+    attn = _settings(budget=1.0).bind(index)
+    out = attn(q, key, value, layer=layer, scale=0.25)
+    causal = torch.ones(3, n + 3, dtype=torch.bool).tril(diagonal=n)
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        q, key.repeat_interleave(2, 1), value.repeat_interleave(2, 1), attn_mask=causal, scale=0.25
+    )
+    torch.testing.assert_close(out.out, expected, rtol=1e-5, atol=1e-5)
+    assert torch.all(out.selection.key_counts == n)
