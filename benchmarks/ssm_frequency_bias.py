@@ -110,7 +110,7 @@ def run_denoising(*, epochs: int, lr: float, seed: int) -> list[dict]:
     """Train the one-layer denoising model (configs/ssm/denoising_*.yaml) on clean faces and report test MSEs."""
     from datamodules.stripe_denoising import StripeDenoising
 
-    data = StripeDenoising(source="faces", image_height=128, image_width=16, batch_size=32, seed=seed)
+    data = StripeDenoising(source="faces", image_height=16, image_width=128, batch_size=32, seed=seed)
     data.prepare_data()
     data.setup()
     rows = []
@@ -137,6 +137,9 @@ def run_denoising(*, epochs: int, lr: float, seed: int) -> list[dict]:
                 row[f"mse_noisy_{direction}"] = float(F.mse_loss(noisy, clean))
                 row[f"mse_model_{direction}"] = float(F.mse_loss(model(noisy), clean))
                 row[f"mse_model_clean_input_{direction}"] = float(F.mse_loss(model(clean), clean))
+                # Fraction of the stripes' energy that reaches the output: ~0 means the model removes them.
+                row[f"stripe_transmission_{direction}"] = float(
+                    F.mse_loss(model(noisy), model(clean)) / F.mse_loss(noisy, clean))
         rows.append(row)
         print(row, flush=True)
     return rows

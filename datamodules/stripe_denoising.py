@@ -14,7 +14,8 @@ poles sit at the stripe frequency ("flipped") keeps them. Test batches pair the 
 Images (offline): ``"faces"``, the 200 LFW crops of 25×25 shipped with scikit-image (``skimage.data.lfw_subset``: 100
 faces, 100 non-faces; the paper used CelebA faces), ``"skimage"``, 64×64 tiles cut from scikit-image's grey sample
 images, or any folder of images (``image_folder``). Each image is resized to ``image_height × image_width`` (default
-128 × 16, L = 2048), scaled to [-1, 1] as in the paper, and cached with 🤗 datasets.
+16 × 128, L = 2048: the paper's row width 128, so the stripes sit at the paper's sequence frequencies 2.99 and
+0.023 rad/sample), scaled to [-1, 1] as in the paper, and cached with 🤗 datasets.
 
 Batches: ``(input [B, L, C] float32, target [B, L, C] float32)``; C = 1 (grey) or 3.
 """
@@ -130,7 +131,7 @@ class StripeDenoising(FrameworkDataModule):
     """
 
     def __init__(self, *, source: str = "faces", image_folder: str | None = None, channels: int = 1,
-                 image_height: int = 128, image_width: int = 16, stripe_frequency: float = 2.99433,
+                 image_height: int = 16, image_width: int = 128, stripe_frequency: float = 2.99433,
                  max_amplitude: float = 0.5, train_noise: bool = False, val_fraction: float = 0.1,
                  test_fraction: float = 0.2, batch_size: int = 32, num_workers: int = 0, seed: int = 0,
                  cache_dir: str | None = None, pin_memory: bool = False) -> None:
