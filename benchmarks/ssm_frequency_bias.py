@@ -206,8 +206,8 @@ def main() -> None:
     }
     print("checks:", checks)
     if args.out:
-        write_results(args.out, name="ssm_frequency_bias", rows=rows, checks=checks, denoising=denoising_rows, steps=steps, batch_size=batch_size, lr=lr,
-                      frequencies=data.frequencies, seq_len=data.seq_len, quick=args.quick, total_s=round(total, 1),
+        write_results(args.out, name="ssm_frequency_bias", rows=rows, checks=checks, denoising=denoising_rows,
+                      steps=steps, batch_size=batch_size, lr=lr, frequencies=data.frequencies, seq_len=data.seq_len, quick=args.quick, total_s=round(total, 1),
                       load_average_before=load_before, load_average_after=load_after)
 
 
