@@ -20,6 +20,7 @@ def test_full_budget_diagnostics_are_exact(model, index):
     assert diag.output_error < 1e-5 and diag.mass_recall == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.mark.slow  # six teacher-forced runs with diagnostics: ~10 s of CPU
 def test_rows_equal_separate_runs(model, index):
     question, answer = torch.randint(3, 300, (7,)).tolist(), torch.randint(3, 300, (3,)).tolist()
     selectors = [_sa(0.5), OracleTopK(budget=0.2), QuestPages(budget=0.4)]
