@@ -126,7 +126,11 @@ def main(args: ArgsType = None, *, run: bool = True) -> FrameworkCLI:
         seed_everything_default=DEFAULT_SEED,
         auto_configure_optimizers=False,
         save_config_callback=RunConfigSaver,
-        parser_kwargs={"parser_mode": "omegaconf"},
+        parser_kwargs={
+            "parser_mode": "omegaconf",
+            "prog": "python -m framework",
+            "description": "Train and evaluate the framework's research methods from YAML configs (LightningCLI).",
+        },
         parser_class=FrameworkArgumentParser,
         args=args,
         run=run,
