@@ -9,12 +9,25 @@
 | :class:`SobolevFilter`, :class:`FrequencyResponseProbe` | SSM frequency bias | docs/ssm_frequency_bias.md |
 """
 
-from callbacks.alphapruning import AlphaPruning
-from callbacks.frequency_response import FrequencyResponseProbe
-from callbacks.hessian_probe import HessianProbe
-from callbacks.loss_landscape_probe import LossLandscapeProbe
-from callbacks.polarization_monitor import PolarizationMonitor
-from callbacks.sobolev_filter import SobolevFilter
+from importlib import import_module
+
+# Resolved lazily (PEP 562), so importing one sub-package (e.g. ``callbacks.pruning`` from a GPU benchmark that has
+# torch alone) does not import every callback and its dependencies.
+_EXPORTS = {
+    "AlphaPruning": "callbacks.alphapruning",
+    "FrequencyResponseProbe": "callbacks.frequency_response",
+    "HessianProbe": "callbacks.hessian_probe",
+    "LossLandscapeProbe": "callbacks.loss_landscape_probe",
+    "PolarizationMonitor": "callbacks.polarization_monitor",
+    "SobolevFilter": "callbacks.sobolev_filter",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'callbacks' has no attribute {name!r}")
+
 
 __all__ = [
     "AlphaPruning",
