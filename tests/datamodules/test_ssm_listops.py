@@ -71,3 +71,33 @@ def test_datamodule_batches_are_padded_per_batch_with_lengths():
 def test_bad_input(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ListOps(**kwargs)
+
+
+def test_early_rejection_keeps_the_distribution_of_kept_trees():
+    # Rejecting a tree as soon as it reaches max_length must not change which trees are kept: compare the kept trees'
+    # length distribution with plain rejection sampling of fully grown trees (two-sample KS test).
+    import random
+
+    from scipy.stats import ks_2samp
+
+    from datamodules.listops import _random_tree
+
+    def plain(seed, n):
+        rng, out = random.Random(seed), []
+        while len(out) < n:
+            _, length = _random_tree(rng, 1, 6, 5)
+            if 20 < length < 120:
+                out.append(length)
+        return np.array(out)
+
+    fast = generate_listops(num_samples=1500, max_depth=6, max_args=5, min_length=20, max_length=120, seq_len=128,
+                            seed=11)["length"]
+    assert ks_2samp(plain(5, 1500), fast).pvalue > 1e-3
+
+
+def test_generation_does_not_depend_on_the_number_of_processes():
+    kwargs = dict(num_samples=300, max_depth=6, max_args=5, min_length=20, max_length=120, seq_len=128, seed=4)
+    one = generate_listops(processes=1, **kwargs)
+    two = generate_listops(processes=2, **kwargs)
+    for key in one:
+        np.testing.assert_array_equal(one[key], two[key])
