@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["MaskedHorizonAttention", "AttentionOutput"]
@@ -51,18 +52,37 @@ class MaskedHorizonAttention(nn.Module):
         B, Fk, H, _ = queries.shape
         L = keys.shape[1]
         nh, dh = self.num_heads, self.head_dim
-        q = self.query(queries).view(B, Fk, H, nh, dh).permute(0, 3, 1, 2, 4)        # [B, nh, F, H, dh]
-        k = self.key(keys).view(B, L, nh, dh).transpose(1, 2)                      # [B, nh, L, dh]
-        v = self.value(values).view(B, L, nh, dh).transpose(1, 2)
-        scores = torch.einsum("bnfhd,bnld->bnfhl", q, k) / math.sqrt(dh)
         empty = ~allowed.any(dim=-1)                                               # [B, F]
+        # Keep only positions some fork may see (SPADE: past peaks, a few % of the history): exact, and cheaper.
+        any_allowed = allowed.any(dim=1)                                           # [B, L]
+        count = int(any_allowed.sum(dim=1).max())
+        positions = None
+        if 0 < count < L:
+            order = torch.argsort((~any_allowed).to(torch.int8), dim=1, stable=True)[:, :count]   # [B, K]
+            positions = order
+            keys = torch.gather(keys, 1, order[..., None].expand(-1, -1, keys.shape[-1]))
+            values = torch.gather(values, 1, order[..., None].expand(-1, -1, values.shape[-1]))
+            allowed = torch.gather(allowed, 2, order[:, None, :].expand(-1, Fk, -1))
+        K = keys.shape[1]
+        q = self.query(queries).view(B, Fk * H, nh, dh).transpose(1, 2)              # [B, nh, F·H, dh]
+        k = self.key(keys).view(B, K, nh, dh).transpose(1, 2)                      # [B, nh, K, dh]
+        v = self.value(values).view(B, K, nh, dh).transpose(1, 2)
         # Rows with nothing allowed would be all −inf (NaN softmax): let them see everything, then replace.
         safe = allowed | empty[..., None]
-        bias = torch.zeros(safe.shape, dtype=scores.dtype, device=scores.device).masked_fill(~safe, float("-inf"))
-        weights = torch.softmax(scores + bias[:, None, :, None, :], dim=-1)
-        context = torch.einsum("bnfhl,bnld->bnfhd", weights, v).permute(0, 2, 3, 1, 4).reshape(B, Fk, H, nh * dh)
-        context = self.out(context)
-        context = torch.where(empty[:, :, None, None], self.default.expand_as(context), context)
+        mask = safe[:, None, :, None, :].expand(B, 1, Fk, H, K).reshape(B, 1, Fk * H, K)
+        weights = None
         if return_weights:
-            weights = weights.masked_fill(empty[:, None, :, None, None], 0.0)
-        return AttentionOutput(context=context, weights=weights if return_weights else None, empty=empty)
+            scores = (q @ k.transpose(-1, -2)) / math.sqrt(dh)
+            weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)   # additive −inf mask
+            context = weights @ v
+        else:
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)       # same math, fused kernel
+        context = self.out(context.transpose(1, 2).reshape(B, Fk, H, nh * dh))
+        context = torch.where(empty[:, :, None, None], self.default.expand_as(context), context)
+        if weights is not None:
+            weights = weights.view(B, nh, Fk, H, K).masked_fill(empty[:, None, :, None, None], 0.0)
+            if positions is not None:
+                full = weights.new_zeros(B, nh, Fk, H, L)
+                index = positions[:, None, None, None, :].expand(B, nh, Fk, H, K)
+                weights = full.scatter(-1, index, weights)
+        return AttentionOutput(context=context, weights=weights, empty=empty)
