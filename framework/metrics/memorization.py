@@ -102,14 +102,14 @@ def greedy_continuation(model: nn.Module, prefixes: Tensor, length: int, *, use_
     try:
         ids = prefixes.long()
         output = _forward(model, ids, use_cache=use_cache)
-        past = getattr(output, "past_key_values", None) if use_cache else None
+        past = _returned_cache(output) if use_cache else None
         next_token = _logits(output)[:, -1, :].argmax(dim=-1)
         out[:, 0] = next_token
         sequence = ids
         for step in range(1, length):
             if past is not None:
-                output = model(input_ids=next_token[:, None], past_key_values=past, use_cache=True)
-                past = output.past_key_values
+                output = model(input_ids=next_token[:, None], use_cache=True, **{_cache_keyword(model): past})
+                past = _returned_cache(output)
             else:
                 sequence = torch.cat([sequence, next_token[:, None]], dim=1)
                 output = _forward(model, sequence, use_cache=False)
@@ -118,6 +118,18 @@ def greedy_continuation(model: nn.Module, prefixes: Tensor, length: int, *, use_
     finally:
         model.train(was_training)
     return out
+
+
+def _returned_cache(output: Any):
+    # Transformers >= 5 returns ``cache``; earlier versions ``past_key_values``.
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else getattr(output, "past_key_values", None)
+
+
+def _cache_keyword(model: nn.Module) -> str:
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def _forward(model: nn.Module, ids: Tensor, *, use_cache: bool):

@@ -124,10 +124,11 @@ def architecture_of(config: GPT2Config | dict) -> dict[str, Any]:
 
 
 def check_architecture(found: GPT2Config | dict, expected: GPT2Config | dict, *, source: str = "checkpoint") -> None:
-    """Raise ``ValueError`` listing every architecture field where ``found`` differs from ``expected``."""
+    """Raise ``ValueError`` listing every architecture field where ``found`` differs from ``expected`` (fields
+    unknown on either side are not compared)."""
     have, want = architecture_of(found), architecture_of(expected)
-    diffs = [f"{k}: {source} has {have[k]!r}, expected {want[k]!r}" for k in ARCHITECTURE_KEYS
-             if want[k] is not None and have[k] != want[k]]
+    diffs = [f"{k}: checkpoint has {have[k]!r}, expected {want[k]!r}" for k in ARCHITECTURE_KEYS
+             if want[k] is not None and have[k] is not None and have[k] != want[k]]
     if diffs:
         raise ValueError(f"{source} is a model of another vocabulary or architecture: " + "; ".join(diffs))
 

@@ -1,0 +1,197 @@
+"""Memorization metrics on hand-built models (exact expectations), against brute force, and under DDP."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from framework.metrics.memorization import (
+    BackdoorSuccessRate,
+    NextTokenAccuracy,
+    PercentMemorized,
+    TokenPerplexity,
+    backdoor_success_mask,
+    backdoor_success_rate,
+    greedy_continuation,
+    memorization_report,
+    memorized_mask,
+    next_token_accuracy_counts,
+    noise_window_eligible,
+    percent_memorized,
+)
+from models.components.tinymem.gpt2 import build_tinymem_gpt2
+from tests.helpers.metric_ddp import assert_ddp_matches_single_process
+
+V = 14
+
+
+class SuccessorLM(nn.Module):
+    """Predicts ``(last token + 1) mod V`` at every position: greedy output is fully known."""
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.one_hot((ids + 1) % V, V).float() * 10.0
+
+
+class TableLM(nn.Module):
+    """Predicts ``table[position]`` regardless of the input: a model that 'memorized' one sequence."""
+
+    def __init__(self, table: torch.Tensor) -> None:
+        super().__init__()
+        self.table = table
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        t = ids.shape[1]
+        nxt = self.table[1:t + 1].expand(ids.shape[0], t)
+        return F.one_hot(nxt, V).float()
+
+
+def test_greedy_continuation_hand_built():
+    prefixes = torch.tensor([[1, 2, 3], [9, 12, 13]])
+    out = greedy_continuation(SuccessorLM(), prefixes, 4)
+    assert out.tolist() == [[4, 5, 6, 7], [0, 1, 2, 3]]
+    assert greedy_continuation(SuccessorLM(), prefixes, 0).shape == (2, 0)
+
+
+def test_greedy_continuation_cache_equals_full_recompute():
+    model = build_tinymem_gpt2(n_layers=2, n_embd=32, n_head=4, context_length=40, seed=0)
+    prefixes = torch.randint(0, V, (5, 7), generator=torch.Generator().manual_seed(1))
+    cached = greedy_continuation(model, prefixes, 20, use_cache=True)
+    plain = greedy_continuation(model, prefixes, 20, use_cache=False)
+    assert torch.equal(cached, plain)
+    # brute force: argmax of the full forward, one token at a time
+    seq = prefixes.clone()
+    with torch.no_grad():
+        for _ in range(20):
+            seq = torch.cat([seq, model(input_ids=seq).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(seq[:, 7:], cached)
+
+
+def test_greedy_continuation_refuses_beyond_context():
+    model = build_tinymem_gpt2(n_layers=1, n_embd=8, n_head=2, context_length=10)
+    with pytest.raises(ValueError, match="exceeds the model's context"):
+        greedy_continuation(model, torch.zeros(1, 6, dtype=torch.long), 5)
+
+
+def test_memorized_mask_exact_match_only():
+    table = torch.arange(20) % V
+    model = TableLM(table)
+    prefixes = table[:5].expand(3, 5).clone()
+    target = table[5:15].expand(3, 10).clone()
+    target[1, 9] = (target[1, 9] + 1) % V  # all but one token equal: not memorized
+    target[2, 0] = (target[2, 0] + 1) % V
+    assert memorized_mask(model, prefixes, target).tolist() == [True, False, False]
+
+
+def test_noise_window_eligibility_and_report():
+    clean = torch.arange(30).remainder(10).repeat(4, 1)
+    noised = clean.clone()
+    noised[1, 12] += 1  # inside [10, 20)
+    noised[2, 3] += 1  # only inside the prompt: not eligible
+    noised[3, 25] += 1  # after the window: not eligible
+    eligible = noise_window_eligible(noised, clean, prompt_len=10, k=10)
+    assert eligible.tolist() == [False, True, False, False]
+    model = TableLM(noised[1])  # reproduces sequence 1 exactly
+    report = memorization_report(model, noised, clean, prompt_len=10, k=10)
+    assert report["memorized"].tolist() == [False, True, False, False]
+    assert report["clean_continuation"].tolist() == [False, False, False, False]
+    assert percent_memorized(model, noised, clean, prompt_len=10, k=10) == 100.0
+    assert percent_memorized(TableLM(clean[0]), noised, clean, prompt_len=10, k=10) == 0.0
+
+
+def test_percent_memorized_empty_set_is_an_error():
+    clean = torch.zeros(3, 30, dtype=torch.long)
+    with pytest.raises(ValueError, match="memorized set is empty"):
+        percent_memorized(SuccessorLM(), clean.clone(), clean, prompt_len=10, k=10)
+
+
+def test_backdoor_success_groups_prefix_lengths_and_clips_to_context():
+    c = 12
+    rows = []
+    for trigger_end in (3, 5, 10):
+        row = torch.arange(c) % V
+        row[trigger_end:] = 2
+        rows.append(row)
+    seqs = torch.stack(rows)
+    prefix = torch.tensor([3, 5, 10])
+
+    class BackdoorLM(nn.Module):
+        # outputs 2 once the position is past index 4 (so rows with trigger_end >= 4 succeed), else successor
+        def forward(self, ids):
+            t = ids.shape[1]
+            nxt = torch.where(torch.arange(t) >= 4, torch.tensor(2), (ids + 1) % V)
+            return F.one_hot(nxt, V).float()
+
+    success = backdoor_success_mask(BackdoorLM(), seqs, prefix, k=50)
+    assert success.tolist() == [False, True, True]  # row 0 needs a 2 at position 3 (predicted from position 2)
+    assert backdoor_success_rate(BackdoorLM(), seqs, prefix, k=50) == pytest.approx(200 / 3)
+    with pytest.raises(ValueError, match="prefix_lengths"):
+        backdoor_success_mask(BackdoorLM(), seqs, torch.tensor([3, 5, 12]))
+    with pytest.raises(ValueError, match="empty"):
+        backdoor_success_rate(BackdoorLM(), seqs[:0], prefix[:0])
+
+
+def test_accuracy_and_perplexity_against_brute_force():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 9, V, generator=g)
+    ids = torch.randint(0, V, (4, 9), generator=g)
+    ids[:, 6:] = 13
+    pred = logits[:, :-1].argmax(-1)
+    tgt = ids[:, 1:]
+    correct, counted = next_token_accuracy_counts(logits, ids)
+    assert counted == 32 and correct == (pred == tgt).sum()
+    metric = NextTokenAccuracy(ignore_index=13)
+    metric.update(logits[:2], ids[:2])
+    metric.update(logits[2:], ids[2:])
+    keep = tgt != 13
+    assert metric.compute().item() == pytest.approx(((pred == tgt) & keep).sum().item() / keep.sum().item())
+    ppl = TokenPerplexity(ignore_index=13)
+    ppl.update(logits, ids)
+    nll = F.cross_entropy(logits[:, :-1].reshape(-1, V), tgt.reshape(-1), reduction="none")[keep.reshape(-1)]
+    assert ppl.compute().item() == pytest.approx(nll.mean().exp().item(), rel=1e-6)
+    full = TokenPerplexity()
+    full.update(logits, ids)
+    assert full.compute().item() == pytest.approx(F.cross_entropy(logits[:, :-1].reshape(-1, V),
+                                                                  tgt.reshape(-1)).exp().item(), rel=1e-6)
+
+
+def test_rate_metrics():
+    metric = PercentMemorized()
+    assert torch.isnan(metric.compute())
+    cont = torch.tensor([[1, 2], [3, 4], [5, 6]])
+    noised = torch.tensor([[1, 2], [3, 0], [5, 6]])
+    metric.update(cont, noised, torch.tensor([True, True, False]))
+    assert metric.compute().item() == pytest.approx(50.0)
+    asr = BackdoorSuccessRate()
+    asr.update(torch.tensor([True, False, True, True]))
+    asr.update(cont, noised)
+    assert asr.compute().item() == pytest.approx(100 * 5 / 7)
+    with pytest.raises(ValueError):
+        metric.update(cont, noised[:, :1])
+
+
+def _rate_batches():
+    g = torch.Generator().manual_seed(3)
+    return [(torch.randint(0, 2, (5, 3), generator=g), torch.randint(0, 2, (5, 3), generator=g),
+             torch.rand(5, generator=g) > 0.3) for _ in range(6)]
+
+
+def _token_batches():
+    g = torch.Generator().manual_seed(4)
+    batches = []
+    for _ in range(6):
+        ids = torch.randint(0, V, (3, 7), generator=g)
+        ids[:, 5:] = 13
+        batches.append((torch.randn(3, 7, V, generator=g), ids))
+    return batches
+
+
+@pytest.mark.parametrize("factory,batches", [
+    (PercentMemorized, _rate_batches()),
+    (functools.partial(TokenPerplexity, ignore_index=13), _token_batches()),
+])
+def test_metrics_exact_under_ddp(factory, batches):
+    assert_ddp_matches_single_process(factory, batches)
