@@ -57,12 +57,20 @@ def settings(quick: bool) -> dict:
 def train(data: GroundMotionCatalog, cfg: dict, seed: int, device: str) -> tuple[CGMGM, float]:
     import lightning.pytorch as pl
 
+    class Progress(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            step = trainer.global_step
+            if step % 50 == 0 or step == cfg["steps"]:
+                print(f"  step {step}/{cfg['steps']}  loss {float(outputs['loss']):.2f}  "
+                      f"{time.perf_counter() - start:.0f} s", flush=True)
+
     pl.seed_everything(seed, workers=True, verbose=False)
     model = CGMGM(kl_weight=0.2, time_loss_weight=0.05, griffin_lim_iterations=cfg["griffin_lim_iterations"],
                   optimizer=lambda p: torch.optim.Adam(p, lr=cfg["lr"], weight_decay=1e-5))
     trainer = pl.Trainer(max_steps=cfg["steps"], accelerator="gpu" if device.startswith("cuda") else "cpu",
                          devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0)
+                         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+                         callbacks=[Progress()])
     start = time.perf_counter()
     trainer.fit(model, datamodule=data)
     return model.to(device).eval(), time.perf_counter() - start
@@ -87,6 +95,7 @@ def evaluate(model: CGMGM, data: GroundMotionCatalog, cfg: dict, seed: int, devi
         gen_pk.update(generated, m.repeat_interleave(s), r.repeat_interleave(s))
         real_feat.append(log_spectrogram_features(batch["waveform"].float()).cpu())
         gen_feat.append(log_spectrogram_features(generated[::s].float()).cpu())
+    print(f"  generated {sum(len(f) for f in gen_feat)} records; discriminative score ...", flush=True)
     with torch.enable_grad():
         disc = discriminative_score(torch.cat(real_feat), torch.cat(gen_feat), iterations=cfg["disc_iterations"],
                                     repeats=cfg["disc_repeats"], seed=seed)

@@ -52,7 +52,7 @@ def fit_record(samples: np.ndarray, *, rate: float, name: str, sampling_rate: fl
     if not np.all(np.isfinite(samples)):
         first = int(np.flatnonzero(~np.isfinite(samples))[0])
         raise ValueError(f"record {name}: waveform has non-finite values (first at sample {first}: "
-                         f"{samples[first]!r})")
+                         f"{float(samples[first])!r})")
     if not math.isfinite(rate) or rate <= 0:
         raise ValueError(f"record {name}: sampling rate must be positive, got {rate!r}")
     if not math.isclose(rate, sampling_rate, rel_tol=1e-6):
