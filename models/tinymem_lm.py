@@ -173,6 +173,10 @@ class TinyMemLM(FrameworkModule):
 
     # ------------------------------------------------------------------ model
     def forward(self, input_ids: Tensor) -> Tensor:
+        vocab = self.model.config.vocab_size
+        if input_ids.numel() and (int(input_ids.max()) >= vocab or int(input_ids.min()) < 0):
+            raise ValueError(f"token ids must lie in [0, vocab_size={vocab}), got range [{int(input_ids.min())}, "
+                             f"{int(input_ids.max())}]: set model.init_args.vocab_size to the tokenizer's vocabulary")
         return self.model(input_ids=input_ids).logits
 
     def architecture(self) -> dict[str, Any]:
