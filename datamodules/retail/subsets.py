@@ -16,7 +16,7 @@ __all__ = ["days_since_peak", "post_peak_flags", "most_affected_origins"]
 
 
 def days_since_peak(peak: np.ndarray) -> np.ndarray:
-    """``[S, T]`` int64: ``t − e`` with ``e`` the last PE day ``<= t`` (0 on PE days), a large number before the first PE.
+    """``[S, T]`` int64: ``t − e``, ``e`` the last PE day ``<= t`` (0 on PE days; a large number before the first PE).
 
     Args:
         peak: ``[S, T]`` (or ``[T]``) 0/1 flags.
@@ -38,7 +38,7 @@ def post_peak_flags(peak: np.ndarray, window: int = 14) -> np.ndarray:
 
 def most_affected_origins(peak: np.ndarray, first_forecast_day: np.ndarray, series: np.ndarray,
                           recent_days: int = 7) -> np.ndarray:
-    """``[N]`` bool: the last PE day ``e`` before forecast origin ``f`` (first forecast day) has ``1 <= f − e <= recent_days``.
+    """``[N]`` bool: the last PE day ``e`` before the origin ``f`` (first forecast day) has ``1 <= f − e <= recent_days``.
 
     Args:
         peak: ``[S, T]`` flags; first_forecast_day, series: ``[N]`` indices of the forecasts.
