@@ -37,6 +37,7 @@ class MQCNNForecaster(QuantileForecasterModule):
         quantiles: output levels (must contain 0.5 and 0.9 for the metrics).
         channels, kernel_sizes, dilations: causal CNN encoder (GluonTS: [30,30,30], [7,3,3], [1,3,9]).
         decoder_dim: forking decoder width (30). scale_window: days of the causal trailing-mean scale.
+        hidden_history_features: covariate indices hidden from the encoder's history (ablation; default none).
         num_forking: training forks per window (the last ``num_forking`` encoder positions).
         optimizer, scheduler, scheduler_interval, scheduler_monitor: see ``FrameworkModule``.
     """
@@ -44,13 +45,14 @@ class MQCNNForecaster(QuantileForecasterModule):
     def __init__(self, *, num_features: int = 9, context_length: int = 112, horizon: int = 28,
                  quantiles: Sequence[float] = DEFAULT_QUANTILES, channels: Sequence[int] = (30, 30, 30),
                  kernel_sizes: Sequence[int] = (7, 3, 3), dilations: Sequence[int] = (1, 3, 9),
-                 decoder_dim: int = 30, scale_window: int = 28,
+                 decoder_dim: int = 30, scale_window: int = 28, hidden_history_features: Sequence[int] = (),
                  num_forking: int = 56, optimizer: OptimizerCallable | None = None,
                  scheduler: LRSchedulerCallable | None = None, scheduler_interval: str = "epoch",
                  scheduler_monitor: str | None = None) -> None:
         network = MQCNN(num_features=num_features, horizon=horizon, quantiles=list(quantiles),
                         channels=list(channels), kernel_sizes=list(kernel_sizes), dilations=list(dilations),
-                        decoder_dim=decoder_dim, scale_window=scale_window,)
+                        decoder_dim=decoder_dim, scale_window=scale_window,
+                        hidden_history_features=list(hidden_history_features))
         super().__init__(network=network, context_length=context_length, horizon=horizon, num_forking=num_forking,
                          optimizer=optimizer, scheduler=scheduler, scheduler_interval=scheduler_interval,
                          scheduler_monitor=scheduler_monitor)

@@ -62,13 +62,17 @@ class _ForkingForecaster(nn.Module):
     def __init__(self, *, num_features: int, horizon: int, quantiles: Sequence[float] = DEFAULT_QUANTILES,
                  channels: Sequence[int] = (30, 30, 30), kernel_sizes: Sequence[int] = (7, 3, 3),
                  dilations: Sequence[int] = (1, 3, 9), decoder_dim: int = 30, scale_window: int = 28,
-                 extra_dim: int = 0) -> None:
+                 extra_dim: int = 0, hidden_history_features: Sequence[int] = ()) -> None:
         super().__init__()
         _check_int("num_features", num_features, 1)
         _check_int("horizon", horizon, 1)
         _check_int("decoder_dim", decoder_dim, 1)
         _check_int("scale_window", scale_window, 1)
         self.quantiles = validate_quantiles(quantiles)
+        hidden = sorted({int(i) for i in hidden_history_features})
+        if any(i < 0 or i >= num_features for i in hidden):
+            raise ValueError(f"hidden_history_features must index the {num_features} covariates, got {hidden}")
+        self.hidden_history_features = hidden
         self.num_features, self.horizon, self.scale_window = num_features, horizon, scale_window
         # Encoder inputs per step: y/s, log s, covariates.
         self.encoder = CausalConvEncoder(in_features=2 + num_features, channels=list(channels),
@@ -113,7 +117,11 @@ class _ForkingForecaster(nn.Module):
         else:
             history, observed = target_past, torch.ones_like(target_past, dtype=torch.bool)
         scale = rolling_mean_scale(history, observed, self.scale_window)
-        x = torch.cat([(history / scale)[..., None], scale.log()[..., None], features[:, :L]], dim=-1)
+        past = features[:, :L]
+        if self.hidden_history_features:  # ablation: the encoder does not see these covariates' history
+            past = past.clone()
+            past[..., self.hidden_history_features] = 0.0
+        x = torch.cat([(history / scale)[..., None], scale.log()[..., None], past], dim=-1)
         return self.encoder(x), scale, history
 
     def fork_states(self, enc: Tensor, scale: Tensor, forks: Tensor) -> Tensor:
@@ -137,6 +145,8 @@ class MQCNN(_ForkingForecaster):
         num_features: C known covariates per step. horizon: H. quantiles: output levels (GluonTS's 11 by default).
         channels, kernel_sizes, dilations: encoder (GluonTS: [30, 30, 30], [7, 3, 3], [1, 3, 9]).
         decoder_dim: decoder context width (30). scale_window: days of the trailing-mean scale.
+        hidden_history_features: covariate indices zeroed in the encoder's history (an ablation: with the peak
+            flags hidden the encoder cannot tell a spike from a level change); the horizon still sees them.
     """
 
 

@@ -150,3 +150,18 @@ def test_bad_inputs_raise_clear_errors(cls):
         net(target, features[:, :L + 2], peak[:, :L + 2])
     with pytest.raises(ValueError, match="quantiles must be strictly increasing"):
         cls(num_features=C, horizon=H, quantiles=[0.5, 0.1])
+
+
+def test_hidden_history_features_do_not_reach_the_encoder():
+    torch.manual_seed(0)
+    net = MQCNN(num_features=C, horizon=H, quantiles=[0.1, 0.5, 0.9], hidden_history_features=[0, 2]).eval()
+    target, features, peak = make_inputs(5)
+    changed = features.clone()
+    changed[:, :L, 0] = 1 - changed[:, :L, 0]
+    changed[:, :L, 2] += 3.0
+    with torch.no_grad():
+        torch.testing.assert_close(net(target, changed, peak).quantiles, net(target, features, peak).quantiles)
+        changed[:, :L, 1] += 3.0
+        assert not torch.allclose(net(target, changed, peak).quantiles, net(target, features, peak).quantiles)
+    with pytest.raises(ValueError, match="hidden_history_features must index"):
+        MQCNN(num_features=C, horizon=H, hidden_history_features=[C])
