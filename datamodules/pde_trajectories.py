@@ -158,7 +158,7 @@ class PDETrajectories(FrameworkDataModule):
                 raise ValueError(f"{self.pdebench_path!r} holds {frames.shape[0]} trajectories; need at least "
                                  f"{self.val_trajectories + self.test_trajectories + 1} for the three splits")
             return frames
-        dataset = self.cached(f"pde_{self.system}", generate_trajectories, version=1, system=self.system,
+        dataset = self.cached(f"pde_{self.system}", generate_trajectories, version=2, system=self.system,
                               num_trajectories=self.num_trajectories, num_frames=self.num_frames, seed=self.seed,
                               options=self.system_options)
         return dataset[:]["frames"]

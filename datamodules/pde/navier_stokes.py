@@ -64,6 +64,11 @@ class NavierStokesSolver:
         self.inv_k2 = np.where(self.k2 > 0, 1.0 / np.where(self.k2 > 0, self.k2, 1.0), 0.0)
         cutoff = (2.0 / 3.0) * np.pi * n  # 2/3 rule on |k| / (2π) <= n/3
         self.dealias = (np.abs(self.kx) <= cutoff) & (np.abs(self.ky) <= cutoff)
+        # The Nyquist modes' derivatives are not representable by a real field (irfft drops their imaginary part),
+        # so derivatives skip them; without this the velocity is not exactly divergence-free.
+        self.derivable = np.ones_like(self.k2, dtype=bool)
+        self.derivable[n // 2, :] = False
+        self.derivable[:, -1] = False
         x = np.arange(n) / n
         xx, yy = np.meshgrid(x, x, indexing="ij")
         forcing = forcing_amplitude * (np.sin(2 * np.pi * (xx + yy)) + np.cos(2 * np.pi * (xx + yy)))
@@ -71,7 +76,7 @@ class NavierStokesSolver:
 
     def velocity_hat(self, w_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Spectral velocity ``(u, v) = (∂_y ψ, −∂_x ψ)`` with ``ψ̂ = ω̂ / |k|²``."""
-        psi_hat = w_hat * self.inv_k2
+        psi_hat = w_hat * self.inv_k2 * self.derivable
         return 1j * self.ky * psi_hat, -1j * self.kx * psi_hat
 
     def velocity(self, w: np.ndarray) -> np.ndarray:
@@ -85,7 +90,8 @@ class NavierStokesSolver:
         s = (self.n, self.n)
         u_hat, v_hat = self.velocity_hat(w_hat)
         u, v = np.fft.irfft2(u_hat, s=s), np.fft.irfft2(v_hat, s=s)
-        wx, wy = np.fft.irfft2(1j * self.kx * w_hat, s=s), np.fft.irfft2(1j * self.ky * w_hat, s=s)
+        w_d = w_hat * self.derivable
+        wx, wy = np.fft.irfft2(1j * self.kx * w_d, s=s), np.fft.irfft2(1j * self.ky * w_d, s=s)
         return -np.fft.rfft2(u * wx + v * wy) * self.dealias + self.forcing_hat
 
     def step(self, w_hat: np.ndarray) -> np.ndarray:

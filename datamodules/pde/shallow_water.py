@@ -43,7 +43,7 @@ class ShallowWaterSolver:
         pad[axis] = (1, 1)
         padded = np.pad(state, pad, mode="edge")
         if self.boundary == "wall":  # mirror the normal momentum in the ghost cells
-            component = 1 if axis == state.ndim - 2 else 2
+            component = 1 if axis % state.ndim == state.ndim - 2 else 2
             index = [slice(None)] * state.ndim
             index[-3] = component
             for ghost in (0, -1):

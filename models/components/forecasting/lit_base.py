@@ -64,6 +64,15 @@ class QuantileForecasterModule(FrameworkModule):
                 fork_positions: Tensor | None = None, **kwargs) -> ForecastOutput:
         return self.network(target_past, features, peak, fork_positions, **kwargs)
 
+    def setup(self, stage: str) -> None:
+        # num_features is a DataModule property (it depends on the data source), so the CLI cannot link it.
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        expected = getattr(datamodule, "num_features", None)
+        if expected is not None and expected != self.network.num_features:
+            raise ValueError(f"the model was built for num_features={self.network.num_features} covariates but "
+                             f"{type(datamodule).__name__} provides {expected}; set model.init_args.num_features="
+                             f"{expected}")
+
     def _check_batch(self, batch: dict) -> None:
         if not isinstance(batch, dict) or "target" not in batch:
             raise ValueError("forecaster batches are dicts with target, features, peak, post_peak, most_affected, "
