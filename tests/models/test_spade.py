@@ -80,3 +80,12 @@ def test_config_runs_through_the_cli(name, run_cli, repo_root):
     sweep = next(line for line in config.read_text().splitlines() if line.startswith("# sweep-args:"))
     cli = run_cli("fit", "--config", config, "--trainer.fast_dev_run=1", *sweep.split(":", 1)[1].split())
     assert cli.model.horizon == 7 and cli.model.network.num_features == cli.datamodule.num_features
+
+
+def test_num_features_mismatch_with_the_data_is_a_clear_error(data, tmp_path):
+    model = MQCNNForecaster(num_features=11, context_length=28, horizon=7, num_forking=7,
+                            optimizer=lambda p: torch.optim.Adam(p, lr=1e-3))
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path)
+    with pytest.raises(ValueError, match="set model.init_args.num_features=9"):
+        trainer.fit(model, datamodule=data)
