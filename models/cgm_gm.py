@@ -220,7 +220,7 @@ class CGMGM(FrameworkModule):
         s = self.samples_per_condition
         generated = self.generate(batch["condition"], s, generator=self._generator)
         m, r, z = batch["magnitude"], batch["rupture_distance"], batch["depth"]
-        rep = lambda v: v.repeat_interleave(s)  # noqa: E731
+        rep = lambda v: v.repeat_interleave(s)
         self.eval_metrics["real_fas"].update(batch["waveform"], m, r, z)
         self.eval_metrics["generated_fas"].update(generated, rep(m), rep(r), rep(z))
         self.eval_metrics["real_peaks"].update(batch["waveform"], m, r)

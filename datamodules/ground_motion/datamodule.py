@@ -34,7 +34,7 @@ from datamodules.ground_motion.representation import (
 from framework.base import FrameworkDataModule
 from framework.validation import require_choice
 
-__all__ = ["GroundMotionCatalog", "GroundMotionDataset", "METADATA_KEYS"]
+__all__ = ["METADATA_KEYS", "GroundMotionCatalog", "GroundMotionDataset"]
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +156,8 @@ class GroundMotionCatalog(FrameworkDataModule):
     def split_indices(self, event_id: np.ndarray) -> dict[str, np.ndarray]:
         events = np.unique(event_id)
         order = np.random.default_rng([self.seed, 3]).permutation(len(events))
-        n_test = max(1, int(round(self.test_fraction * len(events))))
-        n_val = int(round(self.val_fraction * len(events)))
+        n_test = max(1, round(self.test_fraction * len(events)))
+        n_val = round(self.val_fraction * len(events))
         if n_test + n_val >= len(events):
             raise ValueError(f"{len(events)} events are too few for val_fraction={self.val_fraction} and "
                              f"test_fraction={self.test_fraction}")

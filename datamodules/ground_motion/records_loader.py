@@ -33,7 +33,7 @@ import numpy as np
 
 from datamodules.ground_motion.catalog import epicentral_distance_km
 
-__all__ = ["CSV_METADATA_COLUMNS", "load_csv_records", "load_obspy_records", "fit_record"]
+__all__ = ["CSV_METADATA_COLUMNS", "fit_record", "load_csv_records", "load_obspy_records"]
 
 CSV_METADATA_COLUMNS = (
     "event_id", "source_latitude", "source_longitude", "station_latitude", "station_longitude", "depth", "magnitude",
@@ -124,8 +124,8 @@ def load_csv_records(path: str | Path, *, sampling_rate: float = 100.0, n_sample
                                         sampling_rate=sampling_rate, n_samples=n_samples, skip_samples=skip_samples,
                                         resample=resample, trim=trim))
             names.append(name)
-            for key in meta:
-                meta[key].append(record[key])
+            for key, values_of_key in meta.items():
+                values_of_key.append(record[key])
     if not waveforms:
         raise ValueError(f"{path}: no records found")
     return _finalize(meta, waveforms, names)
@@ -165,14 +165,14 @@ def load_obspy_records(metadata_path: str | Path, *, sampling_rate: float = 100.
                              "give one trace per file or a 'channel' column")
         trace = stream[0]
         offset = float(row.get("start_offset") or 0.0)
-        skip = int(round(offset * sampling_rate))
+        skip = round(offset * sampling_rate)
         waveforms.append(fit_record(trace.data, rate=float(trace.stats.sampling_rate), name=name,
                                     sampling_rate=sampling_rate, n_samples=n_samples, skip_samples=skip,
                                     resample=resample, trim=trim))
         names.append(name)
-        for key in meta:
+        for key, values_of_key in meta.items():
             try:
-                meta[key].append(float(row[key]) if row[key] not in ("", None) else float("nan"))
+                values_of_key.append(float(row[key]) if row[key] not in ("", None) else float("nan"))
             except ValueError:
                 raise ValueError(f"record {name}: {key}={row[key]!r} is not a number") from None
     return _finalize(meta, waveforms, names)

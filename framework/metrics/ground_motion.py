@@ -17,8 +17,8 @@ function of the set of records): :class:`FASResiduals`, :class:`PeakMotionMedian
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
+from itertools import pairwise
 
 import torch
 from torch import Tensor, nn
@@ -198,7 +198,7 @@ class PeakMotionMedians(Metric):
                  distance_edges: Sequence[float] = (0.0, 20.0, 40.0, 80.0), **kwargs) -> None:
         super().__init__(**kwargs)
         for name, edges in (("magnitude_edges", magnitude_edges), ("distance_edges", distance_edges)):
-            if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])):
+            if len(edges) < 2 or any(b <= a for a, b in pairwise(edges)):
                 raise ValueError(f"{name} must be increasing with at least two edges, got {list(edges)!r}")
         self.dt = dt
         self.magnitude_edges, self.distance_edges = tuple(magnitude_edges), tuple(distance_edges)
@@ -216,8 +216,8 @@ class PeakMotionMedians(Metric):
         """``[(label, mask)]`` over the accumulated records."""
         m, r = dim_zero_cat(self.magnitude), dim_zero_cat(self.distance)
         out = []
-        for m0, m1 in zip(self.magnitude_edges, self.magnitude_edges[1:]):
-            for r0, r1 in zip(self.distance_edges, self.distance_edges[1:]):
+        for m0, m1 in pairwise(self.magnitude_edges):
+            for r0, r1 in pairwise(self.distance_edges):
                 mask = (m >= m0) & (m < m1) & (r >= r0) & (r < r1)
                 out.append((f"M{m0:g}-{m1:g}_R{r0:g}-{r1:g}", mask))
         return out
@@ -317,7 +317,8 @@ class DiscriminativeScore(Metric):
                             ("repeats", repeats)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        self.settings = dict(iterations=iterations, batch_size=batch_size, hidden=hidden, repeats=repeats, seed=seed)
+        self.settings = {"iterations": iterations, "batch_size": batch_size, "hidden": hidden, "repeats": repeats,
+                         "seed": seed}
         self.n_fft, self.hop_length = n_fft, hop_length
         self.add_state("real", default=[], dist_reduce_fx="cat")
         self.add_state("fake", default=[], dist_reduce_fx="cat")

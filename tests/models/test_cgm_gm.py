@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from datamodules.ground_motion import GroundMotionCatalog, LogSpectrogramScaler, SpectrogramTransform
+from datamodules.ground_motion import LogSpectrogramScaler, SpectrogramTransform
 from models.cgm_gm import CGMGM
 
 SWEEP = ["--data.init_args.num_records=60", "--data.init_args.batch_size=8",
@@ -41,7 +41,7 @@ def test_losses_and_generation():
     torch.manual_seed(0)
     model = CGMGM(griffin_lim_iterations=3)
     with pytest.raises(RuntimeError, match="no spectrogram normalisation"):
-        model.spectrogram_scaler
+        _ = model.spectrogram_scaler
     model.set_normalization(_normalization())
     transform, scaler = model.transform, model.spectrogram_scaler
     w = torch.randn(4, 6000) * 1e-5
