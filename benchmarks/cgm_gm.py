@@ -107,6 +107,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=3407)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=None, help="override the number of training steps")
+    parser.add_argument("--griffin-lim-iterations", type=int, default=None, help="override the Griffin-Lim iterations")
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
@@ -115,6 +116,8 @@ def main() -> None:
     cfg = settings(args.quick)
     if args.steps is not None:
         cfg["steps"] = args.steps
+    if args.griffin_lim_iterations is not None:
+        cfg["griffin_lim_iterations"] = args.griffin_lim_iterations
     load_before = os.getloadavg()
     wall_start = time.perf_counter()
     data = GroundMotionCatalog(num_records=cfg["num_records"], batch_size=cfg["batch_size"], seed=0,
