@@ -168,6 +168,8 @@ def main() -> None:
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS),
                         help="train only these (the relative table and targets need all three)")
+    parser.add_argument("--promotion-level-shifts", type=float, default=0.0,
+                        help="share of promotions that start a lasting level change (ours; 0 = the note's recipe)")
     parser.add_argument("--ablation", action="store_true",
                         help="also train MQ-CNN with the peak flags hidden from its encoder's history (diagnostic)")
     args = parser.parse_args()
@@ -184,8 +186,10 @@ def main() -> None:
         setting["steps"] = args.steps
     load_before = os.getloadavg()
     start, cpu_start = time.perf_counter(), time.process_time()
+    setting["promotion_level_shift_fraction"] = args.promotion_level_shifts
     data = RetailDemand(num_series=setting["num_series"], num_days=1200, context_length=112, horizon=28,
-                        batch_size=setting["batch_size"], seed=0, cache_dir=args.cache_dir)
+                        batch_size=setting["batch_size"], seed=0, cache_dir=args.cache_dir,
+                        promotion_level_shift_fraction=args.promotion_level_shifts)
     data.setup()
     data_s = time.perf_counter() - start
     references = reference_rows(data)

@@ -38,8 +38,8 @@ class RetailDemand(RetailWindowsDataModule):
     Args:
         num_series: S series.
         num_days: T days per series (the note's prototype: 1200).
-        promotions_per_year, lift_median, level_shift_fraction, dispersion: generator knobs (see
-            :func:`datamodules.retail.generator.generate_retail_demand`).
+        promotions_per_year, lift_median, level_shift_fraction, dispersion, promotion_level_shift_fraction:
+            generator knobs (see :func:`datamodules.retail.generator.generate_retail_demand`).
         context_length, horizon, val_days, test_days, eval_stride, train_stride, post_peak_window: see
             ``RetailWindowsDataModule``.
         batch_size, num_workers, seed (also the generator's seed), cache_dir, pin_memory: see ``FrameworkDataModule``.
@@ -47,7 +47,8 @@ class RetailDemand(RetailWindowsDataModule):
 
     def __init__(self, *, num_series: int = 500, num_days: int = 1200, promotions_per_year: float = 4.0,
                  lift_median: float = 3.0, level_shift_fraction: float = 0.3, dispersion: float = 5.0,
-                 context_length: int = 112, horizon: int = 28, val_days: int = 182, test_days: int = 182,
+                 promotion_level_shift_fraction: float = 0.0, context_length: int = 112, horizon: int = 28,
+                 val_days: int = 182, test_days: int = 182,
                  eval_stride: int = 7, train_stride: int = 7, post_peak_window: int = 14, batch_size: int = 32,
                  num_workers: int = 0, seed: int = 0, cache_dir: str | None = None, pin_memory: bool = False) -> None:
         super().__init__(context_length=context_length, horizon=horizon, val_days=val_days, test_days=test_days,
@@ -64,12 +65,16 @@ class RetailDemand(RetailWindowsDataModule):
                             ("dispersion", dispersion)):
             if not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
-        if not 0.0 <= level_shift_fraction <= 1.0:
-            raise ValueError(f"level_shift_fraction must lie in [0, 1], got {level_shift_fraction!r}")
+        for name, value in (("level_shift_fraction", level_shift_fraction),
+                            ("promotion_level_shift_fraction", promotion_level_shift_fraction)):
+            if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
         self.num_series, self.num_days = num_series, num_days
         self.generator_args = dict(num_series=num_series, num_days=num_days, seed=seed,
                                    promotions_per_year=float(promotions_per_year), lift_median=float(lift_median),
                                    level_shift_fraction=float(level_shift_fraction), dispersion=float(dispersion))
+        if promotion_level_shift_fraction:  # only then, so default caches keep their fingerprint
+            self.generator_args["promotion_level_shift_fraction"] = float(promotion_level_shift_fraction)
         self._arrays: dict[str, Any] | None = None
 
     def raw(self) -> dict[str, np.ndarray]:

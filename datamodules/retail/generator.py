@@ -12,6 +12,10 @@ Recipe of the research note (``docs/spade.md``, note §1.7), per series ``s`` an
 * observations ``NegBin(mean μ, r = 5)``.
 
 PE flags (holiday or promotion) are known covariates, also in the future; the post-peak effects are not flagged.
+
+``promotion_level_shift_fraction`` (ours, default 0 = the note's recipe) makes that share of promotions start a
+lasting level change (``× U(1.3, 2)`` from the promotion's first day on), so "the spike is the new level" is
+sometimes right — the ambiguity behind the post-peak carry-over of learned forecasters.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ def generate_retail_demand(
     post_peak_days: int = 21,
     dispersion: float = 5.0,
     start_day_of_year: int = 0,
+    promotion_level_shift_fraction: float = 0.0,
 ) -> dict[str, np.ndarray]:
     """Simulate ``num_series`` daily series of ``num_days`` days.
 
@@ -91,6 +96,9 @@ def generate_retail_demand(
             end = min(T - 1, start + int(rng.integers(1, 8)) - 1)
             promotion[s, start:end + 1] = True
             events.append((int(start), end))
+            # Drawn only when enabled, so the default keeps the note's random stream.
+            if promotion_level_shift_fraction > 0 and rng.random() < promotion_level_shift_fraction:
+                baseline[s, start:] *= rng.uniform(1.3, 2.0)
         for start, end in events:
             event_lift = float(np.exp(rng.normal(np.log(lift_median), lift_log_std)))
             lift[s, start:end + 1] = np.maximum(lift[s, start:end + 1], event_lift)

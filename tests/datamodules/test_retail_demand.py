@@ -118,3 +118,13 @@ def test_bad_input_is_a_clear_error():
     flags[0, 9] = np.nan
     with pytest.raises(ValueError, match="peak flags must be 0 or 1"):
         validate_demand_arrays(np.ones((2, 10)), flags)
+
+
+def test_promotion_level_shifts_are_off_by_default_and_raise_the_level_when_on():
+    base = generate_retail_demand(num_series=10, num_days=800, seed=5)
+    same = generate_retail_demand(num_series=10, num_days=800, seed=5, promotion_level_shift_fraction=0.0)
+    shifted = generate_retail_demand(num_series=10, num_days=800, seed=5, promotion_level_shift_fraction=1.0)
+    np.testing.assert_array_equal(base["target"], same["target"])
+    assert shifted["mean"][:, -100:].mean() > 1.5 * base["mean"][:, -100:].mean()
+    with pytest.raises(ValueError, match="promotion_level_shift_fraction must lie in"):
+        RetailDemand(promotion_level_shift_fraction=1.5)
