@@ -73,6 +73,23 @@ def _features_for(data: Mapping[str, Any]):
     return datasets.Features(features)
 
 
+def _dataset_from_dict(datasets, data: Mapping[str, Any], features, *, fingerprint: str):
+    """``datasets.Dataset.from_dict`` with our fingerprint instead of one hashed by ``datasets``.
+
+    ``datasets`` would fingerprint the new in-memory table by pickling it with dill, which costs seconds for large
+    tables and fails outright on some Python / pyarrow combinations (Python 3.12 + pyarrow 26: "Can't pickle <class
+    'MonthDayNano'>"). Our cache key already identifies the content, so it is passed through instead.
+    """
+
+    class _Fingerprinted(datasets.Dataset):
+        def __init__(self, arrow_table, info=None, split=None, indices_table=None, fingerprint=None):
+            super().__init__(arrow_table, info=info, split=split, indices_table=indices_table,
+                             fingerprint=fingerprint or preset)
+
+    preset = fingerprint
+    return _Fingerprinted.from_dict(data, features=features)
+
+
 def load_or_generate(
     name: str,
     generate: Callable[..., Mapping[str, Any]],
@@ -103,7 +120,7 @@ def load_or_generate(
         if len(set(lengths.values())) != 1:
             raise ValueError(f"generator {name!r} returned columns of different lengths: {lengths}")
         data = {k: (np.asarray(v) if not isinstance(v, list) else v) for k, v in columns.items()}
-        dataset = datasets.Dataset.from_dict(data, features=_features_for(data))
+        dataset = _dataset_from_dict(datasets, data, _features_for(data), fingerprint=target.name)
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
         try:
