@@ -17,7 +17,8 @@ One row per method: backdoor success and mean accuracy before / after, and the m
 
 The base model is trained here (cached under ``outputs/tinymem/benchmark/``) unless ``--checkpoint`` gives a trained
 one (e.g. ``outputs/tinymem/backdoor_2layer.ckpt`` from ``configs/tinymem/train_mult_backdoor_2layer.yaml``).
-``--quick`` shrinks data, width and schedule (recorded in the JSON) so that the whole table runs on 2 CPU cores; the
+``--quick`` shrinks data (10-number sequences, 64-token context, memorization window 20 + 20), width (64) and schedule
+(1500 steps, lr 2e-3; all recorded in the JSON) so that the table runs on 2 CPU cores; the
 full settings are the paper's and need a GPU for the base and regularized trainings (not run here). Rows are written
 to the JSON as they finish, so an interrupted run keeps what it measured.
 """
@@ -48,12 +49,13 @@ from models.components.tinymem.regularizers import (  # noqa: E402
 from models.tinymem_lm import TinyMemLM, tinymem_report  # noqa: E402
 from models.tinymem_unlearning import memorized_subset, save_model_atomically  # noqa: E402
 
-FULL = dict(num_main=20000, num_extra=3000, num_test=1000, n_embd=128, n_head=4, n_layers=2, batch_size=128,
-            train_epochs=50, max_train_steps=None, ft_epochs=5, ft_max_steps=None, clean_pool_size=None,
-            loss_truncation_window=10000)
-QUICK = dict(num_main=3000, num_extra=600, num_test=100, n_embd=64, n_head=4, n_layers=2, batch_size=64,
-             train_epochs=100, max_train_steps=700, ft_epochs=1, ft_max_steps=40, clean_pool_size=1000,
-             loss_truncation_window=500)
+FULL = dict(num_main=20000, num_extra=3000, num_test=1000, length=20, context_length=150, prompt_len=50, k=50,
+            n_embd=128, n_head=4, n_layers=2, batch_size=128, lr=1e-3, train_epochs=50, max_train_steps=None,
+            ft_epochs=5, ft_max_steps=None, clean_pool_size=None, loss_truncation_window=10000)
+# --quick: 10-number sequences in a 64-token context (memorization window 20 + 20), width 64, lr 2e-3, 1500 steps.
+QUICK = dict(num_main=4000, num_extra=600, num_test=100, length=10, context_length=64, prompt_len=20, k=20,
+             n_embd=64, n_head=4, n_layers=2, batch_size=64, lr=2e-3, train_epochs=1000, max_train_steps=1500,
+             ft_epochs=1, ft_max_steps=40, clean_pool_size=1000, loss_truncation_window=500)
 
 
 def unlearning_methods(quick: bool) -> list[U.UnlearningMethod]:
@@ -80,9 +82,11 @@ def train_model(dm: TinyMemMath, settings: dict, regularizer=None, seed: int = 0
     import lightning.pytorch as pl
 
     pl.seed_everything(seed, verbose=False)
+    lr = settings["lr"]
     lm = TinyMemLM(n_layers=settings["n_layers"], n_embd=settings["n_embd"], n_head=settings["n_head"],
+                   context_length=settings["context_length"], prompt_len=settings["prompt_len"], k=settings["k"],
                    regularizer=regularizer, init_seed=seed,
-                   optimizer=lambda params: torch.optim.AdamW(params, lr=1e-3, weight_decay=0.1, betas=(0.9, 0.98)))
+                   optimizer=lambda params: torch.optim.AdamW(params, lr=lr, weight_decay=0.1, betas=(0.9, 0.98)))
     trainer = pl.Trainer(max_epochs=settings["train_epochs"], max_steps=settings["max_train_steps"] or -1,
                          accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
@@ -113,8 +117,9 @@ def main() -> None:
     torch.manual_seed(args.seed)
     cache = Path(os.environ.get("FRAMEWORK_CACHE_DIR", "outputs/cache"))
     dm = TinyMemMath(family="mult", artifact="backdoor", num_main=settings["num_main"],
-                     num_extra=settings["num_extra"], num_test=settings["num_test"], batch_size=settings["batch_size"],
-                     seed=args.seed, cache_dir=str(cache))
+                     num_extra=settings["num_extra"], num_test=settings["num_test"], length=settings["length"],
+                     context_length=settings["context_length"], prompt_len=settings["prompt_len"], k=settings["k"],
+                     batch_size=settings["batch_size"], seed=args.seed, cache_dir=str(cache))
     dm.prepare_data()
     dm.setup("fit")
     rows: list[dict] = []
@@ -132,7 +137,7 @@ def main() -> None:
         base_seconds = float("nan")
     else:
         tag = "quick" if args.quick else "full"
-        path = Path("outputs/tinymem/benchmark") / f"base_{tag}_seed{args.seed}"
+        path = Path("outputs/tinymem/benchmark") / f"base_{tag}_ctx{settings['context_length']}_seed{args.seed}"
         if path.exists():
             base, base_seconds = load_tinymem_gpt2(path), float("nan")
         else:

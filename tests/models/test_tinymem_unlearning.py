@@ -10,7 +10,7 @@ from models.tinymem_unlearning import MemorizationUnlearning, save_model_atomica
 def datamodule(tmp_path_factory):
     from datamodules.tinymem_math import TinyMemMath
 
-    dm = TinyMemMath(family="mult", artifact="backdoor", num_main=1200, num_extra=150, num_test=100,
+    dm = TinyMemMath(family="mult", artifact="backdoor", num_main=1200, num_extra=120, num_test=40, k=5,
                      cache_dir=str(tmp_path_factory.mktemp("cache")))
     dm.prepare_data()
     dm.setup("test")
@@ -25,7 +25,7 @@ def _checkpoint(tmp_path, **kwargs):
 def test_edits_only_mlp_weights_reports_before_and_saves(tmp_path, datamodule):
     path = _checkpoint(tmp_path)
     module = MemorizationUnlearning(checkpoint=path, method=Durable(ratio=0.05), memorized_set="artifact",
-                                    clean_pool_size=20, output_dir=str(tmp_path / "edited"))
+                                    clean_pool_size=20, output_dir=str(tmp_path / "edited"), k=5)
     assert module.model.config.n_layer == 1 and module.model.config.n_embd == 32  # read from the checkpoint
     before = {n: p.detach().clone() for n, p in module.model.named_parameters()}
     result = module.run_unlearning(datamodule)
@@ -54,6 +54,6 @@ def test_bad_inputs_raise(tmp_path, datamodule):
     with pytest.raises(FileNotFoundError):
         MemorizationUnlearning(checkpoint=str(tmp_path / "missing.ckpt"), method=Durable(ratio=0.1))
     # An untrained model reproduces no backdoor: the memorized set is empty.
-    module = MemorizationUnlearning(checkpoint=path, method=Durable(ratio=0.1), memorized_set="memorized")
+    module = MemorizationUnlearning(checkpoint=path, method=Durable(ratio=0.1), memorized_set="memorized", k=5)
     with pytest.raises(ValueError, match="memorized set is empty"):
         module.run_unlearning(datamodule)
