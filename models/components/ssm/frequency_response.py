@@ -41,7 +41,7 @@ def layer_frequency_response(layer, num_frequencies: int = 512, *, include_d: bo
     ``include_d`` adds the D skip; ``include_filter`` multiplies the kernel part by an attached forward-mode Sobolev
     filter (evaluated at ω as the continuous version of its bin weights)."""
     omega = torch.linspace(0.0, float(np.pi), num_frequencies, dtype=torch.float64)
-    g = layer.kernel.transfer_function(omega)[: layer.channels]  # [C, H, F]
+    g = layer.kernel.transfer_function(omega)[: layer.channels].cpu()  # [C, H, F]
     spectral_filter = getattr(layer, "spectral_filter", None)
     if include_filter and isinstance(spectral_filter, SobolevSpectralFilter) and spectral_filter.mode == "forward":
         f = omega / (2 * np.pi)
@@ -55,7 +55,7 @@ def layer_frequency_response(layer, num_frequencies: int = 512, *, include_d: bo
 @torch.no_grad()
 def kernel_frequency_response(layer, length: int) -> FrequencyResponse:
     """|rFFT| of the layer's materialised causal kernel of ``length`` (no D, no filter): bins ω_k = 2πk/length."""
-    k = layer.convolution_kernel(length)[..., :length].double()
+    k = layer.convolution_kernel(length)[..., :length].double().cpu()
     spectrum = torch.fft.rfft(k, n=length)
     omega = 2 * np.pi * np.arange(spectrum.shape[-1]) / length
     return FrequencyResponse(omega=omega, magnitude=spectrum.abs().cpu().numpy())

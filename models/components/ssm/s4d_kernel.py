@@ -152,7 +152,7 @@ class S4DKernel(nn.Module):
         (radians per sample). Equals the DTFT of the infinite kernel: ``Σ_n w_n/(1 - λ_n e^{-iω}) + conj(w_n)/(1 -
         conj(λ_n) e^{-iω})`` with ``w = C (e^{ΔA}-1)/A``, ``λ = e^{ΔA}``."""
         with torch.autocast(device_type=self.c.device.type, enabled=False):
-            z_inv = torch.exp(-1j * omega.to(torch.float64))  # [F]
+            z_inv = torch.exp(-1j * omega.to(device=self.c.device, dtype=torch.float64))  # [F], on the parameters' device
             lam = self.discrete_poles().to(torch.complex128)[..., None]  # [H, N, 1]
             w = self.discrete_input_weights().to(torch.complex128)[..., None]  # [C, H, N, 1]
             g = w / (1.0 - lam * z_inv) + w.conj() / (1.0 - lam.conj() * z_inv)

@@ -43,3 +43,13 @@ def test_figures_render():
     assert len(response_figure({"layer": response}).axes) == 1
     assert len(error_figure({"m": (np.array([0.1, 1.0]), np.array([0.2, 0.1]))}, xlabel="ω", ylabel="e",
                             title="t").axes) == 1
+
+
+@pytest.mark.gpu
+def test_responses_of_a_layer_on_the_gpu_match_the_cpu():
+    torch.manual_seed(0)
+    layer = S4D(d_model=3, state_size=4)
+    layer.spectral_filter = SobolevSpectralFilter(features=3, beta=0.5, frequency_scale=0.5)
+    cpu = layer_frequency_response(layer, 33)
+    gpu = layer_frequency_response(layer.cuda(), 33)
+    np.testing.assert_allclose(gpu.magnitude, cpu.magnitude, rtol=1e-6)
