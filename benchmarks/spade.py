@@ -15,7 +15,12 @@ Targets (note §1.8): SPADE's most-affected P50 bias within ±10 % while MQ-CNN'
 
 ``--quick``: 500 series, 400 steps of batch 32 with 28 forks per window, one seed. The default (no flag) trains
 longer (2,000 steps, 3 seeds); ``--full`` is the GPU-sized run (2,000 series, 6,000 steps of batch 128, 56 forks, 3
-seeds). Times are wall-clock on a shared machine: the 1-minute load average is recorded before and after.
+seeds). Times are wall-clock and CPU seconds on a shared machine: the 1-minute load average is recorded before and
+after.
+
+Diagnostics: ``--ablation`` also trains MQ-CNN with the peak / holiday / promotion flags hidden from its encoder's
+history; ``--promotion-level-shifts F`` makes a share F of promotions start a lasting level change (our generator
+extra, off by default); ``--models`` picks a subset of the three models.
 """
 
 from __future__ import annotations
