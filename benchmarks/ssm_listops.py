@@ -98,16 +98,24 @@ def _last_metric(csv_root: Path, key: str) -> float | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--train-seconds", type=float, required=True, help="wall-clock budget of the training run")
+    parser.add_argument("--train-seconds", type=float, default=None, help="wall-clock budget of the training run")
     parser.add_argument("--probe-steps", type=int, default=220)
+    parser.add_argument("--steps", type=int, default=None,
+                        help="train this many steps (skips the separate data and probe runs; the fit generates data)")
+    parser.add_argument("--val-every", type=int, default=STEPS_PER_EPOCH, help="validation interval in steps")
     parser.add_argument("--out-dir", type=Path, default=Path("outputs/listops"))
     parser.add_argument("extra", nargs="*", help="further CLI overrides (after --)")
     args = parser.parse_args()
+    if (args.train_seconds is None) == (args.steps is None):
+        parser.error("give exactly one of --train-seconds and --steps")
     out = args.out_dir.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    record: dict = {"config": CONFIG, "train_seconds_budget": args.train_seconds}
+    record: dict = {"config": CONFIG, "train_seconds_budget": args.train_seconds, "val_every": args.val_every}
 
     start = time.perf_counter()
+    if args.steps is not None:
+        _fit_and_test(args, out, record, start, args.steps)
+        return
     # One step through the CLI generates and caches the data (and compiles nothing the later runs would reuse).
     prepare = ["--trainer.max_steps=1", "--trainer.limit_val_batches=0",
                *_logger_args(out, "prepare"), *args.extra]
@@ -124,12 +132,18 @@ def main() -> None:
     overhead = record["probe_wall_seconds"] - timing["seconds"]
     steps = int((args.train_seconds - overhead) / (step_seconds * 1.03))
     steps = max(STEPS_PER_EPOCH, steps // 100 * 100)
+    _fit_and_test(args, out, record, start, steps, step_seconds=step_seconds, overhead=overhead)
+
+
+def _fit_and_test(args, out: Path, record: dict, start: float, steps: int, *, step_seconds: float | None = None,
+                  overhead: float | None = None) -> None:
     warmup = max(100, round(steps * CONFIG_WARMUP_STEPS / CONFIG_TOTAL_STEPS))
-    record.update(step_ms=round(1000 * step_seconds, 2), steps=steps, warmup_steps=warmup,
-                  epochs=round(steps / STEPS_PER_EPOCH, 2), startup_seconds=round(overhead, 1))
+    record.update(steps=steps, warmup_steps=warmup, epochs=round(steps / STEPS_PER_EPOCH, 2))
+    if step_seconds is not None:
+        record.update(probe_step_ms=round(1000 * step_seconds, 2), startup_seconds=round(overhead, 1))
     print(json.dumps(record), flush=True)
 
-    fit = [f"--trainer.max_steps={steps}", f"--trainer.val_check_interval={STEPS_PER_EPOCH}",
+    fit = [f"--trainer.max_steps={steps}", f"--trainer.val_check_interval={args.val_every}",
            f"--model.init_args.scheduler.init_args.total_steps={steps}",
            f"--model.init_args.scheduler.init_args.warmup_steps={warmup}",
            f"--trainer.default_root_dir={out}", *_logger_args(out, "fit"), *args.extra]

@@ -122,10 +122,10 @@ def generate_listops(*, num_samples: int, max_depth: int, max_args: int, min_len
     Trees are drawn in chunks of ``min(4096, N)``, chunk ``c`` from its own ``random.Random(f"listops-{seed}-{c}")``; chunks are
     concatenated in order and duplicates dropped (first occurrence kept), drawing further chunks until ``N`` distinct
     trees exist. The result depends only on the arguments, not on ``processes`` (chunks are generated in parallel
-    by that many worker processes; default: up to 8 CPU cores, 1 for small requests).
+    by that many worker processes; default: up to 16 CPU cores, 1 for small requests).
     """
     if processes is None:
-        processes = min(8, os.cpu_count() or 1) if num_samples > 2 * _CHUNK else 1
+        processes = min(16, os.cpu_count() or 1) if num_samples > 2 * _CHUNK else 1
     tokens = np.zeros((num_samples, seq_len), dtype=np.uint8)
     lengths = np.zeros(num_samples, dtype=np.int64)
     labels = np.zeros(num_samples, dtype=np.int64)
