@@ -9,6 +9,15 @@ import torch
 from datamodules.pde_trajectories import SYSTEMS, PDETrajectories
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # small tensors: one intra-op thread is much faster than two on a shared 2-core machine
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _dm(**kw):
     args = dict(system="linear_ar1", num_trajectories=8, num_frames=12, val_trajectories=2, test_trajectories=2,
                 window_length=4, context_length=2, horizon=3, eval_starts=[0, 5], batch_size=4)

@@ -13,6 +13,15 @@ from models.flow_matching_forecaster import FlowMatchingForecaster
 from models.frame_autoencoder import FrameAutoencoder
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # small tensors: one intra-op thread is much faster than two on a shared 2-core machine
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _model(**kw):
     args = dict(input_shape=[1, 4, 4], context_length=2, horizon=3, mode="pixel", d_model=16, num_heads=2,
                 sampling_intervals=2)

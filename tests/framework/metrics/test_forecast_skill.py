@@ -21,6 +21,15 @@ from framework.metrics.forecast_skill import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # small tensors: one intra-op thread is much faster than two on a shared 2-core machine
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _data(b=3, m=4, lead=2, c=2, h=12, w=12, seed=0):
     g = torch.Generator().manual_seed(seed)
     target = torch.randn(b, lead, c, h, w, generator=g, dtype=torch.float64)

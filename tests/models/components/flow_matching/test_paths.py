@@ -9,7 +9,15 @@ import torch
 
 from models.components.flow_matching import PATHS, BridgePath, integrate, make_path
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    # finite differences and endpoint laws are checked in double precision
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
 
 
 def _pair(batch=3, shape=(2, 4, 4), seed=0):
