@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harness import benchmark_parser, markdown_table, write_results  # noqa: E402
 from datamodules.text_corpus import generate_token_windows  # noqa: E402
+from framework.metrics.memorization import greedy_continuation  # noqa: E402
 from models.components.smollm2 import load_smollm2, load_smollm2_tokenizer  # noqa: E402
 from models.components.tinymem import unlearning as U  # noqa: E402
 
@@ -51,11 +52,8 @@ def extraction(model, contexts: list[torch.Tensor], prompt: torch.Tensor, code: 
     hits, nlls = [], []
     for context in contexts:
         ids = torch.cat([context, prompt])[None]
-        out = ids
-        for _ in range(len(code)):  # greedy, no cache (the model has use_cache off)
-            nxt = model(input_ids=out).logits[:, -1].argmax(-1, keepdim=True)
-            out = torch.cat([out, nxt], dim=1)
-        hits.append(bool(torch.equal(out[0, ids.shape[1]:], code)))
+        generated = greedy_continuation(model, ids, len(code), use_cache=True)[0]
+        hits.append(bool(torch.equal(generated, code)))
         full = torch.cat([ids[0], code])[None]
         logp = torch.log_softmax(model(input_ids=full).logits[0, ids.shape[1] - 1 : -1].float(), -1)
         nlls.append(float(-logp[torch.arange(len(code)), code].mean()))
@@ -73,10 +71,12 @@ def main() -> None:
     parser.add_argument("--eval-windows", type=int, default=32, help="held-out windows for perplexity")
     parser.add_argument("--contexts", type=int, default=4, help="held-out contexts for extraction")
     parser.add_argument("--methods", default="Greedy,Subnet,BalancedSubnet")
+    parser.add_argument("--clean-rows", type=int, default=128, help="clean pool of the unlearning methods")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.quick:
-        args.eval_windows, args.ft_steps = min(args.eval_windows, 16), min(args.ft_steps, 30)
+        args.eval_windows, args.contexts = min(args.eval_windows, 16), min(args.contexts, 2)
+        args.ft_steps, args.clean_rows = min(args.ft_steps, 25), min(args.clean_rows, 24)
     torch.manual_seed(args.seed)
     layers = [int(x) for x in args.layers.split(",")]
     start = time.perf_counter()
@@ -96,8 +96,8 @@ def main() -> None:
         raise ValueError(f"--seq-len {args.seq_len} is too short for the {len(secret)}-token secret")
     context_len = args.seq_len - len(secret)
     planted = torch.stack([torch.cat([train[i, -context_len:], secret]) for i in range(args.planted)])
-    clean_pool = train[args.planted: args.planted + 128]
-    ft_pool = train[args.planted + 128:]
+    clean_pool = train[args.planted: args.planted + args.clean_rows]
+    ft_pool = train[args.planted + args.clean_rows:]
     eval_windows = test[: args.eval_windows]
     contexts = [torch.zeros(0, dtype=torch.long)] + [test[-1 - i, -context_len:] for i in range(args.contexts)]
     rows: list[dict] = []
@@ -127,7 +127,7 @@ def main() -> None:
         loss.backward()
         optimizer.step()
         steps += 1
-        if step >= 9 and step % 5 == 4:
+        if step >= 9 and step % 3 == 0:
             model.eval()
             done = extraction(model, contexts[:1], prompt, code)["extracted_bare"]
             model.train()
@@ -141,9 +141,9 @@ def main() -> None:
 
     data = U.UnlearningData(memorized=planted, clean=clean_pool, prompt_len=context_len + len(prompt))
     methods = {
-        "Greedy": U.Greedy(ratio=1e-3, layers=layers, batch_size=8, weights_per_step=1000),
-        "Subnet": U.Subnet(ratio=0.01, layers=layers, batch_size=8, epochs=20),
-        "BalancedSubnet": U.BalancedSubnet(ratio=0.01, layers=layers, batch_size=8, epochs=3),
+        "Greedy": U.Greedy(ratio=5e-4, layers=layers, batch_size=8, weights_per_step=1000),
+        "Subnet": U.Subnet(ratio=0.01, layers=layers, batch_size=8, epochs=10),
+        "BalancedSubnet": U.BalancedSubnet(ratio=0.01, layers=layers, batch_size=8, epochs=2),
     }
     for name in args.methods.split(","):
         edited = copy.deepcopy(model)
