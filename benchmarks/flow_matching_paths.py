@@ -74,7 +74,7 @@ def settings(quick: bool) -> dict:
             "diffusion_reaction": {"system_options": {"resolution": 64, "t_final": 5.0},
                                    "num_trajectories": 200, "num_frames": 101},
         },
-        "ar1": {"num_trajectories": 400, "num_frames": 50},
+        "ar1": {"num_trajectories": 400, "num_frames": 60},
         "mode": "latent", "patch": 1, "d_model": 256, "heads": 8, "in_blocks": 2, "mid_blocks": 3,
         "steps": 20000, "ar1_steps": 3000, "batch": 32, "lr": 5e-4, "window": 12, "context": 5, "horizon": 20,
         "val_every": 1000, "log_every": 100, "val_intervals": 10, "ensemble": 8, "val_trajectories": 10,
@@ -110,8 +110,10 @@ def train_autoencoder(data: PDETrajectories, cfg: dict, device: str) -> FrameAut
             if step >= cfg["ae_steps"]:
                 break
     ae.eval()
-    train = data.datasets["train"].frames[: max(1, len(data.datasets["train"].frames) // 2)]
-    ae.fit_latent_statistics(train.flatten(0, 1)[:2048].to(device))
+    n_train = 1 + max(i for i, _ in data.datasets["train"].starts)  # training trajectories come first
+    frames = data.datasets["train"].frames[:n_train].flatten(0, 1)
+    with torch.no_grad():
+        ae.fit_latent_statistics(frames[torch.randperm(len(frames))[:2048]].to(device))
     return ae
 
 
@@ -155,7 +157,7 @@ def run_path(path: str, data: PDETrajectories, cfg: dict, init_state: dict | Non
             loss.backward()
             opt.step()
             step += 1
-            window_losses.append(float(loss))
+            window_losses.append(float(loss.detach()))
             if step % cfg["log_every"] == 0:
                 losses.append({"step": step, "loss": sum(window_losses) / len(window_losses)})
                 window_losses = []
