@@ -48,9 +48,9 @@ FREQUENCIES = (2.0, 5.0, 10.0, 15.0)
 def settings(quick: bool) -> dict:
     if quick:
         return {"num_records": 2400, "batch_size": 64, "lr": 2e-3, "steps": 1000, "griffin_lim_iterations": 100,
-                    "disc_iterations": 300, "disc_repeats": 3, "samples_per_condition": 1}
+                "disc_iterations": 300, "disc_repeats": 3, "samples_per_condition": 1}
     return {"num_records": 5000, "batch_size": 128, "lr": 8e-4, "steps": 20000, "griffin_lim_iterations": 500,
-                "disc_iterations": 2000, "disc_repeats": 10, "samples_per_condition": 1}
+            "disc_iterations": 2000, "disc_repeats": 10, "samples_per_condition": 1}
 
 
 def train(data: GroundMotionCatalog, cfg: dict, seed: int, device: str) -> tuple[CGMGM, float]:
