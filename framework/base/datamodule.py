@@ -8,6 +8,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from framework.base.dataset_cache import load_or_generate
@@ -114,10 +115,20 @@ class FrameworkDataModule(pl.LightningDataModule):
         """A DataLoader with the per-device batch size, epoch-seeded shuffling and seeded workers."""
         generator = torch.Generator()
         generator.manual_seed(self.seed)
+        if shuffle:
+            sampler = EpochSeededRandomSampler(dataset, seed=self.seed)
+        elif self.world_size > 1:
+            # Evaluation under DDP: each sample on exactly one rank (Lightning's default DistributedSampler pads
+            # with repeated samples, which would count them twice in reported test numbers). Ranks may then see
+            # different numbers of batches: fine for torchmetrics states, which sync once at epoch end.
+            sampler = UnrepeatedDistributedSampler(dataset, num_replicas=self.world_size,
+                                                   rank=self.trainer.global_rank, shuffle=False)
+        else:
+            sampler = None
         return DataLoader(
             dataset,
             batch_size=batch_size or self.per_device_batch_size,
-            sampler=EpochSeededRandomSampler(dataset, seed=self.seed) if shuffle else None,
+            sampler=sampler,
             drop_last=drop_last,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,

@@ -9,7 +9,8 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
-from torchmetrics import MetricCollection
+from torch import Tensor
+from torchmetrics import MeanMetric, Metric, MetricCollection
 
 from framework.validation import require_choice
 
@@ -73,6 +74,43 @@ class FrameworkModule(pl.LightningModule):
             registered = [k.removesuffix("_metrics") for k in self.stage_metrics]
             raise KeyError(f"no metrics registered for stage {stage!r}; registered: {registered}")
         return self.stage_metrics[key]
+
+    # ------------------------------------------------------------------ logging
+    def log(self, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
+        """``LightningModule.log``; under DDP, epoch-level validation / test values are reduced over all ranks.
+
+        A value logged with ``batch_size`` goes through a ``torchmetrics.MeanMetric`` (weighted by the batch size,
+        summed over ranks), so a loss logged as a plain tensor reports the same number on N processes as on one,
+        not rank 0's shard. (Lightning's own ``sync_dist`` mean divides integer batch-size totals by the world size
+        with floor division, which is off when the total is odd; it is the fallback when no ``batch_size`` is
+        given.) Step-level values are left alone: ranks may run different numbers of evaluation batches, and a
+        per-step collective would hang.
+        """
+        trainer = self._trainer
+        if (trainer is not None and trainer.world_size > 1 and not trainer.training and "sync_dist" not in kwargs
+                and kwargs.get("on_step") is not True and not isinstance(value, Metric)):
+            batch_size = kwargs.get("batch_size")
+            if batch_size is not None and isinstance(value, (Tensor, float, int)):
+                value = self._synced_mean(name, value, batch_size)
+                kwargs["metric_attribute"] = f"_eval_means.{self._mean_key(name)}"
+            else:
+                kwargs["sync_dist"] = True
+        super().log(name, value, *args, **kwargs)
+
+    @staticmethod
+    def _mean_key(name: str) -> str:
+        return name.replace(".", "_").replace("/", "__")
+
+    def _synced_mean(self, name: str, value: Tensor | float, batch_size: int) -> MeanMetric:
+        key = self._mean_key(name)
+        if not hasattr(self, "_eval_means"):
+            self._eval_means = torch.nn.ModuleDict()  # metric states are not persistent: checkpoints unchanged
+        if key not in self._eval_means:
+            self._eval_means[key] = MeanMetric().to(self.device)
+        metric = self._eval_means[key]
+        value = torch.as_tensor(value, dtype=torch.float64, device=self.device).detach()
+        metric.update(value.mean(), weight=batch_size)
+        return metric
 
     # ------------------------------------------------------------------ optimizers
     def parameter_groups(self) -> Iterable[torch.nn.Parameter] | list[dict[str, Any]]:
