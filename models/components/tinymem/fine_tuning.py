@@ -113,7 +113,7 @@ def fine_tune(model: GPT2LMHeadModel | str | Path, datamodule, *, method: str, e
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += float(loss)
+            total += float(loss.detach())
             batches += 1
             steps += 1
             if max_steps is not None and steps >= max_steps:
