@@ -76,6 +76,14 @@ class AlphaPruning(Callback):
         esd_plot_layers: number of layers (evenly spaced) or a list of names to plot; 0 disables the figure.
     """
 
+    #: Checked by the CLI before training (``framework.distributed.check_callback_strategies``).
+    unsupported_strategies = {
+        "fsdp": "the ESD needs each whole weight matrix and masks are applied to unsharded weights",
+        "deepspeed": "the ESD needs each whole weight matrix",
+        "model_parallel": "the ESD needs each whole weight matrix",
+    }
+
+
     def __init__(
         self,
         *,

@@ -37,7 +37,8 @@ from framework.loggers.wandb_run import finish_wandb_runs
 __all__ = ["FrameworkCLI", "main", "DEFAULT_SEED", "PROJECT_PACKAGES", "ENTRY_POINT_GROUP"]
 
 DEFAULT_SEED = 1234
-PROJECT_PACKAGES = ("framework.optim", "framework.metrics", "framework.loggers", "models", "datamodules", "callbacks")
+PROJECT_PACKAGES = ("framework.optim", "framework.metrics", "framework.loggers", "framework.distributed", "models", "datamodules",
+                    "callbacks")
 #: Third-party packages can make their classes resolvable by short name by declaring an entry point in this group.
 ENTRY_POINT_GROUP = "framework.plugins"
 
@@ -99,9 +100,22 @@ class FrameworkCLI(LightningCLI):
         try:
             super().instantiate_classes()
             _dry_run_optimizer(self.model)
+            _check_strategy(self.trainer, self.model)
         except (ValueError, TypeError, FileNotFoundError, KeyError, MisconfigurationException) as error:
             # Constructors validate their arguments; report the message (which names the value) without a traceback.
             self.parser.error(f"invalid configuration: {condense_error(str(error))}")
+
+
+def _check_strategy(trainer, model) -> None:
+    """Strategy problems a run would only hit after set-up: callbacks that cannot run under the chosen strategy, and
+    FSDP without layers to wrap."""
+    from framework.distributed import TransformerBlockFSDPStrategy, check_callback_strategies
+    from framework.distributed.transformer_fsdp import default_wrap_policy
+
+    check_callback_strategies(trainer.strategy, trainer.callbacks)
+    strategy = trainer.strategy
+    if isinstance(strategy, TransformerBlockFSDPStrategy) and not strategy._explicit_policy:
+        default_wrap_policy(model)
 
 
 def _dry_run_optimizer(model) -> None:

@@ -45,6 +45,13 @@ class ProbeCallback(pl.Callback):
     #: Prefix of logged keys; set by subclasses.
     prefix = "probe"
 
+    #: Checked by the CLI before training (``framework.distributed.check_callback_strategies``).
+    unsupported_strategies = {
+        "fsdp": "the probe evaluates the loss at perturbed copies of the full parameter vector, which FSDP shards",
+        "deepspeed": "the probe needs the full, unsharded parameters",
+        "model_parallel": "the probe needs the full, unsharded parameters",
+    }
+
     def __init__(
         self,
         *,

@@ -118,6 +118,11 @@ class FrameworkDataModule(pl.LightningDataModule):
         if shuffle:
             sampler = EpochSeededRandomSampler(dataset, seed=self.seed)
         elif self.world_size > 1:
+            if len(dataset) < self.world_size:
+                raise ValueError(
+                    f"an evaluation set of {len(dataset)} samples cannot be split over {self.world_size} processes "
+                    "(every rank needs at least one); use fewer devices for evaluation"
+                )
             # Evaluation under DDP: each sample on exactly one rank (Lightning's default DistributedSampler pads
             # with repeated samples, which would count them twice in reported test numbers). Ranks may then see
             # different numbers of batches: fine for torchmetrics states, which sync once at epoch end.

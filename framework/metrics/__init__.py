@@ -1,7 +1,12 @@
 """torchmetrics ``Metric``s of the project: a functional core plus a thin stateful class, exact under DDP.
 
-Ensemble disagreement and polarization (``docs/polarization.md``): per-member class predictions ``[M, N]`` or logits
-``[M, N, K]`` against labels ``[N]``.
+| module | metrics | page |
+|---|---|---|
+| ``ensemble_polarization`` | ensemble disagreement, polarization, majority-vote bounds | docs/polarization.md |
+| ``quantile_forecast`` | weighted quantile loss (P50 / P90), P50 bias on all / peak / post-peak targets | docs/spade.md |
+| ``forecast_skill`` | MSE, RFNE, PSNR, SSIM, correlation per lead time, ensemble CRPS, spread-skill | docs/flow_matching.md |
+| ``ground_motion`` | FAS (Konno-Ohmachi), GMM residuals, PGA / PGV medians, discriminative score | docs/cgm_gm.md |
+| ``memorization`` | exact memorization, backdoor success, accuracy with / without pad, perplexity | docs/tinymem.md |
 """
 
 from framework.metrics.ensemble_bounds import POLARIZATION_LAW_ETA, EnsembleStatistics, PolarizationUndefinedWarning
@@ -17,6 +22,54 @@ from framework.metrics.ensemble_polarization import (
     PolarizationBound,
     PredictedMajorityVoteError,
     ensemble_polarization_statistics,
+)
+from framework.metrics.forecast_skill import (
+    SKILL_KEYS,
+    ForecastSkill,
+    ensemble_crps,
+    forecast_skill,
+    frame_correlation,
+    frame_psnr,
+    frame_ssim,
+    relative_frobenius_error,
+)
+from framework.metrics.ground_motion import (
+    ERGODIC_SFBA_GMM,
+    DiscriminativeScore,
+    FASResiduals,
+    PeakMotionMedians,
+    discriminative_score,
+    ergodic_gmm_ln_fas,
+    fourier_amplitude_spectrum,
+    gmm_sigma,
+    konno_ohmachi_smooth,
+    konno_ohmachi_weights,
+    log_spectrogram_features,
+    peak_ground_motion,
+    scaling_slopes,
+    smoothed_ln_fas,
+)
+from framework.metrics.memorization import (
+    BackdoorSuccessRate,
+    NextTokenAccuracy,
+    PercentMemorized,
+    TokenPerplexity,
+    backdoor_success_mask,
+    backdoor_success_rate,
+    greedy_continuation,
+    memorization_report,
+    memorized_mask,
+    next_token_accuracy_counts,
+    noise_window_eligible,
+    percent_memorized,
+)
+from framework.metrics.quantile_forecast import (
+    SUBSETS,
+    QuantileForecastMetrics,
+    p50_bias,
+    quantile_loss_sum,
+    subset_masks,
+    weighted_quantile_loss,
 )
 
 __all__ = [
@@ -34,4 +87,44 @@ __all__ = [
     "PolarizationUndefinedWarning",
     "PredictedMajorityVoteError",
     "ensemble_polarization_statistics",
+    "SKILL_KEYS",
+    "ForecastSkill",
+    "ensemble_crps",
+    "forecast_skill",
+    "frame_correlation",
+    "frame_psnr",
+    "frame_ssim",
+    "relative_frobenius_error",
+    "ERGODIC_SFBA_GMM",
+    "DiscriminativeScore",
+    "FASResiduals",
+    "PeakMotionMedians",
+    "discriminative_score",
+    "ergodic_gmm_ln_fas",
+    "fourier_amplitude_spectrum",
+    "gmm_sigma",
+    "konno_ohmachi_smooth",
+    "konno_ohmachi_weights",
+    "log_spectrogram_features",
+    "peak_ground_motion",
+    "scaling_slopes",
+    "smoothed_ln_fas",
+    "BackdoorSuccessRate",
+    "NextTokenAccuracy",
+    "PercentMemorized",
+    "TokenPerplexity",
+    "backdoor_success_mask",
+    "backdoor_success_rate",
+    "greedy_continuation",
+    "memorization_report",
+    "memorized_mask",
+    "next_token_accuracy_counts",
+    "noise_window_eligible",
+    "percent_memorized",
+    "SUBSETS",
+    "QuantileForecastMetrics",
+    "p50_bias",
+    "quantile_loss_sum",
+    "subset_masks",
+    "weighted_quantile_loss",
 ]

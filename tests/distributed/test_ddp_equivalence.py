@@ -21,7 +21,8 @@ FAMILIES = [
     ("polarization", "configs/polarization/digits_mlp_monitor.yaml", "test", [], None),
     ("ssm", "configs/ssm/waves_alpha1_beta0.yaml", "test", [], None),
     ("landscape", "configs/landscape/pinn_convection.yaml", "test", [], None),
-    ("squeezed_attention", "configs/squeezed_attention/tiny_llama_qa.yaml", "test", ["--data.init_args.batch_size=2"],
+    ("squeezed_attention", "configs/squeezed_attention/tiny_llama_qa.yaml", "test", ["--data.init_args.batch_size=2",
+                                                                               "--data.init_args.facts_per_context=3"],
      None),
 ]
 
