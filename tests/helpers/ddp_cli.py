@@ -25,7 +25,9 @@ def _batch_size(batch) -> int:
     if isinstance(batch, dict):
         return _batch_size(next(iter(batch.values())))
     if isinstance(batch, (list, tuple)) and batch:
-        return _batch_size(batch[0])
+        first = batch[0]
+        # a tuple of batched fields, or a plain list of samples (e.g. one dict per question)
+        return _batch_size(first) if isinstance(first, (torch.Tensor, list, tuple)) else len(batch)
     return 0
 
 
