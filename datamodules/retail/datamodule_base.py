@@ -83,8 +83,10 @@ class RetailWindowsDataModule(FrameworkDataModule):
         self._num_features: int | None = None
 
     # ------------------------------------------------------------------ subclass hook
-    def load_arrays(self) -> dict[str, Any]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def load_arrays(self) -> dict[str, Any]:
+        """The series arrays (``RetailDemand``: the generator; ``M5Sales``: the user's files). Subclasses define it."""
+        raise TypeError(f"{type(self).__name__} must define load_arrays(); use datamodules.retail_demand.RetailDemand "
+                        "or datamodules.m5_sales.M5Sales, which do")
 
     @property
     def num_features(self) -> int:
