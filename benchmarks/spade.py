@@ -206,6 +206,8 @@ def main() -> None:
             rows.append(row)
             print(f"{name} seed {seed}: train {row['train_s']:.0f} s, PPE wQL50 {row['wql50_post_peak']:.3f}, "
                   f"most-affected bias {row['bias50_most_affected']:+.1%}", flush=True)
+            # partial results survive an interrupted run; the final write below adds the tables
+            write_results(args.out, name="spade", rows=rows, references=references, setting=setting, partial=True)
     total = time.perf_counter() - start
     cpu_s = time.process_time() - cpu_start
     load_after = os.getloadavg()

@@ -77,8 +77,12 @@ def unlearning_methods(quick: bool) -> list[U.UnlearningMethod]:
     ]
 
 
-def train_model(dm: TinyMemMath, settings: dict, regularizer=None, seed: int = 0):
-    """Train a TinyMemLM on ``dm`` with the paper's optimiser; returns ``(GPT2LMHeadModel, seconds)``."""
+def train_model(dm: TinyMemMath, settings: dict, regularizer=None, seed: int = 0, device: str = "cpu",
+                max_minutes: float | None = None):
+    """Train a TinyMemLM on ``dm`` with the paper's optimiser; returns ``(GPT2LMHeadModel on device, seconds)``.
+
+    ``max_minutes`` stops training early (Lightning's ``max_time``); the JSON records the steps actually taken.
+    """
     import lightning.pytorch as pl
 
     pl.seed_everything(seed, verbose=False)
@@ -88,13 +92,17 @@ def train_model(dm: TinyMemMath, settings: dict, regularizer=None, seed: int = 0
                    regularizer=regularizer, init_seed=seed,
                    optimizer=lambda params: torch.optim.AdamW(params, lr=lr, weight_decay=0.1, betas=(0.9, 0.98)))
     trainer = pl.Trainer(max_epochs=settings["train_epochs"], max_steps=settings["max_train_steps"] or -1,
-                         accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
+                         accelerator="gpu" if device.startswith("cuda") else "cpu", devices=1,
+                         max_time=None if max_minutes is None else {"minutes": max_minutes},
+                         logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                          num_sanity_val_steps=0)
     start = time.perf_counter()
     trainer.fit(lm, datamodule=dm)
     seconds = time.perf_counter() - start
-    model = lm.model.eval()
+    # Lightning moves the module back to the CPU at teardown; evaluation and unlearning run on ``device``.
+    model = lm.model.to(device).eval()
+    model.trained_steps = trainer.global_step
     return model, seconds
 
 
@@ -110,6 +118,9 @@ def main() -> None:
                         help="comma-separated subset of unlearning, fine_tuning, regularizers")
     parser.add_argument("--methods", default=None, help="comma-separated method names to run (default: all)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--max-train-minutes", type=float, default=None,
+                        help="wall-clock cap per training run (base and each regularizer); steps taken are recorded")
     args = parser.parse_args()
     settings = dict(QUICK if args.quick else FULL)
     groups = set(args.groups.split(","))
@@ -123,7 +134,8 @@ def main() -> None:
     dm.prepare_data()
     dm.setup("fit")
     rows: list[dict] = []
-    extra = {"settings": settings, "quick": args.quick}
+    extra = {"settings": settings, "quick": args.quick, "device": args.device,
+             "max_train_minutes": args.max_train_minutes}
 
     def add(row: dict) -> None:
         rows.append(row)
@@ -133,15 +145,17 @@ def main() -> None:
     # ---------------------------------------------------------------- base model
     if args.checkpoint is not None:
         base = load_tinymem_gpt2(args.checkpoint, expected={"vocab_size": dm.vocab_size,
-                                                            "n_positions": dm.context_length})
+                                                            "n_positions": dm.context_length}).to(args.device)
         base_seconds = float("nan")
     else:
         tag = "quick" if args.quick else "full"
         path = Path("outputs/tinymem/benchmark") / f"base_{tag}_ctx{settings['context_length']}_seed{args.seed}"
         if path.exists():
-            base, base_seconds = load_tinymem_gpt2(path), float("nan")
+            base, base_seconds = load_tinymem_gpt2(path).to(args.device), float("nan")
         else:
-            base, base_seconds = train_model(dm, settings, seed=args.seed)
+            base, base_seconds = train_model(dm, settings, seed=args.seed, device=args.device,
+                                             max_minutes=args.max_train_minutes)
+            extra["base_steps"] = base.trained_steps
             save_model_atomically(base, path)
     base_numbers = measure(base, dm)
     extra["base"] = {**base_numbers, "train_seconds": base_seconds,
@@ -192,8 +206,10 @@ def main() -> None:
                            ("Example-tied dropout", lambda: ExampleTiedDropout(p_fixed=0.2, p_mem=0.1))):
             if wanted is not None and name not in wanted:
                 continue
-            model, seconds = train_model(dm, settings, regularizer=make(), seed=args.seed)
-            add(row("regularizer", name, measure(model, dm), seconds, "trained from scratch"))
+            model, seconds = train_model(dm, settings, regularizer=make(), seed=args.seed, device=args.device,
+                                         max_minutes=args.max_train_minutes)
+            add(row("regularizer", name, measure(model, dm), seconds,
+                    f"trained from scratch, {model.trained_steps} steps"))
 
     print()
     print(markdown_table(rows, ["group", "method", "backdoor_before", "backdoor_after", "accuracy_before",
