@@ -58,8 +58,11 @@ QUICK = dict(num_main=4000, num_extra=600, num_test=100, length=10, context_leng
              ft_epochs=1, ft_max_steps=40, clean_pool_size=1000, loss_truncation_window=500)
 
 
-def unlearning_methods(quick: bool) -> list[U.UnlearningMethod]:
-    """The 11 methods at the paper's best ratio for this setting (1 %), with the note's hyper-parameters."""
+def unlearning_methods(quick: bool, subnet_epochs: int | None = None) -> list[U.UnlearningMethod]:
+    """The 11 methods at the paper's best ratio for this setting (1 %), with the note's hyper-parameters.
+
+    ``subnet_epochs`` overrides the epochs of Subnet and BalancedSubnet (the paper's grid is {1, 10, 30}).
+    """
     if quick:
         return [
             U.ZeroOut(ratio=0.01), U.Activations(ratio=0.01),
@@ -67,13 +70,16 @@ def unlearning_methods(quick: bool) -> list[U.UnlearningMethod]:
             U.IntegratedGradients(ratio=0.01, ig_steps=5, max_sequences=8),
             U.Greedy(ratio=0.01, weights_per_step=8), U.Durable(ratio=0.01), U.DurableAggregate(ratio=0.01),
             U.SecondOrderUnlearning(ratio=0.01, num_grads=128),
-            U.Subnet(ratio=0.01, epochs=10), U.BalancedSubnet(ratio=0.01, epochs=5),
+            U.Subnet(ratio=0.01, epochs=subnet_epochs or 10), U.BalancedSubnet(ratio=0.01, epochs=subnet_epochs or 5),
         ]
     return [
         U.ZeroOut(ratio=0.01), U.Activations(ratio=0.01), U.Slimming(ratio=0.01, epochs=10),
-        U.HardConcrete(ratio=0.01, epochs=10), U.IntegratedGradients(ratio=0.01, ig_steps=20),
+        U.HardConcrete(ratio=0.01, epochs=10),
+        # all (position, scale) rows of a sequence in one pass: same numbers, ~8x fewer launches than the default
+        U.IntegratedGradients(ratio=0.01, ig_steps=20, rows_per_pass=2048),
         U.Greedy(ratio=0.01), U.Durable(ratio=0.01), U.DurableAggregate(ratio=0.01),
-        U.SecondOrderUnlearning(ratio=0.01), U.Subnet(ratio=0.01, epochs=10), U.BalancedSubnet(ratio=0.01, epochs=10),
+        U.SecondOrderUnlearning(ratio=0.01), U.Subnet(ratio=0.01, epochs=subnet_epochs or 10),
+        U.BalancedSubnet(ratio=0.01, epochs=subnet_epochs or 10),
     ]
 
 
@@ -118,6 +124,8 @@ def main() -> None:
                         help="comma-separated subset of unlearning, fine_tuning, regularizers")
     parser.add_argument("--methods", default=None, help="comma-separated method names to run (default: all)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--subnet-epochs", type=int, default=None,
+                        help="epochs of Subnet and BalancedSubnet (paper grid {1, 10, 30}; default 10, 5 in --quick)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--max-train-minutes", type=float, default=None,
                         help="wall-clock cap per training run (base and each regularizer); steps taken are recorded")
@@ -179,7 +187,7 @@ def main() -> None:
             clean = clean[pick[: settings["clean_pool_size"]]]
         extra["unlearning_data"] = {"memorized": len(memorized), "of_artifact": len(mask), "clean_pool": len(clean)}
         data = U.UnlearningData(memorized=memorized, clean=clean, prompt_len=dm.prompt_len)
-        for method in unlearning_methods(args.quick):
+        for method in unlearning_methods(args.quick, args.subnet_epochs):
             if wanted is not None and method.name not in wanted:
                 continue
             model = copy.deepcopy(base)

@@ -72,6 +72,8 @@ def main() -> None:
     parser.add_argument("--contexts", type=int, default=4, help="held-out contexts for extraction")
     parser.add_argument("--methods", default="Greedy,Subnet,BalancedSubnet")
     parser.add_argument("--clean-rows", type=int, default=128, help="clean pool of the unlearning methods")
+    parser.add_argument("--greedy-per-step", type=int, default=100,
+                        help="weights Greedy zeroes per gradient step (1 = Maini et al.; more = fewer CPU steps)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.quick:
@@ -141,7 +143,7 @@ def main() -> None:
 
     data = U.UnlearningData(memorized=planted, clean=clean_pool, prompt_len=context_len + len(prompt))
     methods = {
-        "Greedy": U.Greedy(ratio=5e-4, layers=layers, batch_size=8, weights_per_step=1000),
+        "Greedy": U.Greedy(ratio=5e-4, layers=layers, batch_size=8, weights_per_step=args.greedy_per_step),
         "Subnet": U.Subnet(ratio=0.01, layers=layers, batch_size=8, epochs=10),
         "BalancedSubnet": U.BalancedSubnet(ratio=0.01, layers=layers, batch_size=8, epochs=2),
     }
