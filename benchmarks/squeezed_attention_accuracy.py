@@ -102,6 +102,14 @@ def run(args) -> dict:
                       flush=True)
             index = indexes["squeezed"]
             extra = tuple((v, settings[v], indexes[v]) for v, _ in variants[1:])
+            if args.topk_variant:
+                # same index and clustering; exactly the budget per (row, KV head) instead of the global threshold
+                topk = SqueezedAttention(
+                    centroid_fraction=args.centroid_fraction, levels=args.levels,
+                    observation_window=args.observation_window, attention_sinks=args.attention_sinks,
+                    kmeans_iters=args.kmeans_iters, budget_mode="topk",
+                )
+                extra += (("squeezed_topk", topk, index),)
             for qi, (question, answer) in enumerate(zip(ctx.questions, ctx.answers)):
                 records = evaluate_question(
                     model, index, question, answer, budgets=tuple(args.budgets), settings=settings["squeezed"],
@@ -160,6 +168,8 @@ def main(argv=None) -> dict:
     p.add_argument("--observation-window", type=int, default=100)
     p.add_argument("--attention-sinks", type=int, default=4, help="sinks kept by the main Squeezed Attention row")
     p.add_argument("--paper-variant", action="store_true", help="also run the paper's configuration (no sinks)")
+    p.add_argument("--topk-variant", action="store_true",
+                   help="also serve the main index with budget_mode='topk' (equal budget per KV head)")
     p.add_argument("--kmeans-iters", type=int, default=25)
     p.add_argument("--skip", nargs="*", default=[], choices=sorted(BASELINES), help="baselines to skip")
     p.add_argument("--seed", type=int, default=0, help="data seed (text passages, places, codes)")
