@@ -154,6 +154,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = settings(args.quick)
+    if args.max_train_minutes is not None and args.max_train_minutes <= 0:
+        parser.error(f"--max-train-minutes must be > 0, got {args.max_train_minutes}")
     if args.steps is not None:
         cfg["steps"] = args.steps
     if args.griffin_lim_iterations is not None:
@@ -218,7 +220,7 @@ def main() -> None:
     load_after = os.getloadavg()
 
     print(f"CGM-GM on the synthetic SFBA catalog ({'quick' if args.quick else 'full'}): {n_params:,} parameters, "
-          f"{cfg['steps']} steps, train {len(data.datasets['train'])} / test {len(data.datasets['test'])} records")
+          f"{cfg.get('steps_taken', cfg['steps'])} of {cfg['steps']} steps, train {len(data.datasets['train'])} / test {len(data.datasets['test'])} records")
     print("\nFAS residuals vs the ergodic SFBA GMM (ln units):\n")
     print(markdown_table(rows))
     print("\nScaling slopes of ln FAS:\n")

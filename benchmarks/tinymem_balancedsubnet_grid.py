@@ -42,12 +42,15 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    points = [parse_point(p) for p in args.grid]
+    try:
+        points = [parse_point(p) for p in args.grid]
+    except ValueError as err:
+        parser.error(str(err))
     s = FULL
     path = Path("outputs/tinymem/benchmark") / f"base_full_ctx{s['context_length']}_seed{args.seed}"
     if not (path / "config.json").exists():
-        raise FileNotFoundError(f"no trained base model at {path}: run benchmarks/tinymem_mitigation.py (full "
-                                f"settings) first; this script does not train one")
+        parser.error(f"no trained base model at {path}: run benchmarks/tinymem_mitigation.py (full settings) "
+                     f"first; this script does not train one")
     cache = Path(os.environ.get("FRAMEWORK_CACHE_DIR", "outputs/cache"))
     dm = TinyMemMath(family="mult", artifact="backdoor", num_main=s["num_main"], num_extra=s["num_extra"],
                      num_test=s["num_test"], length=s["length"], context_length=s["context_length"],

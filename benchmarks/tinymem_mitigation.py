@@ -130,6 +130,10 @@ def main() -> None:
     parser.add_argument("--max-train-minutes", type=float, default=None,
                         help="wall-clock cap per training run (base and each regularizer); steps taken are recorded")
     args = parser.parse_args()
+    if args.max_train_minutes is not None and args.max_train_minutes <= 0:
+        parser.error(f"--max-train-minutes must be > 0, got {args.max_train_minutes}")
+    if args.subnet_epochs is not None and args.subnet_epochs <= 0:
+        parser.error(f"--subnet-epochs must be a positive integer, got {args.subnet_epochs}")
     settings = dict(QUICK if args.quick else FULL)
     groups = set(args.groups.split(","))
     wanted = None if args.methods is None else {m.strip() for m in args.methods.split(",")}
