@@ -32,7 +32,12 @@ def parse_point(text: str) -> dict:
     parts = text.split(":")
     if len(parts) != 4:
         raise ValueError(f"grid point {text!r} must be epochs:alpha:ratio:lr, e.g. 1:0.05:0.01:0.1")
-    epochs, alpha, ratio, lr = int(parts[0]), float(parts[1]), float(parts[2]), float(parts[3])
+    try:
+        epochs, alpha, ratio, lr = int(parts[0]), float(parts[1]), float(parts[2]), float(parts[3])
+    except ValueError:
+        raise ValueError(f"grid point {text!r}: epochs must be an integer and alpha, ratio, lr numbers") from None
+    if epochs <= 0 or not 0.0 <= alpha <= 1.0 or not 0.0 < ratio < 1.0 or lr <= 0:
+        raise ValueError(f"grid point {text!r}: need epochs > 0, alpha in [0, 1], ratio in (0, 1), lr > 0")
     return {"epochs": epochs, "alpha": alpha, "ratio": ratio, "lr": lr}
 
 
