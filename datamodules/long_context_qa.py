@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from framework.base import FrameworkDataModule
-from models.components.squeezed.backbones import SMOLLM2_GGUF, smollm2_dir
+from models.components.smollm2 import SMOLLM2_GGUF, smollm2_dir
 
 PLACES = (
     "blue lighthouse", "old library", "north tower", "copper vault", "glass greenhouse", "silent monastery",

