@@ -220,7 +220,8 @@ def main() -> None:
     load_after = os.getloadavg()
 
     print(f"CGM-GM on the synthetic SFBA catalog ({'quick' if args.quick else 'full'}): {n_params:,} parameters, "
-          f"{cfg.get('steps_taken', cfg['steps'])} of {cfg['steps']} steps, train {len(data.datasets['train'])} / test {len(data.datasets['test'])} records")
+          f"{cfg.get('steps_taken', cfg['steps'])} of {cfg['steps']} steps, train {len(data.datasets['train'])} / "
+          f"test {len(data.datasets['test'])} records")
     print("\nFAS residuals vs the ergodic SFBA GMM (ln units):\n")
     print(markdown_table(rows))
     print("\nScaling slopes of ln FAS:\n")

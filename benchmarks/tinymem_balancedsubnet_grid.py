@@ -12,7 +12,6 @@ accuracy drop and the time, so the target (≤ 1 % backdoor success with ≤ 1 p
 from __future__ import annotations
 
 import copy
-import os
 import sys
 from pathlib import Path
 
@@ -21,8 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harness import benchmark_parser, markdown_table, write_results  # noqa: E402
-from benchmarks.tinymem_mitigation import FULL, measure  # noqa: E402
-from datamodules.tinymem_math import TinyMemMath  # noqa: E402
+from benchmarks.tinymem_mitigation import FULL, base_model_path, make_datamodule, measure  # noqa: E402
 from models.components.tinymem import unlearning as U  # noqa: E402
 from models.components.tinymem.gpt2 import load_tinymem_gpt2  # noqa: E402
 from models.tinymem_unlearning import memorized_subset  # noqa: E402
@@ -51,18 +49,11 @@ def main() -> None:
         points = [parse_point(p) for p in args.grid]
     except ValueError as err:
         parser.error(str(err))
-    s = FULL
-    path = Path("outputs/tinymem/benchmark") / f"base_full_ctx{s['context_length']}_seed{args.seed}"
+    path = base_model_path("full", FULL, args.seed)
     if not (path / "config.json").exists():
         parser.error(f"no trained base model at {path}: run benchmarks/tinymem_mitigation.py (full settings) "
                      f"first; this script does not train one")
-    cache = Path(os.environ.get("FRAMEWORK_CACHE_DIR", "outputs/cache"))
-    dm = TinyMemMath(family="mult", artifact="backdoor", num_main=s["num_main"], num_extra=s["num_extra"],
-                     num_test=s["num_test"], length=s["length"], context_length=s["context_length"],
-                     prompt_len=s["prompt_len"], k=s["k"], batch_size=s["batch_size"], seed=args.seed,
-                     cache_dir=str(cache))
-    dm.prepare_data()
-    dm.setup("fit")
+    dm = make_datamodule(FULL, args.seed)
     base = load_tinymem_gpt2(path).to(args.device)
     before = measure(base, dm)
     memorized = dm.memorized_sequences[memorized_subset(base, dm)]
