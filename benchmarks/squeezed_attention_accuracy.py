@@ -30,10 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from datamodules.long_context_qa import SmolLM2Tokenizer, build_context, prose_paragraphs  # noqa: E402
-from models.components.squeezed import FixedContextIndex, SqueezedAttention  # noqa: E402
-from models.components.squeezed.backbones import load_backbone  # noqa: E402
-from models.components.squeezed.qa_evaluation import BASELINES, evaluate_question  # noqa: E402
+from framework.datamodules.long_context_qa import SmolLM2Tokenizer, build_context, prose_paragraphs  # noqa: E402
+from framework.models.components.squeezed import FixedContextIndex, SqueezedAttention  # noqa: E402
+from framework.models.components.squeezed.backbones import load_backbone  # noqa: E402
+from framework.models.components.squeezed.qa_evaluation import BASELINES, evaluate_question  # noqa: E402
 
 class Tally:
     """Per (method, budget) lists of per-question numbers."""

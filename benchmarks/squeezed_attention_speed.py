@@ -35,14 +35,14 @@ import triton
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from kernels.squeezed_attention import (  # noqa: E402
+from framework.kernels.squeezed_attention import (  # noqa: E402
     ClusterLayout,
     centroid_lookup,
     dense_attention,
     hierarchical_lookup,
     sparse_attention,
 )
-from kernels.squeezed_attention import reference as ref  # noqa: E402
+from framework.kernels.squeezed_attention import reference as ref  # noqa: E402
 
 PEAK_BW = 4.8e12
 HQ, D = 32, 128
@@ -334,7 +334,7 @@ def profile_breakdown(timer):
 
 def tune(timer):
     """Time tile configurations of the decode / prefill attention and lookup kernels at 128K, budget 10%."""
-    from kernels.squeezed_attention import triton_ops
+    from framework.kernels.squeezed_attention import triton_ops
 
     base = dict(triton_ops.CONFIG)
     results = {}

@@ -2,7 +2,7 @@
 
     python benchmarks/ssm_frequency_bias.py [--quick] [--out benchmarks/results/ssm_frequency_bias.json]
 
-Task (``datamodules.ssm_waves.SSMWaves``): x(t) = Σ_i a_i cos(ω_i t), ω = (1, 8, 64, 512) rad / time unit,
+Task (``framework.datamodules.ssm_waves.SSMWaves``): x(t) = Σ_i a_i cos(ω_i t), ω = (1, 8, 64, 512) rad / time unit,
 L = 4096 samples over 2π; train on the amplitude grid {0.1..1}^4, test on U(0,1) amplitudes (predicting the mean
 gives MAE 0.25 per wave). Model (the paper's toy model, ``SSMSequenceModel`` with one block): Linear(1→16), S4D
 (H = 16, N = 4, ``a_n = -0.5 + iαπ(1.3+n)``, Δ fixed at the sampling step, A trainable), the Sobolev filter
@@ -32,10 +32,10 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harness import benchmark_parser, markdown_table, write_results  # noqa: E402
-from callbacks.sobolev_filter import SobolevFilter  # noqa: E402
-from datamodules.ssm_waves import SSMWaves  # noqa: E402
-from models.components.ssm import layer_frequency_response  # noqa: E402
-from models.ssm_sequence_model import SSMSequenceModel  # noqa: E402
+from framework.callbacks.sobolev_filter import SobolevFilter  # noqa: E402
+from framework.datamodules.ssm_waves import SSMWaves  # noqa: E402
+from framework.models.components.ssm import layer_frequency_response  # noqa: E402
+from framework.models.ssm_sequence_model import SSMSequenceModel  # noqa: E402
 
 SETTINGS = [(1.0, 0.0), (100.0, 1.0), (0.01, -1.0), (10.0, 0.5)]
 
@@ -108,7 +108,7 @@ DENOISING_SETTINGS = [("raw", 1.0), ("flip", 490.52 / math.pi)]
 
 def run_denoising(*, epochs: int, lr: float, seed: int) -> list[dict]:
     """Train the one-layer denoising model (configs/ssm/denoising_*.yaml) on clean faces and report test MSEs."""
-    from datamodules.stripe_denoising import StripeDenoising
+    from framework.datamodules.stripe_denoising import StripeDenoising
 
     data = StripeDenoising(source="faces", image_height=16, image_width=128, batch_size=32, seed=seed)
     data.prepare_data()

@@ -21,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harness import benchmark_parser, markdown_table, write_results  # noqa: E402
 from benchmarks.tinymem_mitigation import FULL, base_model_path, make_datamodule, measure  # noqa: E402
-from models.components.tinymem import unlearning as U  # noqa: E402
-from models.components.tinymem.gpt2 import load_tinymem_gpt2  # noqa: E402
-from models.tinymem_unlearning import memorized_subset  # noqa: E402
+from framework.models.components.tinymem import unlearning as U  # noqa: E402
+from framework.models.components.tinymem.gpt2 import load_tinymem_gpt2  # noqa: E402
+from framework.models.tinymem_unlearning import memorized_subset  # noqa: E402
 
 
 def parse_point(text: str) -> dict:

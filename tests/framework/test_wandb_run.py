@@ -72,7 +72,7 @@ def test_demo_config_offline_run(repo_root, run_cli, tmp_path, monkeypatch):
     assert len(runs) == 2
     for run in runs:
         config = yaml.safe_load((run / "files" / "config.yaml").read_text())
-        assert config["model"]["class_path"] == "models.ensemble_classifier.EnsembleClassifier"
+        assert config["model"]["class_path"] == "framework.models.ensemble_classifier.EnsembleClassifier"
         assert list((run / "files" / "media" / "images").rglob("*.png"))
         (history,) = run.glob("run-*.wandb")
         assert b"val/majority_vote_error" in history.read_bytes()

@@ -7,8 +7,8 @@ import torch
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, SingleDeviceStrategy
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from callbacks.alphapruning import AlphaPruning
-from callbacks.hessian_probe import HessianProbe
+from framework.callbacks.alphapruning import AlphaPruning
+from framework.callbacks.hessian_probe import HessianProbe
 from framework.distributed import TransformerBlockFSDPStrategy, check_callback_strategies, strategy_name
 from framework.distributed.transformer_fsdp import default_wrap_policy, transformer_block_classes
 
@@ -51,7 +51,7 @@ def test_cli_refuses_a_callback_under_fsdp_before_training(run_cli, repo_root, c
     # On a CPU machine Lightning itself refuses FSDP first (it needs CUDA); either way: one line, exit 2, no training.
     with pytest.raises(SystemExit) as exit_info:
         run_cli("fit", "--config", repo_root / "tests/configs/toy_regression.yaml", "--trainer.strategy=fsdp",
-                "--trainer.callbacks+=callbacks.hessian_probe.HessianProbe")
+                "--trainer.callbacks+=framework.callbacks.hessian_probe.HessianProbe")
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "error:" in err and "fsdp" in err.lower() and "Traceback" not in err

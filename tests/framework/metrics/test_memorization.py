@@ -23,7 +23,7 @@ from framework.metrics.memorization import (
     noise_window_eligible,
     percent_memorized,
 )
-from models.components.tinymem.gpt2 import build_tinymem_gpt2
+from framework.models.components.tinymem.gpt2 import build_tinymem_gpt2
 from tests.helpers.metric_ddp import assert_ddp_matches_single_process
 
 V = 14

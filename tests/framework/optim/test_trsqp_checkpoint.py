@@ -9,11 +9,11 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from datamodules.optimizer_iterations import OptimizerIterationsDataModule
+from framework.datamodules.optimizer_iterations import OptimizerIterationsDataModule
 from framework.optim.constrained_protocol import oracle_from_module
 from framework.optim.line_search_sqp import AdaptiveL1SQP
 from framework.optim.trsqp import TRSQP
-from models.constrained_test_problem import ConstrainedTestProblemModule
+from framework.models.constrained_test_problem import ConstrainedTestProblemModule
 
 CONFIGS = [
     (TRSQP, dict(hessian="sr1")),

@@ -9,7 +9,7 @@ import torch
 from framework.optim.constrained_protocol import oracle_from_module
 from framework.optim.line_search_sqp import AdaptiveL1SQP
 from framework.optim.trsqp import TRSQP
-from models.constrained_test_problem import ConstrainedTestProblemModule
+from framework.models.constrained_test_problem import ConstrainedTestProblemModule
 
 
 def lagrangian_hessian(module: ConstrainedTestProblemModule) -> tuple[torch.Tensor, torch.Tensor]:
