@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import json
 import os
 import shutil
 import subprocess
@@ -35,8 +36,8 @@ def test_huggingface_kernels_is_the_kernels_that_imports():
     distribution = importlib.metadata.distribution("kernels")
     kernels = importlib.import_module("kernels")
     kernels_file = Path(kernels.__file__).resolve()
-    assert REPO_ROOT not in kernels_file.parents, f"`import kernels` resolved to the repository: {kernels_file}"
-    assert Path(distribution.locate_file("kernels")).resolve() == kernels_file.parent
+    installed = Path(distribution.locate_file("kernels")).resolve()
+    assert kernels_file.parent == installed, f"`import kernels` resolved to {kernels_file}, not to {installed}"
 
 
 def test_transformers_gpt2_and_llama_forward_with_hf_kernels_installed():
@@ -56,12 +57,13 @@ def test_transformers_gpt2_and_llama_forward_with_hf_kernels_installed():
             assert torch.isfinite(logits).all()
 
 
-@pytest.mark.slow
-def test_built_wheel_has_one_top_level_name(tmp_path):
-    """``pip wheel`` of the project holds ``framework`` (and its metadata) and nothing else at its top level."""
+@pytest.fixture(scope="module")
+def built_wheel(tmp_path_factory) -> Path:
+    """The project's wheel, built with ``pip wheel --no-deps`` from a copy of what the wheel is made of (so the
+    repository gets no build/ or egg-info litter)."""
+    tmp_path = tmp_path_factory.mktemp("wheel")
     source = tmp_path / "source"
     source.mkdir()
-    # Build from a copy of what the wheel is made of, so the repository gets no build/ or egg-info litter.
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO_ROOT / name, source / name)
     shutil.copytree(REPO_ROOT / "framework", source / "framework",
@@ -73,14 +75,21 @@ def test_built_wheel_has_one_top_level_name(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
          "-w", str(wheel_dir), str(source)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     (wheel,) = wheel_dir.glob("framework-*.whl")
-    with zipfile.ZipFile(wheel) as archive:
-        top_level = {name.split("/", 1)[0] for name in archive.namelist()}
+    return wheel
+
+
+@pytest.mark.slow
+def test_built_wheel_has_one_top_level_name(built_wheel):
+    """``pip wheel`` of the project holds ``framework`` (and its metadata) and nothing else at its top level."""
+    with zipfile.ZipFile(built_wheel) as archive:
+        names = archive.namelist()
+    top_level = {name.split("/", 1)[0] for name in names}
     assert {name for name in top_level if not name.endswith(".dist-info")} == {"framework"}
-    assert "framework/kernels/squeezed_attention/ops.py" in zipfile.ZipFile(wheel).namelist()
+    assert "framework/kernels/squeezed_attention/ops.py" in names
 
 
 USER_SCRIPT = textwrap.dedent('''
@@ -109,7 +118,7 @@ USER_SCRIPT = textwrap.dedent('''
     trainer.fit(module, datamodule=datamodules.UserData())
     keys = sorted(k for k in trainer.callback_metrics if "hessian" in k.lower() or "eig" in k.lower())
     json.dump({"epochs_counted": trainer.callbacks[0].epochs,
-               "framework_modules": sorted(m for m in sys.modules if m.split(".")[0] == "framework")[:3],
+               "framework_file": sys.modules["framework"].__file__,
                "user_models_file": models.__file__}, sys.stdout)
 ''')
 
@@ -176,23 +185,27 @@ USER_PACKAGES = {
 
 
 @pytest.mark.slow
-def test_user_repository_with_its_own_generic_packages(tmp_path):
+def test_user_repository_with_its_own_generic_packages(tmp_path, built_wheel):
     """From a directory holding a user's own ``models/``, ``callbacks/``, ``datamodules/`` and ``kernels/``, a user
-    script imports one of our callbacks and trains its own model with it."""
+    script imports one of our callbacks and trains its own model with it — with the project installed from its
+    wheel, as users install it (an editable install's import hooks would hide a collision)."""
+    site = tmp_path / "site"
+    result = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target",
+                             str(site), str(built_wheel)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    user = tmp_path / "user_repo"
+    user.mkdir()
     for name, source in USER_PACKAGES.items():
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "__init__.py").write_text(textwrap.dedent(source))
-    (tmp_path / "train.py").write_text(USER_SCRIPT)
+        (user / name).mkdir()
+        (user / name / "__init__.py").write_text(textwrap.dedent(source))
+    (user / "train.py").write_text(USER_SCRIPT)
     env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
-    # The user's directory comes first on sys.path (as `python train.py` puts it); the project is found as installed
-    # (or, for a checkout that is not installed, from the repository root placed *after* the user's directory).
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tmp_path), str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
-    result = subprocess.run([sys.executable, "train.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
+    # `python train.py` puts the user's directory first on sys.path; the installed wheel comes next.
+    env["PYTHONPATH"] = str(site)
+    result = subprocess.run([sys.executable, "train.py"], cwd=user, env=env, capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
-    import json
-
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["epochs_counted"] == 2
-    assert Path(report["user_models_file"]).resolve() == (tmp_path / "models" / "__init__.py").resolve()
-    assert report["framework_modules"][0].startswith("framework")
+    assert Path(report["user_models_file"]).resolve() == (user / "models" / "__init__.py").resolve()
+    assert Path(report["framework_file"]).resolve().is_relative_to(site.resolve())
