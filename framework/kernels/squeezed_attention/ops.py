@@ -59,14 +59,23 @@ def _triton():
 
 
 def kmeans(
-    x: torch.Tensor, num_clusters: int, *, iters: int = 300, seed: int = 0, tol: float = 1e-4, backend: str = "auto"
+    x: torch.Tensor,
+    num_clusters: int,
+    *,
+    iters: int = 300,
+    seed: int = 0,
+    tol: float = 1e-4,
+    init: str = "k-means++",
+    backend: str = "auto",
 ) -> KMeansResult:
     """Cosine k-means of ``x [H, N, D]`` into ``num_clusters`` clusters per head (torch on x's device).
+
+    ``init``: "k-means++" (the paper's) or "random" (C distinct points per head; one step instead of C passes).
 
     ``backend`` is accepted for uniformity; k-means is written in torch and runs on the GPU as is.
     """
     check_backend(backend)
-    return _kmeans(x, num_clusters, iters=iters, seed=seed, tol=tol)
+    return _kmeans(x, num_clusters, iters=iters, seed=seed, tol=tol, init=init)
 
 
 def _check_sync(sync) -> None:

@@ -39,6 +39,7 @@ from framework.kernels.squeezed_attention.validation import SUPPORTED_HEAD_DIMS,
 SELECTION_MODES = ("calibrated", "topk")
 ATTENTION_KINDS = ("squeezed", "dense")
 DENSE_PREFILL_KINDS = ("triton", "sdpa_flash")
+ATTENTION_RANGE = "squeezed_static_attention"  # torch.profiler range name when `annotate` is set
 
 
 def _check_budget(budget) -> float:
@@ -312,6 +313,7 @@ class StaticLlamaRunner:
         if attention == "squeezed" and rule.mode == "calibrated":
             self._threshold = torch.full((hkv,), ctx.thresholds[rule.budget], dtype=torch.float32, device=dev)
         self.last_selection: list[Selection | None] = [None] * len(ctx.layers)
+        self.annotate = False
 
     # ------------------------------------------------------------------------------------------------ attention
     def _fixed_part(self, i: int, q: torch.Tensor) -> AttentionResult:
@@ -361,7 +363,11 @@ class StaticLlamaRunner:
             self.tail_k[i].index_copy_(2, write, k.to(self.tail_k[i].dtype))
             self.tail_v[i].index_copy_(2, write, v.to(self.tail_v[i].dtype))
             q = q.contiguous()
-            out = merge_attention(self._fixed_part(i, q), self._tail_part(i, q)).out
+            if self.annotate:  # a profiler range around the attention (benchmarks measure its share of the step)
+                with torch.profiler.record_function(ATTENTION_RANGE):
+                    out = merge_attention(self._fixed_part(i, q), self._tail_part(i, q)).out
+            else:
+                out = merge_attention(self._fixed_part(i, q), self._tail_part(i, q)).out
             x = x + attn.o_proj(out.transpose(1, 2).reshape(b, t, self.hq * self.d))
             x = x + block.mlp(block.post_attention_layernorm(x))
         self.tail_len.add_(t)
