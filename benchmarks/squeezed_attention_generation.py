@@ -323,16 +323,20 @@ def time_prefill(runner: StaticLlamaRunner, question: torch.Tensor, clock: Clock
 def time_graph_decode(runner: StaticLlamaRunner, question: torch.Tensor, new: int, clock: Clock) -> dict:
     """Prefill, capture one decode step, replay it ``new`` times back to back (no host sync in between)."""
     runner.prefill(question)
+    graph_error = None
+    step = runner.decode_step  # CPU smoke run, or capture failed: eager steps (reported)
     if clock.cuda:
-        captured = runner.capture_decode()
-        step = captured.step
-    else:  # CPU smoke run: eager steps
-        step = runner.decode_step
+        try:
+            step = runner.capture_decode().step
+        except Exception as exc:  # noqa: BLE001 - reported in the row, the eager time is still measured
+            graph_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            log(f"CUDA-graph capture failed ({graph_error}); timing eager steps")
+            torch.cuda.synchronize()
     runner.prefill(question)
     step()  # first replay outside the timed loop
     total = clock.time(lambda: [step() for _ in range(new)])
     return {"ms_per_token": total / new * 1e3, "tokens_per_s": runner.batch_size * new / total,
-            "graph": clock.cuda}
+            "graph": clock.cuda and graph_error is None, "graph_error": graph_error}
 
 
 def kept_fraction(runner: StaticLlamaRunner, n: int) -> float | None:
@@ -429,6 +433,100 @@ def render(doc: dict) -> str:
 
 # ------------------------------------------------------------------------------------------------- main
 
+def _eager_rows(args, model, index, prompt, b: int, n: int, ctx_doc: dict, res: Results, clock: Clock) -> None:
+    """Transformers generate(): "sdpa", then "squeezed" for every budget and selection mode."""
+    dense = eager_generate(model, index, prompt, args.new_tokens, clock)
+    dense.update(batch=b, attention="sdpa", budget=None)
+    ctx_doc["eager"].append(dense)
+    res.save()
+    log(f"N={n} B={b} eager sdpa: {dense['ms_per_token']:.2f} ms/token, TTFT {dense['ttft_s']:.2f} s")
+    for budget in args.budgets:
+        for mode in args.modes:
+            st = SqueezedAttention(centroid_fraction=CENTROID_FRACTION, observation_window=WINDOW,
+                                   kmeans_iters=args.kmeans_iters, kmeans_seed=args.seed, budget=budget,
+                                   budget_mode="topk" if mode == "topk" else "calibrated")
+            r = eager_generate(model, index, prompt, args.new_tokens, clock, st)
+            r.update(batch=b, attention=f"squeezed ({mode})", budget=budget,
+                     speedup=dense["ms_per_token"] / r["ms_per_token"])
+            ctx_doc["eager"].append(r)
+            res.save()
+            log(f"N={n} B={b} eager squeezed {mode} {budget:.0%}: {r['ms_per_token']:.2f} ms/token "
+                f"({r['speedup']:.2f}x)")
+
+
+def _dense_rows(args, model, compiled, questions: dict, sizes: dict, device, clock: Clock) -> dict:
+    """Dense runner: TTFT with both prefill kernels (the faster is the baseline), graph decode, profile."""
+    n, b, capacity = sizes["n"], sizes["b"], sizes["capacity"]
+    dense_ttft: dict[int, dict[str, float]] = {}
+    for impl in (("triton", "sdpa_flash") if device.type == "cuda" else ("triton",)):
+        runner = StaticLlamaRunner(model, compiled, batch_size=b, capacity=capacity, attention="dense",
+                                   dense_prefill=impl)
+        for t_in, q in questions.items():
+            try:
+                dense_ttft.setdefault(t_in, {})[impl] = time_prefill(runner, q, clock, args.reps) * 1e3
+            except Exception as exc:  # noqa: BLE001 - a failing baseline variant is reported, not fatal
+                log(f"dense prefill {impl} failed: {type(exc).__name__}: {exc}")
+        del runner
+    base = reset_peak(device)
+    runner = StaticLlamaRunner(model, compiled, batch_size=b, capacity=capacity, attention="dense")
+    dec = time_graph_decode(runner, questions[args.inputs[0]], args.new_tokens, clock)
+    dec["peak_gb"] = peak_gb(device, base)
+    prof = attention_share(runner, device) if _profile(args, b) else {}
+    del runner
+    free_bytes(device)
+    log(f"N={n} B={b} dense: decode {dec['ms_per_token']:.2f} ms/token (graph {dec['graph']}); TTFT "
+        + ", ".join(f"T={t}: " + "/".join(f"{k} {v:.1f} ms" for k, v in d.items()) for t, d in dense_ttft.items()))
+    return {"kind": "dense", "batch": b, "ttft_ms": dense_ttft, "decode": dec, "profile": prof}
+
+
+def _profile(args, b: int) -> bool:
+    return not args.no_profile and not (args.quick and b > 1)
+
+
+def _squeezed_rows(args, model, compiled, questions: dict, sizes: dict, rule: SelectionRule, dense: dict, device,
+                   clock: Clock, wbytes: int, bw) -> list[dict]:
+    """One squeezed runner: TTFT per input length, graph decode, profile; rows with speedups and ceilings."""
+    cfg = model.config
+    n, b, c, capacity = sizes["n"], sizes["b"], sizes["c"], sizes["capacity"]
+    params = sum(p.numel() for p in model.parameters()) - model.model.embed_tokens.weight.numel()
+    mode, budget = rule.mode, rule.budget
+    rows = []
+    base = reset_peak(device)
+    runner = StaticLlamaRunner(model, compiled, batch_size=b, capacity=capacity, rule=rule)
+    for t_in, q in questions.items():
+        ms = time_prefill(runner, q, clock, args.reps) * 1e3
+        kept = kept_fraction(runner, n)
+        variants = dense["ttft_ms"].get(t_in) or {}
+        best_impl, best = min(variants.items(), key=lambda kv: kv[1]) if variants else (None, None)
+        ceil = prefill_ceiling(cfg, params, n, b, t_in, kept if kept is not None else budget, c)
+        rows.append({"kind": "ttft", "attention": "squeezed", "batch": b, "input": t_in, "mode": mode,
+                     "budget": budget, "kept": kept, "ms": ms, "dense_ms": best, "dense_impl": best_impl,
+                     "speedup": None if best is None else best / ms, "ceiling": ceil["ceiling"], "flops": ceil})
+        log(f"N={n} B={b} T={t_in} {mode} {budget:.0%}: TTFT {ms:.1f} ms vs {best} ms ({best_impl}), "
+            f"FLOP ceiling {ceil['ceiling']:.2f}x, kept {kept}")
+    dec = time_graph_decode(runner, questions[args.inputs[0]], args.new_tokens, clock)
+    runner.decode_step()
+    kept = kept_fraction(runner, n)
+    prof = attention_share(runner, device) if _profile(args, b) else {}
+    peak = peak_gb(device, base)
+    del runner
+    free_bytes(device)
+    ceil = decode_ceiling(cfg, wbytes, bw, n, b, args.inputs[0] + args.new_tokens // 2,
+                          kept if kept is not None else budget, c)
+    dd = dense["decode"]
+    row = {"kind": "decode", "attention": "squeezed", "batch": b, "mode": mode, "budget": budget, "kept": kept,
+           "ms": dec["ms_per_token"], "tps": dec["tokens_per_s"], "graph": dec["graph"],
+           "graph_error": dec["graph_error"], "dense_graph": dd["graph"],
+           "dense_ms": dd["ms_per_token"], "dense_tps": dd["tokens_per_s"],
+           "speedup": dd["ms_per_token"] / dec["ms_per_token"], "ceiling": ceil["ceiling"], "bytes": ceil,
+           "share": prof.get("share"), "dense_share": dense["profile"].get("share"), "profile": prof,
+           "peak_gb": peak, "dense_peak_gb": dd["peak_gb"]}
+    rows.append(row)
+    log(f"N={n} B={b} decode {mode} {budget:.0%}: {dec['ms_per_token']:.2f} ms/token vs {dd['ms_per_token']:.2f} = "
+        f"{row['speedup']:.2f}x (byte ceiling {ceil['ceiling']:.2f}x), attention share {prof.get('share')}")
+    return rows
+
+
 def run_context(args, model, n: int, device: torch.device, res: Results, clock: Clock, wbytes: int, bw) -> None:
     cfg = model.config
     ctx_doc = res.context(n)
@@ -477,29 +575,15 @@ def run_context(args, model, n: int, device: torch.device, res: Results, clock: 
                 continue
             q = torch.randint(0, cfg.vocab_size, (b, args.inputs[0]), generator=gen)
             prompt = torch.cat([context.expand(b, -1), q], 1).to(device)
-            dense = eager_generate(model, index, prompt, args.new_tokens, clock)
-            dense.update(batch=b, attention="sdpa", budget=None)
-            ctx_doc["eager"].append(dense)
-            res.save()
-            log(f"N={n} B={b} eager sdpa: {dense['ms_per_token']:.2f} ms/token, TTFT {dense['ttft_s']:.2f} s")
-            for budget in args.budgets:
-                for mode in args.modes:
-                    st = SqueezedAttention(centroid_fraction=CENTROID_FRACTION, observation_window=WINDOW,
-                                           kmeans_iters=args.kmeans_iters, kmeans_seed=args.seed, budget=budget,
-                                           budget_mode="topk" if mode == "topk" else "calibrated")
-                    r = eager_generate(model, index, prompt, args.new_tokens, clock, st)
-                    r.update(batch=b, attention=f"squeezed ({mode})", budget=budget,
-                             speedup=dense["ms_per_token"] / r["ms_per_token"])
-                    ctx_doc["eager"].append(r)
-                    res.save()
-                    log(f"N={n} B={b} eager squeezed {mode} {budget:.0%}: {r['ms_per_token']:.2f} ms/token "
-                        f"({r['speedup']:.2f}x)")
+            try:
+                _eager_rows(args, model, index, prompt, b, n, ctx_doc, res, clock)
+            except Exception as exc:  # noqa: BLE001 - one failing configuration must not lose the others
+                skip(res, n, f"eager generate B={b}", f"failed: {type(exc).__name__}: {str(exc)[:300]}")
     del index
     free_bytes(device)
 
     # ---- static runners: TTFT and graph-captured decode
     capacity = t_max + args.new_tokens + 8
-    params = sum(p.numel() for p in model.parameters()) - model.model.embed_tokens.weight.numel()
     for b in args.batches:
         tails = kv_bytes(cfg, capacity, b)
         act = 6 * b * t_max * cfg.intermediate_size * 2 + b * t_max * cfg.vocab_size * 4
@@ -508,68 +592,26 @@ def run_context(args, model, n: int, device: torch.device, res: Results, clock: 
             skip(res, n, f"static runners B={b}", f"need ~{need / GB:.0f} GB, {free_bytes(device) / GB:.0f} GB free")
             continue
         questions = {t: torch.randint(0, cfg.vocab_size, (b, t), generator=gen).to(device) for t in args.inputs}
-        # dense: TTFT with both prefill kernels (the faster is the baseline), graph decode, profile
-        dense_ttft = {}
-        for impl in (("triton", "sdpa_flash") if device.type == "cuda" else ("triton",)):
-            runner = StaticLlamaRunner(model, compiled, batch_size=b, capacity=capacity, attention="dense",
-                                       dense_prefill=impl)
-            for t_in, q in questions.items():
-                try:
-                    dense_ttft.setdefault(t_in, {})[impl] = time_prefill(runner, q, clock, args.reps) * 1e3
-                except Exception as exc:  # noqa: BLE001 - a failing baseline variant is reported, not fatal
-                    log(f"dense prefill {impl} failed: {type(exc).__name__}: {exc}")
-            del runner
-        base = reset_peak(device)
-        runner = StaticLlamaRunner(model, compiled, batch_size=b, capacity=capacity, attention="dense")
-        dense_dec = time_graph_decode(runner, questions[args.inputs[0]], args.new_tokens, clock)
-        dense_dec["peak_gb"] = peak_gb(device, base)
-        profile_this = not args.no_profile and not (args.quick and b > 1)
-        dense_prof = attention_share(runner, device) if profile_this else {}
-        del runner
-        free_bytes(device)
-        ctx_doc["static"].append({"kind": "dense", "batch": b, "ttft_ms": dense_ttft, "decode": dense_dec,
-                                  "profile": dense_prof})
+        sizes = {"n": n, "b": b, "c": c, "capacity": capacity}
+        try:
+            dense = _dense_rows(args, model, compiled, questions, sizes, device, clock)
+        except Exception as exc:  # noqa: BLE001 - without a baseline the squeezed rows of this batch are skipped
+            skip(res, n, f"dense static runner B={b}", f"failed: {type(exc).__name__}: {str(exc)[:300]}")
+            free_bytes(device)
+            continue
+        ctx_doc["static"].append(dense)
         res.save()
-        log(f"N={n} B={b} dense: decode {dense_dec['ms_per_token']:.2f} ms/token; TTFT "
-            + ", ".join(f"T={t}: " + "/".join(f"{k} {v:.1f} ms" for k, v in d.items()) for t, d in dense_ttft.items()))
         for budget in args.budgets:
             for mode in args.modes:
-                rule = SelectionRule(budget, mode)
-                base = reset_peak(device)
-                runner = StaticLlamaRunner(model, compiled, batch_size=b, capacity=capacity, rule=rule)
-                for t_in, q in questions.items():
-                    ms = time_prefill(runner, q, clock, args.reps) * 1e3
-                    kept = kept_fraction(runner, n)
-                    variants = dense_ttft.get(t_in) or {}
-                    best_impl, best = min(variants.items(), key=lambda kv: kv[1]) if variants else (None, None)
-                    ceil = prefill_ceiling(cfg, params, n, b, t_in, kept if kept is not None else budget, c)
-                    row = {"kind": "ttft", "attention": "squeezed", "batch": b, "input": t_in, "mode": mode,
-                           "budget": budget, "kept": kept, "ms": ms, "dense_ms": best, "dense_impl": best_impl,
-                           "speedup": None if best is None else best / ms, "ceiling": ceil["ceiling"], "flops": ceil}
-                    ctx_doc["static"].append(row)
-                    res.save()
-                    log(f"N={n} B={b} T={t_in} {mode} {budget:.0%}: TTFT {ms:.1f} ms vs {best} ms ({best_impl}), "
-                        f"FLOP ceiling {ceil['ceiling']:.2f}x, kept {kept}")
-                dec = time_graph_decode(runner, questions[args.inputs[0]], args.new_tokens, clock)
-                runner.decode_step()
-                kept = kept_fraction(runner, n)
-                prof = attention_share(runner, device) if profile_this else {}
-                peak = peak_gb(device, base)
-                del runner
-                free_bytes(device)
-                ceil = decode_ceiling(cfg, wbytes, bw, n, b, args.inputs[0] + args.new_tokens // 2,
-                                      kept if kept is not None else budget, c)
-                row = {"kind": "decode", "attention": "squeezed", "batch": b, "mode": mode, "budget": budget,
-                       "kept": kept, "ms": dec["ms_per_token"], "tps": dec["tokens_per_s"], "graph": dec["graph"],
-                       "dense_ms": dense_dec["ms_per_token"], "dense_tps": dense_dec["tokens_per_s"],
-                       "speedup": dense_dec["ms_per_token"] / dec["ms_per_token"], "ceiling": ceil["ceiling"],
-                       "bytes": ceil, "share": prof.get("share"), "dense_share": dense_prof.get("share"),
-                       "profile": prof, "peak_gb": peak, "dense_peak_gb": dense_dec["peak_gb"]}
-                ctx_doc["static"].append(row)
+                try:
+                    rows = _squeezed_rows(args, model, compiled, questions, sizes, SelectionRule(budget, mode),
+                                          dense, device, clock, wbytes, bw)
+                except Exception as exc:  # noqa: BLE001 - one failing configuration must not lose the others
+                    skip(res, n, f"squeezed B={b} {mode} {budget}", f"failed: {type(exc).__name__}: {str(exc)[:300]}")
+                    free_bytes(device)
+                    continue
+                ctx_doc["static"].extend(rows)
                 res.save()
-                log(f"N={n} B={b} decode {mode} {budget:.0%}: {dec['ms_per_token']:.2f} ms/token vs "
-                    f"{dense_dec['ms_per_token']:.2f} = {row['speedup']:.2f}x (byte ceiling {ceil['ceiling']:.2f}x), "
-                    f"attention share {prof.get('share')}")
     del compiled
     free_bytes(device)
 
