@@ -158,7 +158,7 @@ def make_model(args, device: torch.device, max_positions: int):
             model = LlamaForCausalLM(cfg)
     finally:
         torch.set_default_dtype(previous)
-    model = model.to(dtype).eval()
+    model.eval()  # built in `dtype` (RoPE's inv_freq stays fp32, as after from_pretrained)
     model.set_attn_implementation("sdpa")
     return model
 

@@ -235,7 +235,7 @@ class _StaticIndex:
 
 
 _STATIC_CACHE: "OrderedDict[tuple, tuple[tuple, _StaticIndex]]" = OrderedDict()
-_STATIC_CACHE_SIZE = 8
+_STATIC_CACHE_SIZE = 256  # one entry per (layer, index): a 32-layer model must not evict every step
 
 
 def _static_index(labels, always, c, layout) -> _StaticIndex:
