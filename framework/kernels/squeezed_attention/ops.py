@@ -335,8 +335,12 @@ def dense_attention(
     return _triton().dense_attention(q, k, v, causal=causal, scale=s)
 
 
-def merge_attention(a: AttentionResult, b: AttentionResult) -> AttentionResult:
-    """Exact log-sum-exp merge of two attentions of the same queries over disjoint key sets."""
+def merge_attention(a: AttentionResult, b: AttentionResult, *, backend: str = "auto") -> AttentionResult:
+    """Exact log-sum-exp merge of two attentions of the same queries over disjoint key sets.
+
+    ``backend``: "auto" (one Triton launch for CUDA tensors, PyTorch otherwise), "triton", "reference". The out
+    dtype is ``a.out``'s; ``b.out`` must share it.
+    """
     for name, r in (("a", a), ("b", b)):
         if not isinstance(r, AttentionResult):
             raise ValueError(f"{name} must be an AttentionResult, got {type(r).__name__}")
@@ -345,4 +349,11 @@ def merge_attention(a: AttentionResult, b: AttentionResult) -> AttentionResult:
             f"cannot merge attentions of different shapes: out {tuple(a.out.shape)} vs {tuple(b.out.shape)}, "
             f"lse {tuple(a.lse.shape)} vs {tuple(b.lse.shape)}"
         )
-    return ref.merge_attention_reference(a, b)
+    if tuple(a.lse.shape) != tuple(a.out.shape[:-1]):
+        raise ValueError(f"lse shape {tuple(a.lse.shape)} must be out's without the head dim {tuple(a.out.shape)}")
+    be = check_backend(backend, a.out, b.out)
+    if be == "reference" or a.out.dtype != b.out.dtype:
+        return ref.merge_attention_reference(a, b)
+    check_float("a.out", a.out, be)
+    check_head_dim("out", a.out.shape[-1])
+    return _triton().merge_attention(a, b)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 import triton
 
 from .results import AttentionResult, ClusterLayout, Selection
-from .triton_attention import _decode_kernel, _decode_reduce_kernel, _prefill_kernel
+from .triton_attention import _decode_kernel, _decode_reduce_kernel, _merge_kernel, _prefill_kernel
 from .triton_lookup import _logits_kernel, _rows_kernel, _scores_kernel
 from .triton_select import (
     _alive_compact_kernel,
@@ -513,3 +513,18 @@ def dense_attention(q, k, v, *, causal: bool, scale: float) -> AttentionResult:
     if t == 1:  # a single query sees every key, causal or not
         return _decode(q, k, v, dummy, dummy, 1, scale, dense=True)
     return _prefill(q, k, v, dummy, dummy, 1, scale, dense=True, causal=causal)
+
+
+def merge_attention(a: AttentionResult, b: AttentionResult) -> AttentionResult:
+    """One-launch log-sum-exp merge (``_merge_kernel``); shapes were checked by ``ops.merge_attention``."""
+    oa, ob = a.out.contiguous(), b.out.contiguous()
+    la, lb = a.lse.float().contiguous(), b.lse.float().contiguous()
+    d = oa.shape[-1]
+    rows = la.numel()
+    out = torch.empty_like(oa)
+    lse = torch.empty_like(la)
+    block_r = 16 if interpreting() else max(1, min(64, 4096 // d))
+    _merge_kernel[(triton.cdiv(rows, block_r),)](
+        oa, la, ob, lb, out, lse, rows, D=d, BLOCK_R=block_r, **({} if interpreting() else {"num_warps": 4}),
+    )
+    return AttentionResult(out, lse)

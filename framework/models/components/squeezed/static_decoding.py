@@ -340,6 +340,10 @@ class StaticLlamaRunner:
         k, v = self.tail_k[i][:, :, :t], self.tail_v[i][:, :, :t]
         return dense_attention(q, k, v, causal=True, scale=self.scale, backend=self.backend)
 
+    def _attend(self, i: int, q: torch.Tensor) -> torch.Tensor:
+        """``[B, Hq, T, D]`` attention of layer ``i``: fixed context ⊕ tail, merged in one launch."""
+        return merge_attention(self._fixed_part(i, q), self._tail_part(i, q), backend=self.backend).out
+
     # ------------------------------------------------------------------------------------------------ forward
     def _forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Run ``input_ids [B, T]`` at tail positions ``tail_len ..``; returns last-token logits ``[B, V]`` fp32."""
@@ -365,9 +369,9 @@ class StaticLlamaRunner:
             q = q.contiguous()
             if self.annotate:  # a profiler range around the attention (benchmarks measure its share of the step)
                 with torch.profiler.record_function(ATTENTION_RANGE):
-                    out = merge_attention(self._fixed_part(i, q), self._tail_part(i, q)).out
+                    out = self._attend(i, q)
             else:
-                out = merge_attention(self._fixed_part(i, q), self._tail_part(i, q)).out
+                out = self._attend(i, q)
             x = x + attn.o_proj(out.transpose(1, 2).reshape(b, t, self.hq * self.d))
             x = x + block.mlp(block.post_attention_layernorm(x))
         self.tail_len.add_(t)
