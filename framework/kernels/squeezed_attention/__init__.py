@@ -13,6 +13,7 @@ from .ops import (
     merge_attention,
     select_from_scores,
     sparse_attention,
+    sparse_attention_union,
     unpermute_indices,
 )
 
@@ -29,5 +30,6 @@ __all__ = [
     "merge_attention",
     "select_from_scores",
     "sparse_attention",
+    "sparse_attention_union",
     "unpermute_indices",
 ]

@@ -23,9 +23,12 @@ def _decode_kernel(
     q_ptr, k_ptr, v_ptr, idx_ptr, cnt_ptr, po_ptr, pl_ptr,
     qk_scale, H, G, N, K_CAP,
     sqb, sqh, skb, skh, skn, svb, svh, svn,
-    NSPLIT, D: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr,
+    NSPLIT, NS_STRIDE, SPLIT0, D: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr,
     DENSE: tl.constexpr, PREFETCH: tl.constexpr,
 ):
+    """Partials go to split slots ``SPLIT0 .. SPLIT0 + NSPLIT - 1`` of ``NS_STRIDE`` per (batch, KV head): a second
+    launch over another key source (the user-input / generated tail) can fill the other slots, and one reduce merges
+    both (no separate merge)."""
     pid_s = tl.program_id(0)
     bh = tl.program_id(1)
     b = (bh // H).to(tl.int64)  # 64-bit bases: B * Hkv * N * D exceeds 2^31 at batch 8, 32 heads, 128K
@@ -76,7 +79,7 @@ def _decode_kernel(
     has = l > 0
     out = acc / tl.where(has, l, 1.0)[:, None]
     lse2 = tl.where(has, m + tl.log2(tl.where(has, l, 1.0)), float("-inf"))
-    row = (bh * NSPLIT + pid_s) * BLOCK_G + offs_g
+    row = (bh * NS_STRIDE + SPLIT0 + pid_s) * BLOCK_G + offs_g
     tl.store(po_ptr + row[:, None] * D + offs_d[None, :], out)
     tl.store(pl_ptr + row, lse2)
 

@@ -33,6 +33,7 @@ from framework.kernels.squeezed_attention import (
     dense_attention,
     merge_attention,
     sparse_attention,
+    sparse_attention_union,
 )
 from framework.kernels.squeezed_attention.validation import SUPPORTED_HEAD_DIMS, interpreting
 
@@ -322,6 +323,11 @@ class StaticLlamaRunner:
             if q.shape[2] > 1 and self.dense_prefill == "sdpa_flash":
                 return _flash_fixed(q, layer.k, layer.v, self.scale)
             return dense_attention(q, layer.k, layer.v, causal=False, scale=self.scale, backend=self.backend)
+        return sparse_attention(q, layer.k, layer.v, self._select(i, q), scale=self.scale, backend=self.backend)
+
+    def _select(self, i: int, q: torch.Tensor) -> Selection:
+        """Centroid lookup of layer ``i`` (no host sync: threshold as a device tensor, ``sync=False``)."""
+        layer = self.context.layers[i]
         rule = self.rule
         pick = {"threshold": self._threshold} if rule.mode == "calibrated" else {"budget": rule.budget}
         sel = centroid_lookup(
@@ -329,19 +335,31 @@ class StaticLlamaRunner:
             scale=self.scale, backend=self.backend, **pick,
         )
         self.last_selection[i] = sel
-        return sparse_attention(q, layer.k, layer.v, sel, scale=self.scale, backend=self.backend)
+        return sel
+
+    def _tail_selection(self) -> Selection:
+        """Every tail token written so far, this one included (count held on the device)."""
+        return Selection(self._tail_indices, self._tail_counts, self._tail_counts[..., :0].float())
 
     def _tail_part(self, i: int, q: torch.Tensor) -> AttentionResult:
         t = q.shape[2]
-        if t == 1:  # decode: every tail token written so far, this one included (count kept on the device)
-            sel = Selection(self._tail_indices, self._tail_counts, self._tail_counts[..., :0].float())
-            return sparse_attention(q, self.tail_k[i], self.tail_v[i], sel, scale=self.scale, backend=self.backend)
+        if t == 1:  # decode
+            return sparse_attention(q, self.tail_k[i], self.tail_v[i], self._tail_selection(), scale=self.scale,
+                                    backend=self.backend)
         # prefill starts from an empty tail: causal attention among the T new tokens
         k, v = self.tail_k[i][:, :, :t], self.tail_v[i][:, :, :t]
         return dense_attention(q, k, v, causal=True, scale=self.scale, backend=self.backend)
 
     def _attend(self, i: int, q: torch.Tensor) -> torch.Tensor:
-        """``[B, Hq, T, D]`` attention of layer ``i``: fixed context ⊕ tail, merged in one launch."""
+        """``[B, Hq, T, D]`` attention of layer ``i``: fixed context ⊕ tail.
+
+        Decode: one split-K partial buffer for both sources and one reduce (`sparse_attention_union`); prefill:
+        two attentions merged in one launch."""
+        if q.shape[2] == 1:
+            layer = self.context.layers[i]
+            fixed = (layer.k, layer.v, None if self.attention == "dense" else self._select(i, q))
+            tail = (self.tail_k[i], self.tail_v[i], self._tail_selection())
+            return sparse_attention_union(q, fixed, tail, scale=self.scale, backend=self.backend).out
         return merge_attention(self._fixed_part(i, q), self._tail_part(i, q), backend=self.backend).out
 
     # ------------------------------------------------------------------------------------------------ forward

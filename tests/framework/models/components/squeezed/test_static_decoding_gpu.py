@@ -90,3 +90,23 @@ def test_full_budget_runner_matches_transformers_sdpa(setup):
     # bf16 model, other summation order: logits within bf16 noise and pointing the same way
     torch.testing.assert_close(got, expected, rtol=0, atol=0.1)
     assert torch.nn.functional.cosine_similarity(got, expected, dim=-1).min() > 0.999
+
+
+@pytest.mark.parametrize("attention,rule", [("dense", None), ("squeezed", SelectionRule(1.0, "topk"))],
+                         ids=["dense", "squeezed-full"])
+def test_decode_steps_match_transformers_sdpa(setup, attention, rule):
+    """Every decode step (fixed context and tail in one split-K buffer) against one Transformers forward."""
+    model, compiled, question, context = setup
+    runner = StaticLlamaRunner(model, compiled, batch_size=2, capacity=128, attention=attention, rule=rule)
+    logits = [runner.prefill(question)]
+    tokens = [runner.next_ids.clone()]
+    for _ in range(4):
+        logits.append(runner.decode_step())
+        tokens.append(runner.next_ids.clone())
+    generated = torch.cat(tokens[:-1], 1)  # the tokens fed to the decode steps
+    full = torch.cat([context.cuda().expand(2, -1), question, generated], 1)
+    with torch.no_grad():
+        expected = model(input_ids=full, logits_to_keep=generated.shape[1] + 1).logits.float()  # [2, 5, V]
+    got = torch.stack(logits, 1)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0.1)
+    assert torch.nn.functional.cosine_similarity(got, expected, dim=-1).min() > 0.999
