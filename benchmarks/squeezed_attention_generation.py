@@ -212,6 +212,11 @@ def peak_gb(device: torch.device, base: int = 0) -> float | None:
     return round((torch.cuda.max_memory_allocated(device) - base) / GB, 2)
 
 
+def total_peak_gb(device: torch.device) -> float | None:
+    """Peak of all allocated GPU memory since the last reset (weights and resident contexts included)."""
+    return None if device.type != "cuda" else round(torch.cuda.max_memory_allocated(device) / GB, 2)
+
+
 def copy_bandwidth(device: torch.device) -> float | None:
     """Device-to-device copy bandwidth (read + write bytes / time), median of 10 copies of 1 GiB."""
     if device.type != "cuda":
@@ -368,6 +373,7 @@ def eager_generate(model, index, prompt, new: int, clock: Clock, settings=None) 
         full = clock.time(lambda: run(new))
         return one, full
 
+    base = reset_peak(clock_device(clock))
     with torch.no_grad():
         if settings is None:
             model.set_attn_implementation("sdpa")
@@ -378,7 +384,13 @@ def eager_generate(model, index, prompt, new: int, clock: Clock, settings=None) 
                 one, full = timed()
             model.set_attn_implementation("sdpa")
     per = (full - one) / (new - 1)
-    return {"ttft_s": one, "ms_per_token": per * 1e3, "tokens_per_s": prompt.shape[0] / per}
+    dev = clock_device(clock)
+    return {"ttft_s": one, "ms_per_token": per * 1e3, "tokens_per_s": prompt.shape[0] / per,
+            "peak_gb": peak_gb(dev, base), "peak_total_gb": total_peak_gb(dev)}
+
+
+def clock_device(clock: "Clock") -> torch.device:
+    return torch.device("cuda" if clock.cuda else "cpu")
 
 
 # ------------------------------------------------------------------------------------------------- markdown
@@ -413,7 +425,7 @@ def render(doc: dict) -> str:
                 f"{r['ms']:.1f} | {speed} | {r['ceiling']:.2f}x | {frac} |")
     lines += ["", "Decode (CUDA graph per step, greedy, per-token latency over the generated tokens):", "",
               "| N | B | dense ms/token | dense tok/s | squeezed | budget | kept | ms/token | tok/s | speedup | "
-              "byte ceiling | % of ceiling | attention share dense / squeezed | peak GB dense / squeezed |",
+              "byte ceiling | % of ceiling | attention share dense / squeezed | peak GB dense / squeezed (runner; all) |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for n, ctx in doc["contexts"].items():
         for r in ctx["static"]:
@@ -425,7 +437,8 @@ def render(doc: dict) -> str:
                 f"| {n} | {r['batch']} | {r['dense_ms']:.2f} | {r['dense_tps']:.0f} | {r['mode']} | "
                 f"{r['budget']:.0%} | {kept} | {r['ms']:.2f} | {r['tps']:.0f} | **{r['speedup']:.2f}x** | "
                 f"{r['ceiling']:.2f}x | {r['speedup'] / r['ceiling']:.0%} | {share(r.get('dense_share'))} / "
-                f"{share(r.get('share'))} | {r.get('dense_peak_gb')} / {r.get('peak_gb')} |")
+                f"{share(r.get('share'))} | {r.get('dense_peak_gb')} / {r.get('peak_gb')} "
+                f"({r.get('dense_peak_total_gb')} / {r.get('peak_total_gb')}) |")
     lines += ["", "One eager decode step under torch.profiler (GPU kernel time, µs):", "",
               "| N | B | attention | budget | kernels | total | attention | matmul | other |", "|---|---|---|---|---|---|---|---|---|"]
     for n, ctx in doc["contexts"].items():
@@ -438,12 +451,13 @@ def render(doc: dict) -> str:
             lines.append(f"| {n} | {r['batch']} | {name} | {budget} | {p['kernels_per_step']} | {p['kernel_us']:.0f} | "
                          f"{p['attention_us']:.0f} | {p['gemm_us']:.0f} | {p['other_us']:.0f} |")
     lines += ["", "Eager Transformers generate() (DynamicCache, no graphs):", "",
-              "| N | B | attention | budget | TTFT s | ms/token | tok/s | speedup (ms/token) |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| N | B | attention | budget | TTFT s | ms/token | tok/s | speedup (ms/token) | peak GB (all) |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for n, ctx in doc["contexts"].items():
         for r in ctx["eager"]:
             lines.append(f"| {n} | {r['batch']} | {r['attention']} | {r.get('budget') or '–'} | {r['ttft_s']:.2f} | "
-                         f"{r['ms_per_token']:.2f} | {r['tokens_per_s']:.1f} | {r.get('speedup', 1.0):.2f}x |")
+                         f"{r['ms_per_token']:.2f} | {r['tokens_per_s']:.1f} | {r.get('speedup', 1.0):.2f}x | "
+                         f"{r.get('peak_total_gb')} |")
     skipped = [(n, s) for n, ctx in doc["contexts"].items() for s in ctx["skipped"]]
     if skipped:
         lines += ["", "Skipped:", ""] + [f"- N={n}, {s['what']}: {s['reason']}" for n, s in skipped]
@@ -490,6 +504,7 @@ def _dense_rows(args, model, compiled, questions: dict, sizes: dict, device, clo
     runner = StaticLlamaRunner(model, compiled, batch_size=b, capacity=capacity, attention="dense")
     dec = time_graph_decode(runner, questions[args.inputs[0]], args.new_tokens, clock)
     dec["peak_gb"] = peak_gb(device, base)
+    dec["peak_total_gb"] = total_peak_gb(device)
     prof = attention_share(runner, device) if _profile(args, b) else {}
     del runner
     free_bytes(device)
@@ -527,7 +542,7 @@ def _squeezed_rows(args, model, compiled, questions: dict, sizes: dict, rule: Se
     runner.decode_step()
     kept = kept_fraction(runner, n)
     prof = attention_share(runner, device) if _profile(args, b) else {}
-    peak = peak_gb(device, base)
+    peak, peak_total = peak_gb(device, base), total_peak_gb(device)
     del runner
     free_bytes(device)
     ceil = decode_ceiling(cfg, wbytes, bw, n, b, args.inputs[0] + args.new_tokens // 2,
@@ -539,7 +554,8 @@ def _squeezed_rows(args, model, compiled, questions: dict, sizes: dict, rule: Se
            "dense_ms": dd["ms_per_token"], "dense_tps": dd["tokens_per_s"],
            "speedup": dd["ms_per_token"] / dec["ms_per_token"], "ceiling": ceil["ceiling"], "bytes": ceil,
            "share": prof.get("share"), "dense_share": dense["profile"].get("share"), "profile": prof,
-           "peak_gb": peak, "dense_peak_gb": dd["peak_gb"]}
+           "peak_gb": peak, "dense_peak_gb": dd["peak_gb"], "peak_total_gb": peak_total,
+           "dense_peak_total_gb": dd["peak_total_gb"]}
     rows.append(row)
     log(f"N={n} B={b} decode {mode} {budget:.0%}: {dec['ms_per_token']:.2f} ms/token vs {dd['ms_per_token']:.2f} = "
         f"{row['speedup']:.2f}x (byte ceiling {ceil['ceiling']:.2f}x), attention share {prof.get('share')}")
