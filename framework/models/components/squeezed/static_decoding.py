@@ -363,6 +363,15 @@ class StaticLlamaRunner:
         return merge_attention(self._fixed_part(i, q), self._tail_part(i, q), backend=self.backend).out
 
     # ------------------------------------------------------------------------------------------------ forward
+    @staticmethod
+    def _norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """A Llama RMSNorm as one `torch.nn.functional.rms_norm` call (fused on CUDA in recent torch) instead of the
+        module's ~8 elementwise kernels; any other norm module runs as it is."""
+        eps = getattr(norm, "variance_epsilon", None)
+        if type(norm).__name__ == "LlamaRMSNorm" and eps is not None and hasattr(torch.nn.functional, "rms_norm"):
+            return torch.nn.functional.rms_norm(x, (x.shape[-1],), norm.weight, eps)
+        return norm(x)
+
     def _forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Run ``input_ids [B, T]`` at tail positions ``tail_len ..``; returns last-token logits ``[B, V]`` fp32."""
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
@@ -377,7 +386,7 @@ class StaticLlamaRunner:
             self._tail_counts.copy_((self.tail_len + 1).view(1, 1).expand(b, self.hkv))
         for i, block in enumerate(base.layers):
             attn = block.self_attn
-            h = block.input_layernorm(x)
+            h = self._norm(block.input_layernorm, x)
             q = attn.q_proj(h).view(b, t, self.hq, self.d).transpose(1, 2)
             k = attn.k_proj(h).view(b, t, self.hkv, self.d).transpose(1, 2)
             v = attn.v_proj(h).view(b, t, self.hkv, self.d).transpose(1, 2)
@@ -391,9 +400,9 @@ class StaticLlamaRunner:
             else:
                 out = self._attend(i, q)
             x = x + attn.o_proj(out.transpose(1, 2).reshape(b, t, self.hq * self.d))
-            x = x + block.mlp(block.post_attention_layernorm(x))
+            x = x + block.mlp(self._norm(block.post_attention_layernorm, x))
         self.tail_len.add_(t)
-        return self.model.lm_head(base.norm(x[:, -1:]))[:, 0].float()
+        return self.model.lm_head(self._norm(base.norm, x[:, -1:]))[:, 0].float()
 
     def _check_room(self, tokens: int) -> None:
         if self._host_len + tokens > self.capacity:
