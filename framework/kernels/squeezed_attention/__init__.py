@@ -17,6 +17,8 @@ from .ops import (
     unpermute_indices,
 )
 
+from .rope_cache import rope_cache_write
+
 __all__ = [
     "AttentionResult",
     "ClusterLayout",
@@ -28,6 +30,7 @@ __all__ = [
     "hierarchical_lookup",
     "kmeans",
     "merge_attention",
+    "rope_cache_write",
     "select_from_scores",
     "sparse_attention",
     "sparse_attention_union",

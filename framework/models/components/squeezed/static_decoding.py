@@ -32,6 +32,7 @@ from framework.kernels.squeezed_attention import (
     cluster_contiguous_layout,
     dense_attention,
     merge_attention,
+    rope_cache_write,
     sparse_attention,
     sparse_attention_union,
 )
@@ -374,8 +375,6 @@ class StaticLlamaRunner:
 
     def _forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Run ``input_ids [B, T]`` at tail positions ``tail_len ..``; returns last-token logits ``[B, V]`` fp32."""
-        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
-
         base = self.model.model
         b, t = input_ids.shape
         write = self.tail_len + torch.arange(t, device=input_ids.device)  # [T] tail slots written now
@@ -387,13 +386,11 @@ class StaticLlamaRunner:
         for i, block in enumerate(base.layers):
             attn = block.self_attn
             h = self._norm(block.input_layernorm, x)
-            q = attn.q_proj(h).view(b, t, self.hq, self.d).transpose(1, 2)
-            k = attn.k_proj(h).view(b, t, self.hkv, self.d).transpose(1, 2)
-            v = attn.v_proj(h).view(b, t, self.hkv, self.d).transpose(1, 2)
-            q, k = apply_rotary_pos_emb(q, k, cos, sin)
-            self.tail_k[i].index_copy_(2, write, k.to(self.tail_k[i].dtype))
-            self.tail_v[i].index_copy_(2, write, v.to(self.tail_v[i].dtype))
-            q = q.contiguous()
+            q = attn.q_proj(h).view(b, t, self.hq, self.d)
+            k = attn.k_proj(h).view(b, t, self.hkv, self.d)
+            v = attn.v_proj(h).view(b, t, self.hkv, self.d)
+            # RoPE of q and k, k/v into the tail at `write`, q head-major: one launch
+            q = rope_cache_write(q, k, v, cos, sin, write, self.tail_k[i], self.tail_v[i], backend=self.backend)
             if self.annotate:  # a profiler range around the attention (benchmarks measure its share of the step)
                 with torch.profiler.record_function(ATTENTION_RANGE):
                     out = self._attend(i, q)
