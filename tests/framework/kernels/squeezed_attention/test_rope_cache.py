@@ -56,3 +56,23 @@ def test_bad_shapes():
         rope_cache_write(q, k, v, cos, sin, pos, kc.transpose(2, 3), vc, backend="reference")
     with pytest.raises(ValueError, match="k and v"):
         rope_cache_write(q, k[:, :, :1], v, cos, sin, pos, kc, vc, backend="reference")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("t", [1, 2048])
+def test_kernel_bf16_on_gpu(t):
+    b, hq, hkv, d, cap = 4, 32, 8, 128, 4096
+    g = torch.Generator(device="cuda").manual_seed(3)
+    q, k, v = (torch.randn(b, t, h, d, generator=g, device="cuda").bfloat16() for h in (hq, hkv, hkv))
+    ang = torch.rand(b, t, d // 2, generator=g, device="cuda") * 100
+    cos = torch.cat([ang.cos(), ang.cos()], -1).bfloat16()
+    sin = torch.cat([ang.sin(), ang.sin()], -1).bfloat16()
+    pos = torch.arange(t, device="cuda") + 1000
+    kc, vc = (torch.zeros(b, hkv, cap, d, dtype=torch.bfloat16, device="cuda") for _ in range(2))
+    kc2, vc2 = kc.clone(), vc.clone()
+    ref = rope_cache_write(q, k, v, cos, sin, pos, kc, vc, backend="reference")
+    got = rope_cache_write(q, k, v, cos, sin, pos, kc2, vc2, backend="triton")
+    torch.testing.assert_close(got, ref, rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(kc2, kc, rtol=1e-2, atol=1e-2)
+    assert torch.equal(vc2, vc)
