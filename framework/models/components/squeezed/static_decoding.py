@@ -408,10 +408,35 @@ class StaticLlamaRunner:
                 "(user input + generated tokens); build the runner with a larger capacity"
             )
 
+    def check_context(self, context_ids: torch.Tensor) -> None:
+        """Raise ValueError unless ``context_ids`` ``[N]`` / ``[1, N]`` / ``[B, N]`` (rows equal) is the compiled context."""
+        from framework.models.components.squeezed.fixed_context_index import context_fingerprint
+
+        ids = torch.as_tensor(context_ids)
+        if ids.dim() == 2 and ids.shape[0] > 1:
+            if not bool((ids == ids[:1]).all()):
+                raise ValueError("the batch rows give different fixed contexts; one batch serves one compiled context")
+            ids = ids[:1]
+        n, have = int(ids.shape[-1]), self.context.num_tokens
+        if n != have:
+            relation = "longer" if n > have else "shorter"
+            raise ValueError(
+                f"the given fixed context has {n} tokens, {relation} than the compiled index ({have} tokens): "
+                "build and compile an index for this context"
+            )
+        if context_fingerprint(ids) != self.context.fingerprint:
+            raise ValueError(
+                f"the given fixed context ({n} tokens) is not the one the index was built from "
+                f"(fingerprint {self.context.fingerprint[:12]})"
+            )
+
     @torch.no_grad()
-    def prefill(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def prefill(self, input_ids: torch.Tensor, *, context_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Start new sequences: user input ``[B, T]`` after the fixed context. Returns logits ``[B, V]`` of the last
-        token and stores its greedy next token in ``next_ids``."""
+        token and stores its greedy next token in ``next_ids``. With ``context_ids`` the fixed context the caller
+        means is checked against the compiled one first (`check_context`)."""
+        if context_ids is not None:
+            self.check_context(context_ids)
         if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.shape[0] != self.batch_size:
             shape = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
             raise ValueError(f"input_ids must have shape [batch_size={self.batch_size}, T], got {shape}")

@@ -174,3 +174,18 @@ def test_model_of_another_shape(compiled):
 def test_static_cache_must_exceed_context(model, index):
     with pytest.raises(ValueError, match="above the fixed context length 160"):
         static_cache_from_index(index, model, batch_size=1, max_cache_len=160)
+
+
+def test_context_longer_than_the_index(model, compiled, context):
+    runner = StaticLlamaRunner(model, compiled, batch_size=2, capacity=8, rule=SelectionRule(0.3))
+    q = torch.randint(3, 300, (2, 3))
+    longer = torch.cat([context, context[:, :5]], 1)
+    with pytest.raises(ValueError, match="165 tokens, longer than the compiled index \\(160 tokens\\)"):
+        runner.prefill(q, context_ids=longer)
+    other = context.clone()
+    other[0, 7] += 1
+    with pytest.raises(ValueError, match="not the one the index was built from"):
+        runner.prefill(q, context_ids=other)
+    with pytest.raises(ValueError, match="batch rows give different fixed contexts"):
+        runner.prefill(q, context_ids=torch.cat([context, other]))
+    runner.prefill(q, context_ids=context.expand(2, -1))  # the right context passes
