@@ -45,6 +45,7 @@ from framework.kernels.squeezed_attention import (  # noqa: E402
 from framework.kernels.squeezed_attention import reference as ref  # noqa: E402
 
 PEAK_BW = 4.8e12
+COPY_BW: float | None = None  # device-to-device copy bandwidth measured at start (bytes/s), for the byte floors
 HQ, D = 32, 128
 WINDOW = 100
 DT = torch.bfloat16
@@ -203,6 +204,10 @@ def bench_config(timer, mode, b, hkv, n, t, budgets, ctx, rows, hier=None):
                    thr_kept_max=tsel.key_counts.max().item(), thr_lookup_us=t_tl, thr_total_us=t_tt,
                    thr_speedup=t_dense / t_tt,
                    thr_total_tbps=(2 * b * hkv * t_kept * D * 2 + cent_bytes) / t_tt / 1e6)
+        if COPY_BW:  # bytes that must be read, at the copy bandwidth measured on this card in this run
+            row.update(copy_tbps=COPY_BW / 1e12, dense_floor_us=kv_bytes / COPY_BW * 1e6,
+                       floor_us=(sel_bytes + cent_bytes) / COPY_BW * 1e6,
+                       thr_floor_us=(2 * b * hkv * t_kept * D * 2 + cent_bytes) / COPY_BW * 1e6)
         if mode == "prefill":
             row["dense_tflops"] = flops_dense / t_dense / 1e6
             row["attention_tflops"] = 4 * b * HQ * t * kept * D / t_attn / 1e6
@@ -378,6 +383,21 @@ def tune(timer):
     return results
 
 
+def measure_copy_bandwidth() -> float:
+    """Bytes read + written per second by a 1 GiB device-to-device copy (median of 10 after 2 warm-ups)."""
+    x = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
+    y = torch.empty_like(x)
+    times = []
+    for _ in range(12):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        y.copy_(x)
+        e.record()
+        e.synchronize()
+        times.append(s.elapsed_time(e) / 1e3)
+    return 2 * (1 << 30) / statistics.median(times[2:])
+
+
 def render_markdown(result: dict) -> str:
     """Markdown tables of a result JSON (decode, prefill, hierarchical lookup)."""
     rows = result["rows"]
@@ -393,16 +413,19 @@ def render_markdown(result: dict) -> str:
                                                   if mode == "prefill" else ""))
         out.append("")
         extra = "dense TB/s" if mode == "decode" else "dense TFLOP/s"
-        out.append(f"| B | Hkv | N | T | budget | dense µs (baseline) | {extra} | lookup µs | attention µs | total µs | "
-                   "speedup | lookup share | TB/s | thr.: kept | thr.: total µs | thr.: speedup | thr.: TB/s |")
-        out.append("|" + "---|" * 17)
+        out.append(f"| B | Hkv | N | T | budget | dense µs (baseline) | dense floor µs | {extra} | lookup µs | "
+                   "attention µs | total µs | floor µs | speedup | lookup share | TB/s | thr.: kept | thr.: total µs | "
+                   "thr.: floor µs | thr.: speedup | thr.: TB/s |")
+        out.append("|" + "---|" * 20)
+        fl = lambda r, key: f"{r[key]:.1f}" if key in r else "–"  # noqa: E731 - floors absent in older JSON
         for r in sel:
             dense_rate = (f"{r['dense_tbps']:.2f}" if mode == "decode" else f"{r['dense_tflops']:.0f}")
             out.append(
                 f"| {r['batch']} | {r['kv_heads']} | {r['context'] // k}K | {r['query_tokens']} | {r['budget']:.0%} | "
-                f"{r['dense_us']:.1f} ({r['dense_best']}) | {dense_rate} | {r['lookup_us']:.1f} | "
-                f"{r['attention_us']:.1f} | {r['total_us']:.1f} | **{r['speedup']:.2f}x** | {r['lookup_share']:.0%} | "
-                f"{r['total_tbps']:.2f} | {r['thr_kept_keys'] / r['context']:.1%} | {r['thr_total_us']:.1f} | "
+                f"{r['dense_us']:.1f} ({r['dense_best']}) | {fl(r, 'dense_floor_us')} | {dense_rate} | "
+                f"{r['lookup_us']:.1f} | {r['attention_us']:.1f} | {r['total_us']:.1f} | {fl(r, 'floor_us')} | "
+                f"**{r['speedup']:.2f}x** | {r['lookup_share']:.0%} | {r['total_tbps']:.2f} | "
+                f"{r['thr_kept_keys'] / r['context']:.1%} | {r['thr_total_us']:.1f} | {fl(r, 'thr_floor_us')} | "
                 f"{r['thr_speedup']:.2f}x | {r['thr_total_tbps']:.2f} |")
         out.append("")
     hier = [r for r in rows if "hier_lookup_us" in r]
@@ -444,6 +467,9 @@ def main(argv=None):
         raise SystemExit("needs a CUDA GPU")
     torch.backends.cuda.matmul.allow_tf32 = False
     timer = Timer(args.reps)
+    global COPY_BW
+    COPY_BW = measure_copy_bandwidth()
+    print(f"device-to-device copy bandwidth: {COPY_BW / 1e12:.2f} TB/s (read + write)", flush=True)
     if args.profile or args.tune:
         extra = {}
         if args.profile:
@@ -492,6 +518,7 @@ def write_result(args, argv, rows, started):
         "head_dim": D,
         "timing": f"CUDA graph replay, L2 flushed before each, median of {args.reps}",
         "peak_bandwidth_tbps": PEAK_BW / 1e12,
+        "copy_bandwidth_tbps": None if COPY_BW is None else COPY_BW / 1e12,
         "wall_s": time.time() - started,
         "rows": rows,
     }

@@ -13,8 +13,11 @@ from .ops import (
     merge_attention,
     select_from_scores,
     sparse_attention,
+    sparse_attention_union,
     unpermute_indices,
 )
+
+from .rope_cache import rope_cache_write
 
 __all__ = [
     "AttentionResult",
@@ -27,7 +30,9 @@ __all__ = [
     "hierarchical_lookup",
     "kmeans",
     "merge_attention",
+    "rope_cache_write",
     "select_from_scores",
     "sparse_attention",
+    "sparse_attention_union",
     "unpermute_indices",
 ]

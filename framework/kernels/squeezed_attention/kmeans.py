@@ -18,10 +18,13 @@ from .results import KMeansResult
 
 __all__ = ["kmeans"]
 
-_ASSIGN_BYTES = 256 * 1024 * 1024  # bound on the [H, chunk, C] score block of one assignment step
+_ASSIGN_BYTES = {"cpu": 256 * 1024 * 1024, "cuda": 2 * 1024**3}  # bound on one [H, chunk, C] score block
+INITS = ("k-means++", "random")
 
 
-def _check(x: torch.Tensor, num_clusters: int, iters: int, tol: float) -> None:
+def _check(x: torch.Tensor, num_clusters: int, iters: int, tol: float, init: str) -> None:
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
     if not isinstance(x, torch.Tensor) or x.dim() != 3:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"x must be a tensor of shape [H, N, D], got {shape}")
@@ -61,18 +64,34 @@ def _kmeanspp(xn: torch.Tensor, c: int, gen: torch.Generator) -> torch.Tensor:
     return centers
 
 
+def _random_init(xn: torch.Tensor, c: int, gen: torch.Generator) -> torch.Tensor:
+    """``[H, C, D]`` centers: C distinct points per head drawn uniformly (one step, for large inputs)."""
+    h, n, d = xn.shape
+    pick = torch.rand(h, n, generator=gen, device=xn.device).topk(c, dim=-1).indices
+    return xn.gather(1, pick[..., None].expand(h, c, d))
+
+
 def _assign(xn: torch.Tensor, mu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nearest mean per point: ``labels [H, N]`` int64 and squared distances ``[H, N]`` fp32."""
+    """Nearest mean per point: ``labels [H, N]`` int64 and squared distances ``[H, N]`` fp32.
+
+    Works in chunks of points so that no temporary grows with ``H * N * C`` or ``H * N * D``."""
     h, n, _ = xn.shape
     c = mu.shape[1]
     mu_sq = mu.pow(2).sum(-1)  # [H, C]
-    chunk = max(1, min(n, _ASSIGN_BYTES // max(1, 4 * h * c)))
+    budget = _ASSIGN_BYTES["cuda" if xn.is_cuda else "cpu"]
+    chunk = max(1, min(n, budget // max(1, 4 * h * c)))
     labels = torch.empty(h, n, dtype=torch.long, device=xn.device)
+    dist = torch.empty(h, n, dtype=xn.dtype, device=xn.device)
     for s in range(0, n, chunk):
         xc = xn[:, s : s + chunk]
         # argmin ||x - mu||^2 = argmin (||mu||^2 - 2 x.mu); first index wins ties (deterministic)
-        labels[:, s : s + chunk] = (mu_sq[:, None, :] - 2.0 * torch.bmm(xc, mu.transpose(1, 2))).argmin(-1)
-    dist = (xn - mu.gather(1, labels[..., None].expand_as(xn))).pow(2).sum(-1)  # exact, not the expanded form
+        if xn.is_cuda:  # one fused GEMM epilogue instead of three passes over the [H, chunk, C] block
+            lab = torch.baddbmm(mu_sq[:, None, :], xc, mu.transpose(1, 2), alpha=-2.0).argmin(-1)
+        else:
+            lab = (mu_sq[:, None, :] - 2.0 * torch.bmm(xc, mu.transpose(1, 2))).argmin(-1)
+        labels[:, s : s + chunk] = lab
+        # exact, not the expanded form
+        dist[:, s : s + chunk] = (xc - mu.gather(1, lab[..., None].expand_as(xc))).pow(2).sum(-1)
     return labels, dist
 
 
@@ -105,6 +124,7 @@ def kmeans(
     iters: int = 300,
     seed: int = 0,
     tol: float = 1e-4,
+    init: str = "k-means++",
 ) -> KMeansResult:
     """Cluster the keys of every head (see the module docstring for the algorithm).
 
@@ -114,17 +134,19 @@ def kmeans(
         iters: maximum Lloyd iterations (the paper's cuML setting is 300).
         seed: seeds k-means++ (same seed, same device -> same result).
         tol: stop when the relative inertia decrease falls below ``tol`` (or no label changes).
+        init: "k-means++" (the paper's; C sequential passes over the points) or "random" (C distinct points per
+            head, one step: for contexts where C passes are too slow, e.g. 128K keys x 256 heads).
 
     Returns:
         :class:`KMeansResult` with ``centroids [H, C, D]`` fp32 (mean of raw keys), ``labels [H, N]`` int64,
         ``cluster_sizes [H, C]`` int64 and the per-iteration ``inertia`` (non-increasing).
     """
-    _check(x, num_clusters, iters, tol)
+    _check(x, num_clusters, iters, tol, init)
     xf = x.float()
     xn = F.normalize(xf, dim=-1, eps=1e-12)
     gen = torch.Generator(device=x.device)
     gen.manual_seed(int(seed))
-    mu = _kmeanspp(xn, num_clusters, gen)
+    mu = _kmeanspp(xn, num_clusters, gen) if init == "k-means++" else _random_init(xn, num_clusters, gen)
     inertia: list[float] = []
     labels = None
     for _ in range(iters):

@@ -41,6 +41,7 @@ __all__ = [
     "hierarchical_lookup",
     "select_from_scores",
     "sparse_attention",
+    "sparse_attention_union",
     "merge_attention",
     "dense_attention",
     "cluster_contiguous_layout",
@@ -59,14 +60,23 @@ def _triton():
 
 
 def kmeans(
-    x: torch.Tensor, num_clusters: int, *, iters: int = 300, seed: int = 0, tol: float = 1e-4, backend: str = "auto"
+    x: torch.Tensor,
+    num_clusters: int,
+    *,
+    iters: int = 300,
+    seed: int = 0,
+    tol: float = 1e-4,
+    init: str = "k-means++",
+    backend: str = "auto",
 ) -> KMeansResult:
     """Cosine k-means of ``x [H, N, D]`` into ``num_clusters`` clusters per head (torch on x's device).
+
+    ``init``: "k-means++" (the paper's) or "random" (C distinct points per head; one step instead of C passes).
 
     ``backend`` is accepted for uniformity; k-means is written in torch and runs on the GPU as is.
     """
     check_backend(backend)
-    return _kmeans(x, num_clusters, iters=iters, seed=seed, tol=tol)
+    return _kmeans(x, num_clusters, iters=iters, seed=seed, tol=tol, init=init)
 
 
 def _check_sync(sync) -> None:
@@ -285,19 +295,61 @@ def sparse_attention(
     be = check_backend(backend, q, k, v)
     b, hq, t, d = check_query(q, be)
     hkv, n = _check_kv(q, k, v, be)
-    if not isinstance(selection, Selection):
-        raise ValueError(f"selection must be a Selection, got {type(selection).__name__}")
-    if selection.key_indices.dim() != 3 or tuple(selection.key_indices.shape[:2]) != (b, hkv):
-        raise ValueError(
-            f"selection.key_indices must have shape [B, Hkv, K_max] with B={b}, Hkv={hkv}, "
-            f"got {tuple(selection.key_indices.shape)}"
-        )
-    if tuple(selection.key_counts.shape) != (b, hkv):
-        raise ValueError(f"selection.key_counts must have shape [{b}, {hkv}], got {tuple(selection.key_counts.shape)}")
+    _check_selection(selection, b, hkv)
     s = resolve_scale(scale, d)
     if be == "reference":
         return ref.sparse_attention_reference(q, k, v, selection, scale=s)
     return _triton().sparse_attention(q, k, v, selection, scale=s)
+
+
+def _check_selection(selection, b: int, hkv: int, name: str = "selection") -> None:
+    if not isinstance(selection, Selection):
+        raise ValueError(f"{name} must be a Selection, got {type(selection).__name__}")
+    if selection.key_indices.dim() != 3 or tuple(selection.key_indices.shape[:2]) != (b, hkv):
+        raise ValueError(
+            f"{name}.key_indices must have shape [B, Hkv, K_max] with B={b}, Hkv={hkv}, "
+            f"got {tuple(selection.key_indices.shape)}"
+        )
+    if tuple(selection.key_counts.shape) != (b, hkv):
+        raise ValueError(f"{name}.key_counts must have shape [{b}, {hkv}], got {tuple(selection.key_counts.shape)}")
+
+
+def sparse_attention_union(
+    q: torch.Tensor,
+    first: tuple[torch.Tensor, torch.Tensor, Selection],
+    second: tuple[torch.Tensor, torch.Tensor, Selection],
+    *,
+    scale: float | None = None,
+    backend: str = "auto",
+) -> AttentionResult:
+    """Exact attention over the selected keys of two disjoint key sources (e.g. the fixed context and the
+    per-sequence tail of user input / generated tokens) = ``merge_attention`` of two ``sparse_attention`` calls.
+
+    Args:
+        q: ``[B, Hq, T, D]``.
+        first, second: ``(k, v, selection)`` each with ``k, v [B or 1, Hkv, N_i, D]``; the first selection may be
+            None (every key of the first source: dense).
+
+    Returns:
+        :class:`AttentionResult`. Decode (T == 1) on the Triton backend runs both sources into one split-K
+        partial buffer and one reduce (3 launches instead of 5).
+    """
+    be = check_backend(backend, q, first[0], first[1], second[0], second[1])
+    b, hq, t, d = check_query(q, be)
+    for name, src in (("first", first), ("second", second)):
+        if not isinstance(src, tuple) or len(src) != 3:
+            raise ValueError(f"{name} must be a tuple (k, v, selection), got {type(src).__name__}")
+        k, v, sel = src
+        hkv, _ = _check_kv(q, k, v, be)
+        if sel is not None or name == "second":
+            _check_selection(sel, b, hkv, f"{name} selection")
+    s = resolve_scale(scale, d)
+    if be == "reference" or t > 1:
+        k1, v1, sel1 = first
+        a = (dense_attention(q, k1, v1, causal=False, scale=s, backend=be) if sel1 is None
+             else sparse_attention(q, k1, v1, sel1, scale=s, backend=be))
+        return merge_attention(a, sparse_attention(q, *second, scale=s, backend=be), backend=be)
+    return _triton().sparse_attention_union(q, first, second, scale=s)
 
 
 def dense_attention(
@@ -326,8 +378,12 @@ def dense_attention(
     return _triton().dense_attention(q, k, v, causal=causal, scale=s)
 
 
-def merge_attention(a: AttentionResult, b: AttentionResult) -> AttentionResult:
-    """Exact log-sum-exp merge of two attentions of the same queries over disjoint key sets."""
+def merge_attention(a: AttentionResult, b: AttentionResult, *, backend: str = "auto") -> AttentionResult:
+    """Exact log-sum-exp merge of two attentions of the same queries over disjoint key sets.
+
+    ``backend``: "auto" (one Triton launch for CUDA tensors, PyTorch otherwise), "triton", "reference". The out
+    dtype is ``a.out``'s; ``b.out`` must share it.
+    """
     for name, r in (("a", a), ("b", b)):
         if not isinstance(r, AttentionResult):
             raise ValueError(f"{name} must be an AttentionResult, got {type(r).__name__}")
@@ -336,4 +392,11 @@ def merge_attention(a: AttentionResult, b: AttentionResult) -> AttentionResult:
             f"cannot merge attentions of different shapes: out {tuple(a.out.shape)} vs {tuple(b.out.shape)}, "
             f"lse {tuple(a.lse.shape)} vs {tuple(b.lse.shape)}"
         )
-    return ref.merge_attention_reference(a, b)
+    if tuple(a.lse.shape) != tuple(a.out.shape[:-1]):
+        raise ValueError(f"lse shape {tuple(a.lse.shape)} must be out's without the head dim {tuple(a.out.shape)}")
+    be = check_backend(backend, a.out, b.out)
+    if be == "reference" or a.out.dtype != b.out.dtype:
+        return ref.merge_attention_reference(a, b)
+    check_float("a.out", a.out, be)
+    check_head_dim("out", a.out.shape[-1])
+    return _triton().merge_attention(a, b)

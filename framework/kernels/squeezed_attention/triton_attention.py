@@ -23,9 +23,12 @@ def _decode_kernel(
     q_ptr, k_ptr, v_ptr, idx_ptr, cnt_ptr, po_ptr, pl_ptr,
     qk_scale, H, G, N, K_CAP,
     sqb, sqh, skb, skh, skn, svb, svh, svn,
-    NSPLIT, D: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr,
+    NSPLIT, NS_STRIDE, SPLIT0, D: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr,
     DENSE: tl.constexpr, PREFETCH: tl.constexpr,
 ):
+    """Partials go to split slots ``SPLIT0 .. SPLIT0 + NSPLIT - 1`` of ``NS_STRIDE`` per (batch, KV head): a second
+    launch over another key source (the user-input / generated tail) can fill the other slots, and one reduce merges
+    both (no separate merge)."""
     pid_s = tl.program_id(0)
     bh = tl.program_id(1)
     b = (bh // H).to(tl.int64)  # 64-bit bases: B * Hkv * N * D exceeds 2^31 at batch 8, 32 heads, 128K
@@ -76,7 +79,7 @@ def _decode_kernel(
     has = l > 0
     out = acc / tl.where(has, l, 1.0)[:, None]
     lse2 = tl.where(has, m + tl.log2(tl.where(has, l, 1.0)), float("-inf"))
-    row = (bh * NSPLIT + pid_s) * BLOCK_G + offs_g
+    row = (bh * NS_STRIDE + SPLIT0 + pid_s) * BLOCK_G + offs_g
     tl.store(po_ptr + row[:, None] * D + offs_d[None, :], out)
     tl.store(pl_ptr + row, lse2)
 
@@ -175,3 +178,33 @@ def _prefill_kernel(
     tl.store(o_ptr + b * sob + hq[:, None] * soh + t[:, None] * sot + offs_d[None, :],
              out.to(o_ptr.dtype.element_ty), mask=rmask[:, None])
     tl.store(lse_ptr + b * slb + hq * slh + t, lse, mask=rmask)
+
+
+@triton.jit
+def _merge_kernel(
+    oa_ptr, la_ptr, ob_ptr, lb_ptr, o_ptr, l_ptr, R,
+    D: tl.constexpr, BLOCK_R: tl.constexpr,
+):
+    """Grid (cdiv(R, BLOCK_R),): exact log-sum-exp merge of two attentions of the same R query rows (one launch
+    instead of the ~15 elementwise kernels of the PyTorch merge). An empty side (lse -inf) is neutral; rows empty
+    on both sides get out 0 and lse -inf."""
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
+    rmask = rows < R
+    la = tl.load(la_ptr + rows, mask=rmask, other=float("-inf"))
+    lb = tl.load(lb_ptr + rows, mask=rmask, other=float("-inf"))
+    m = tl.maximum(la, lb)
+    m_safe = tl.where(m == float("-inf"), 0.0, m)
+    wa = tl.exp(la - m_safe)
+    wb = tl.exp(lb - m_safe)
+    den = wa + wb
+    ok = den > 0
+    den_safe = tl.where(ok, den, 1.0)
+    inv = tl.where(ok, 1.0 / den_safe, 0.0)
+    lse = tl.where(ok, m_safe + tl.log(den_safe), float("-inf"))
+    offs_d = tl.arange(0, D)
+    ptrs = rows[:, None] * D + offs_d[None, :]
+    oa = tl.load(oa_ptr + ptrs, mask=rmask[:, None], other=0.0).to(tl.float32)
+    ob = tl.load(ob_ptr + ptrs, mask=rmask[:, None], other=0.0).to(tl.float32)
+    out = oa * (wa * inv)[:, None] + ob * (wb * inv)[:, None]
+    tl.store(o_ptr + ptrs, out.to(o_ptr.dtype.element_ty), mask=rmask[:, None])
+    tl.store(l_ptr + rows, lse, mask=rmask)

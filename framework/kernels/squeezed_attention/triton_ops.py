@@ -15,7 +15,7 @@ import torch.nn.functional as F
 import triton
 
 from .results import AttentionResult, ClusterLayout, Selection
-from .triton_attention import _decode_kernel, _decode_reduce_kernel, _prefill_kernel
+from .triton_attention import _decode_kernel, _decode_reduce_kernel, _merge_kernel, _prefill_kernel
 from .triton_lookup import _logits_kernel, _rows_kernel, _scores_kernel
 from .triton_select import (
     _alive_compact_kernel,
@@ -235,7 +235,7 @@ class _StaticIndex:
 
 
 _STATIC_CACHE: "OrderedDict[tuple, tuple[tuple, _StaticIndex]]" = OrderedDict()
-_STATIC_CACHE_SIZE = 8
+_STATIC_CACHE_SIZE = 256  # one entry per (layer, index): a 32-layer model must not evict every step
 
 
 def _static_index(labels, always, c, layout) -> _StaticIndex:
@@ -434,7 +434,10 @@ def hierarchical_lookup(
 
 # -------------------------------------------------------------------------------------------------- attention
 
-def _decode(q, k, v, idx, counts, k_cap, scale, dense: bool) -> AttentionResult:
+def _decode(q, k, v, idx, counts, k_cap, scale, dense: bool, extra=None) -> AttentionResult:
+    """Split-K decode over ``k, v`` (selected by ``idx``/``counts`` unless ``dense``); with ``extra = (k2, v2, idx2,
+    counts2, k_cap2)`` a second launch attends a second, disjoint key source into the same partial buffer and the
+    one reduce merges both."""
     b, hq, _, d = q.shape
     hkv, n = k.shape[1], k.shape[2]
     g = hq // hkv
@@ -445,23 +448,34 @@ def _decode(q, k, v, idx, counts, k_cap, scale, dense: bool) -> AttentionResult:
     tile_bytes = 2 * block_n * d * k.element_size()  # one K and one V tile
     nsplit = _split_count(b * hkv, triton.cdiv(expected, block_n), dev, _cfg("decode_stages") * tile_bytes,
                           _cfg("decode_warps"))
-    po = torch.empty(b * hkv * nsplit * block_g, d, dtype=torch.float32, device=dev)
-    pl = torch.empty(b * hkv * nsplit * block_g, dtype=torch.float32, device=dev)
-    skb = 0 if k.shape[0] == 1 else k.stride(0)
-    svb = 0 if v.shape[0] == 1 else v.stride(0)
-    _decode_kernel[(nsplit, b * hkv)](
-        q, k, v, idx, counts, po, pl,
-        scale * LOG2E, hkv, g, n, k_cap,
-        q.stride(0), q.stride(1), skb, k.stride(1), k.stride(2), svb, v.stride(1), v.stride(2),
-        NSPLIT=nsplit, D=d, BLOCK_G=block_g, BLOCK_N=block_n, DENSE=dense, PREFETCH=bool(_cfg("decode_prefetch")),
-        **_launch_opts("decode_warps", "decode_stages"),
-    )
+    sources = [(k, v, idx, counts, k_cap, n, dense, nsplit)]
+    if extra is not None:
+        k2, v2, idx2, counts2, k_cap2 = extra
+        # the tail is short: few splits (enough programs come from the first source)
+        ns2 = max(1, min(4, triton.cdiv(k_cap2, block_n)))
+        sources.append((k2, v2, idx2, counts2, k_cap2, k2.shape[2], False, ns2))
+    ns_total = sum(src[-1] for src in sources)
+    po = torch.empty(b * hkv * ns_total * block_g, d, dtype=torch.float32, device=dev)
+    pl = torch.empty(b * hkv * ns_total * block_g, dtype=torch.float32, device=dev)
+    split0 = 0
+    for kk, vv, ii, cc, cap, nn, dd, ns in sources:
+        skb = 0 if kk.shape[0] == 1 else kk.stride(0)
+        svb = 0 if vv.shape[0] == 1 else vv.stride(0)
+        _decode_kernel[(ns, b * hkv)](
+            q, kk, vv, ii, cc, po, pl,
+            scale * LOG2E, hkv, g, nn, cap,
+            q.stride(0), q.stride(1), skb, kk.stride(1), kk.stride(2), svb, vv.stride(1), vv.stride(2),
+            ns, ns_total, split0,
+            D=d, BLOCK_G=block_g, BLOCK_N=block_n, DENSE=dd, PREFETCH=bool(_cfg("decode_prefetch")),
+            **_launch_opts("decode_warps", "decode_stages"),
+        )
+        split0 += ns
     out = torch.empty(b, hq, 1, d, dtype=q.dtype, device=dev)
     lse = torch.empty(b, hq, 1, dtype=torch.float32, device=dev)
     _decode_reduce_kernel[(b * hq,)](
         po, pl, out, lse, hkv, g,
         out.stride(0), out.stride(1), lse.stride(0), lse.stride(1),
-        NSPLIT=nsplit, BLOCK_S=max(2, triton.next_power_of_2(nsplit)), D=d, BLOCK_G=block_g,
+        NSPLIT=ns_total, BLOCK_S=max(2, triton.next_power_of_2(ns_total)), D=d, BLOCK_G=block_g,
         **({} if interpreting() else {"num_warps": 4}),
     )
     return AttentionResult(out, lse)
@@ -506,6 +520,26 @@ def sparse_attention(q, k, v, selection: Selection, *, scale: float) -> Attentio
     return _prefill(q, k, v, idx, counts, k_cap, scale, dense=False, causal=False)
 
 
+def sparse_attention_union(q, first, second, *, scale: float) -> AttentionResult:
+    """Decode (T == 1) over two disjoint key sources ``(k, v, selection)``: two attention launches into one partial
+    buffer and one reduce, instead of two full decodes and a merge (5 launches)."""
+    srcs = []
+    for k, v, sel in (first, second):
+        k, v = _kv_ready(k), _kv_ready(v)
+        if sel is None:  # every key of this source (dense)
+            dummy = torch.zeros(1, dtype=torch.int32, device=q.device)
+            srcs.append((k, v, dummy, dummy, 1))
+            continue
+        b, hkv = sel.key_counts.shape
+        cap = sel.key_indices.shape[-1]
+        idx = sel.key_indices.to(torch.int32).reshape(b * hkv, cap).contiguous()
+        cnt = sel.key_counts.to(torch.int32).reshape(-1).contiguous()
+        srcs.append((k, v, idx, cnt, cap))
+    q = _kv_ready(q)
+    (k1, v1, i1, c1, cap1), second_src = srcs
+    return _decode(q, k1, v1, i1, c1, cap1, scale, dense=first[2] is None, extra=second_src)
+
+
 def dense_attention(q, k, v, *, causal: bool, scale: float) -> AttentionResult:
     q, k, v = _kv_ready(q), _kv_ready(k), _kv_ready(v)
     dummy = torch.zeros(1, dtype=torch.int32, device=q.device)
@@ -513,3 +547,18 @@ def dense_attention(q, k, v, *, causal: bool, scale: float) -> AttentionResult:
     if t == 1:  # a single query sees every key, causal or not
         return _decode(q, k, v, dummy, dummy, 1, scale, dense=True)
     return _prefill(q, k, v, dummy, dummy, 1, scale, dense=True, causal=causal)
+
+
+def merge_attention(a: AttentionResult, b: AttentionResult) -> AttentionResult:
+    """One-launch log-sum-exp merge (``_merge_kernel``); shapes were checked by ``ops.merge_attention``."""
+    oa, ob = a.out.contiguous(), b.out.contiguous()
+    la, lb = a.lse.float().contiguous(), b.lse.float().contiguous()
+    d = oa.shape[-1]
+    rows = la.numel()
+    out = torch.empty_like(oa)
+    lse = torch.empty_like(la)
+    block_r = 16 if interpreting() else max(1, min(64, 4096 // d))
+    _merge_kernel[(triton.cdiv(rows, block_r),)](
+        oa, la, ob, lb, out, lse, rows, D=d, BLOCK_R=block_r, **({} if interpreting() else {"num_warps": 4}),
+    )
+    return AttentionResult(out, lse)

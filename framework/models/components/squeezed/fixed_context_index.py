@@ -125,6 +125,7 @@ class FixedContextIndex:
         *,
         attention: SqueezedAttention | None = None,
         calibration_budgets: tuple[float, ...] = DEFAULT_CALIBRATION_BUDGETS,
+        kmeans_init: str = "k-means++",
     ) -> "FixedContextIndex":
         """Prefill `context_ids` with `model`, cluster the keys and calibrate thresholds.
 
@@ -134,6 +135,8 @@ class FixedContextIndex:
             attention: build settings (centroid_fraction, levels, coarse_fraction, observation_window, kmeans_*);
                 default `SqueezedAttention()`.
             calibration_budgets: keep fractions whose thresholds are stored in the metadata, each in (0, 1].
+            kmeans_init: "k-means++" (the paper's) or "random" (one step instead of C passes over the keys, for
+                long contexts; see `framework.kernels.squeezed_attention.kmeans`).
 
         Returns:
             the built index.
@@ -170,7 +173,9 @@ class FixedContextIndex:
         all_values = [cache.layers[i].values.detach() for i in range(shape.num_layers)]
         hkv = shape.num_kv_heads
         stacked = torch.cat([k[0, :, sinks : sinks + num_clustered].float() for k in all_keys])  # [L*Hkv, N', D]
-        fine_all = kmeans(stacked, num_fine, iters=attention.kmeans_iters, seed=attention.kmeans_seed)
+        fine_all = kmeans(
+            stacked, num_fine, iters=attention.kmeans_iters, seed=attention.kmeans_seed, init=kmeans_init
+        )
         layers: list[LayerIndex] = []
         for layer_idx in range(shape.num_layers):
             rows = slice(layer_idx * hkv, (layer_idx + 1) * hkv)

@@ -79,6 +79,7 @@ def test_every_point_its_own_cluster():
         ({"num_clusters": 11}, "num_clusters"),
         ({"num_clusters": 2, "iters": 0}, "iters"),
         ({"num_clusters": 2, "tol": -1.0}, "tol"),
+        ({"num_clusters": 2, "init": "kmeans"}, "init must be one of"),
     ],
 )
 def test_bad_arguments(kwargs, match):
@@ -86,3 +87,27 @@ def test_bad_arguments(kwargs, match):
         kmeans(torch.randn(1, 10, 4), **kwargs)
     with pytest.raises(ValueError, match="H, N, D"):
         kmeans(torch.randn(10, 4), 2)
+
+
+def test_random_init_deterministic_monotone_and_seeds_distinct_points():
+    x = _keys(seed=7)
+    a = kmeans(x, 9, iters=30, seed=1, tol=0.0, init="random")
+    b = kmeans(x, 9, iters=30, seed=1, tol=0.0, init="random")
+    assert torch.equal(a.labels, b.labels) and a.inertia == b.inertia
+    for prev, cur in zip(a.inertia, a.inertia[1:]):
+        assert cur <= prev * (1 + 1e-6) + 1e-9
+    one = kmeans(x, 9, iters=1, seed=1, init="random")  # one assignment to the seeds: C distinct points per head
+    assert all(int(s.count_nonzero()) == 9 for s in one.cluster_sizes)
+    assert one.cluster_sizes.sum(-1).tolist() == [x.shape[1]] * x.shape[0]
+
+
+def test_chunked_assignment_equals_unchunked(monkeypatch):
+    import importlib
+
+    km_module = importlib.import_module("framework.kernels.squeezed_attention.kmeans")
+
+    x = _keys(h=3, n=257, seed=8)
+    whole = kmeans(x, 11, iters=5, seed=2)
+    monkeypatch.setitem(km_module._ASSIGN_BYTES, "cpu", 4 * 3 * 11 * 10)  # 10 points per chunk
+    chunked = kmeans(x, 11, iters=5, seed=2)
+    assert torch.equal(whole.labels, chunked.labels) and whole.inertia == chunked.inertia

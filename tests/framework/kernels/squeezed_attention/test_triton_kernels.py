@@ -189,7 +189,7 @@ def test_dense_kernel_and_merge(t, n):
     labels, sizes, cent = random_index(hkv, 44, 5, d, seed=5)
     sel = centroid_lookup(q, cent, sizes, labels, budget=0.35, backend="triton")
     merged = merge_attention(sparse_attention(q, kf, vf, sel, backend="triton"),
-                             dense_attention(q, k, v, causal=True, backend="triton"))
+                             dense_attention(q, k, v, causal=True, backend="triton"), backend="triton")
     fixed_mask = ref.selection_mask(sel, 44)[:, :, None, :].expand(b, hkv, t, 44)
     dyn_mask = torch.ones(t, n, dtype=torch.bool).tril(n - t)[None, None].expand(b, hkv, t, n)
     full = ref.masked_attention_reference(q, torch.cat([kf, k], 2), torch.cat([vf, v], 2),
@@ -251,3 +251,49 @@ def test_parallel_expansion_matches_serial_selection(monkeypatch):
     serial = run()
     for a, s_ in zip(parallel, serial):
         _same_selection(a, s_)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_merge_kernel_equals_reference_with_empty_sides(dtype):
+    from framework.kernels.squeezed_attention import AttentionResult
+
+    g = torch.Generator().manual_seed(11)
+    b, h, t, d = 2, 3, 37, 32  # 222 rows: not a multiple of the row block
+    oa, ob = (torch.randn(b, h, t, d, generator=g).to(dtype) for _ in range(2))
+    la, lb = (torch.randn(b, h, t, generator=g) * 30 for _ in range(2))
+    la[0, 0, :5] = float("-inf")  # a side with no key is neutral
+    lb[0, 1, :5] = float("-inf")
+    la[1, 2, :3] = lb[1, 2, :3] = float("-inf")  # both empty: out 0, lse -inf
+    oa[0, 0, :5] = 0
+    ob[0, 1, :5] = 0
+    a, c = AttentionResult(oa, la), AttentionResult(ob, lb)
+    tri = merge_attention(a, c, backend="triton")
+    refr = merge_attention(a, c, backend="reference")
+    tol = 1e-6 if dtype == torch.float32 else 1e-3
+    torch.testing.assert_close(tri.out, refr.out, rtol=tol, atol=tol)
+    torch.testing.assert_close(tri.lse, refr.lse, rtol=1e-6, atol=1e-6)
+    assert torch.equal(tri.out[0, 0, :5], ob[0, 0, :5]) or torch.allclose(tri.out[0, 0, :5], ob[0, 0, :5])
+    assert (tri.out[1, 2, :3] == 0).all() and torch.isneginf(tri.lse[1, 2, :3]).all()
+
+
+@pytest.mark.parametrize("first_dense", [False, True])
+def test_union_decode_equals_merge_of_two_attentions(first_dense):
+    """Two key sources in one partial buffer + one reduce == merge of two separate attentions (and the reference)."""
+    from framework.kernels.squeezed_attention import Selection, sparse_attention_union
+
+    b, g, hkv, d, n1, n2 = 2, 3, 2, 16, 53, 11
+    q, k1, v1 = random_qkv(b, g * hkv, hkv, 1, n1, d, seed=21, kv_batch=1)  # shared fixed context
+    _, k2, v2 = random_qkv(b, g * hkv, hkv, 1, n2, d, seed=22)  # per-sequence tail
+    labels, sizes, cent = random_index(hkv, n1, 6, d, seed=23)
+    sel1 = None if first_dense else centroid_lookup(q, cent, sizes, labels, budget=0.4, backend="triton")
+    counts = torch.tensor([[7, 11], [0, 3]], dtype=torch.int32)  # ragged tail lengths, one empty
+    sel2 = Selection(torch.arange(n2, dtype=torch.int32).expand(b, hkv, n2).contiguous(), counts,
+                     torch.zeros(b, hkv, 0))
+    got = sparse_attention_union(q, (k1, v1, sel1), (k2, v2, sel2), backend="triton")
+    ref_ = sparse_attention_union(q, (k1, v1, sel1), (k2, v2, sel2), backend="reference")
+    first = (dense_attention(q, k1, v1, causal=False, backend="triton") if first_dense
+             else sparse_attention(q, k1, v1, sel1, backend="triton"))
+    merged = merge_attention(first, sparse_attention(q, k2, v2, sel2, backend="triton"), backend="triton")
+    for other in (ref_, merged):
+        torch.testing.assert_close(got.out, other.out, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(got.lse, other.lse, rtol=1e-5, atol=1e-5)
