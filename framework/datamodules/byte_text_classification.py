@@ -24,7 +24,7 @@ from framework.validation import require_existing_path, require_in_range
 __all__ = ["ByteTextClassification", "generate_byte_text", "BYTE_VOCAB_SIZE"]
 
 BYTE_VOCAB_SIZE = 257
-_REPO_ROOT = Path(__file__).resolve().parents[1]
+_REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _class_files(folder: Path, suffixes: tuple[str, ...]) -> list[tuple[str, Path]]:
