@@ -98,6 +98,16 @@ class FrameworkCLI(LightningCLI):
         except CheckpointError as error:
             self.parser.error(str(error))
 
+    def before_predict(self) -> None:
+        # predict saves its outputs (framework/base/prediction_writer.py) unless the config has its own writer.
+        from framework.base.prediction_writer import check_predict_support, ensure_prediction_writer
+
+        try:
+            check_predict_support(self.model, self.datamodule)
+        except ValueError as error:
+            self.parser.error(str(error))
+        ensure_prediction_writer(self.trainer)
+
     def instantiate_trainer(self, **kwargs):
         # A rich progress bar on interactive terminals, unless the config disables bars or picks its own.
         trainer_config = self._get(self.config_init, "trainer", default={}) or {}
