@@ -166,13 +166,18 @@ class PredictionWriter(BasePredictionWriter):
 
 
 def check_predict_support(model, datamodule) -> None:
-    """Raise ``ValueError`` naming the class when ``predict`` cannot run: no ``predict_step`` (nor ``forward``) in the
-    model, or no ``predict_dataloader`` in the DataModule."""
+    """Raise ``ValueError`` naming the class when ``predict`` cannot run: no ``predict_step`` in the model (or, for a
+    model not based on ``FrameworkModule``, no ``forward`` either), or no ``predict_dataloader`` in the DataModule."""
     from lightning.pytorch.utilities.model_helpers import is_overridden
 
-    if not (is_overridden("predict_step", model) or is_overridden("forward", model)):
-        raise ValueError(f"{type(model).__name__} has no predict_step (nor forward), so `predict` cannot run it; "
-                         "use `test` for its evaluation")
+    from framework.base.lit_module import FrameworkModule
+
+    # Lightning's default predict_step calls forward(batch); the project's models take other forward arguments than
+    # a batch, so they predict only through their own predict_step. A user's plain LightningModule may rely on it.
+    runs_default = not isinstance(model, FrameworkModule) and is_overridden("forward", model)
+    if not (is_overridden("predict_step", model) or runs_default):
+        raise ValueError(f"{type(model).__name__} has no predict_step, so `predict` cannot run it; use `test` for "
+                         "its evaluation")
     if datamodule is not None and not is_overridden("predict_dataloader", datamodule):
         raise ValueError(f"{type(datamodule).__name__} has no predict_dataloader, so `predict` has no data; use "
                          "`test` for its evaluation")

@@ -59,3 +59,12 @@ def test_predict_without_predict_data_is_one_error(repo_root, run_cli, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("error:") == 1 and "has no predict_step" in err and "Traceback" not in err
+
+
+def test_framework_model_without_predict_step_is_one_error(repo_root, run_cli, capsys):
+    with pytest.raises(SystemExit) as info:
+        run_cli("predict", "--config", str(repo_root / "configs/cgm_gm/sfba_synthetic.yaml"), "--trainer.logger=false",
+                "--data.init_args.num_records=60")
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "CGMGM has no predict_step" in err and "Traceback" not in err

@@ -79,3 +79,22 @@ def test_save_last_false_is_refused():
 
     with pytest.raises(ValueError, match="save_last"):
         LastStateCheckpoint(save_last=False)
+
+
+def test_resumed_fit_continues_the_checkpoints_wandb_run(repo_root, run_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    common = ["--config", str(repo_root / TOY), "--trainer.logger=framework.loggers.WandbRunLogger",
+              f"--trainer.logger.save_dir={tmp_path / 'outputs'}",
+              *_checkpoint_args("framework.checkpoints.LastStateCheckpoint", tmp_path / "ckpt")]
+    first = run_cli("fit", *common, "--trainer.max_epochs=1")
+    run_id = first.trainer.logger.version
+    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert saved["framework_run"]["wandb_run_id"] == run_id
+    resumed = run_cli("fit", *common, "--trainer.max_epochs=2", f"--ckpt_path={tmp_path / 'ckpt' / 'last.ckpt'}")
+    assert resumed.trainer.logger.version == run_id
+    # Both offline run folders carry the same run id, so `wandb sync` uploads them into one run.
+    assert len(list((tmp_path / "outputs" / "wandb").glob(f"offline-run-*-{run_id}"))) == 2
+    # A config that names its own run keeps it.
+    other = run_cli("fit", *common, "--trainer.max_epochs=2", "--trainer.logger.id=myrun",
+                    f"--ckpt_path={tmp_path / 'ckpt' / 'last.ckpt'}")
+    assert other.trainer.logger.version == "myrun"
