@@ -67,9 +67,10 @@ def test_interrupted_run_writes_last_checkpoint_at_the_interruption(callback_cla
     assert saved["global_step"] == 5
 
 
-def test_last_checkpoint_records_model_class(repo_root, run_cli, tmp_path):
-    run_cli("fit", "--config", str(repo_root / TOY),
-            *_checkpoint_args("framework.checkpoints.LastStateCheckpoint", tmp_path), "--trainer.max_epochs=1")
+@pytest.mark.parametrize("callback_class", _shipped_last_checkpoint_classes())
+def test_last_checkpoint_records_model_class(callback_class, repo_root, run_cli, tmp_path):
+    run_cli("fit", "--config", str(repo_root / TOY), *_checkpoint_args(callback_class, tmp_path),
+            "--trainer.max_epochs=1")
     saved = torch.load(tmp_path / "last.ckpt", map_location="cpu", weights_only=False)
     assert saved["framework_run"]["model_class"] == "tests.helpers.toy_lightning.RegressionModel"
 
@@ -81,11 +82,11 @@ def test_save_last_false_is_refused():
         LastStateCheckpoint(save_last=False)
 
 
-def test_resumed_fit_continues_the_checkpoints_wandb_run(repo_root, run_cli, tmp_path, monkeypatch):
+@pytest.mark.parametrize("callback_class", _shipped_last_checkpoint_classes())
+def test_resumed_fit_continues_the_checkpoints_wandb_run(callback_class, repo_root, run_cli, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     common = ["--config", str(repo_root / TOY), "--trainer.logger=framework.loggers.WandbRunLogger",
-              f"--trainer.logger.save_dir={tmp_path / 'outputs'}",
-              *_checkpoint_args("framework.checkpoints.LastStateCheckpoint", tmp_path / "ckpt")]
+              f"--trainer.logger.save_dir={tmp_path / 'outputs'}", *_checkpoint_args(callback_class, tmp_path / "ckpt")]
     first = run_cli("fit", *common, "--trainer.max_epochs=1")
     run_id = first.trainer.logger.version
     saved = torch.load(tmp_path / "ckpt" / "last.ckpt", map_location="cpu", weights_only=False)
