@@ -99,7 +99,7 @@ def _write_obspy(root, *, broken: str | None = None):
     rows = []
     for i in range(2):
         name = f"rec{i}.mseed"
-        trace = obspy.Trace(data=np.random.default_rng(i).standard_normal(6500))
+        trace = obspy.Trace(data=np.random.default_rng(i).standard_normal(6000))
         trace.stats.sampling_rate = 100.0
         trace.write(str(root / name), format="MSEED")
         rows.append({"path": name, "event_id": i, **META})
