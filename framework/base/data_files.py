@@ -14,7 +14,7 @@ from pathlib import Path
 
 from framework.validation import require_existing_path
 
-__all__ = ["HDF5_SIGNATURE", "check_hdf5_file", "read_csv_header", "require_data_file"]
+__all__ = ["HDF5_SIGNATURE", "check_hdf5_file", "check_images", "read_csv_header", "require_data_file"]
 
 #: First 8 bytes of every HDF5 file (at offset 0, or 512, 1024, ... when the file has a user block).
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -69,3 +69,16 @@ def check_hdf5_file(name: str, path: str | Path) -> Path:
             offset = 512 if offset == 0 else offset * 2
     raise ValueError(f"{name}={str(path)!r} is not an HDF5 file (no HDF5 signature; {size} bytes): truncated, "
                      "garbled or another format")
+
+
+def check_images(name: str, files: list[Path]) -> None:
+    """Every file is non-empty and Pillow identifies it as an image (its header only; the pixels are read later)."""
+    from PIL import Image, UnidentifiedImageError
+
+    for file in files:
+        require_data_file(f"{name} image", file)
+        try:
+            with Image.open(file) as image:
+                image.size  # noqa: B018 - parsing the header is the check
+        except (UnidentifiedImageError, OSError, SyntaxError) as error:
+            raise ValueError(f"{name}: {str(file)!r} is not a readable image ({error})") from None

@@ -165,6 +165,54 @@ def test_libsvm_empty_file(tmp_path):
         ConstrainedLogisticDataModule(libsvm_path=str(tmp_path / "empty.libsvm"))
 
 
+# ---------------------------------------------------------------------------------------------------- image folders
+def _image_classes(root, classes=("cat", "dog"), per_class=3):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls in classes:
+        (root / cls).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 255, (12, 12), dtype=np.uint8)).save(root / cls / f"{i}.png")
+    return root
+
+
+def _image_datamodules():
+    from framework.datamodules.digits_classification import DigitsClassification
+    from framework.datamodules.sequential_images import SequentialImages
+    from framework.datamodules.stripe_denoising import StripeDenoising
+
+    return {"digits": lambda folder: DigitsClassification(image_folder=str(folder), num_classes=2),
+            "sequential": lambda folder: SequentialImages(image_folder=str(folder)),
+            "stripe": lambda folder: StripeDenoising(image_folder=str(folder))}
+
+
+@pytest.mark.parametrize("module", ["digits", "sequential", "stripe"])
+@pytest.mark.parametrize(("breakage", "needle"), [
+    (lambda f: (f / "dog" / "1.png").write_bytes(b"not a png at all"), "1.png.* is not a readable image"),
+    (lambda f: (f / "dog" / "2.png").write_bytes(b""), "2.png.* is empty"),
+], ids=["garbled", "empty"])
+def test_image_folder_bad_image(tmp_path, module, breakage, needle):
+    folder = _image_classes(tmp_path / "imgs")
+    _image_datamodules()[module](folder)  # a good folder is accepted
+    breakage(folder)
+    with pytest.raises(ValueError, match=needle):
+        _image_datamodules()[module](folder)
+
+
+@pytest.mark.parametrize("module", ["digits", "sequential"])
+def test_image_folder_needs_two_classes(tmp_path, module):
+    folder = _image_classes(tmp_path / "imgs", classes=("cat",))
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        _image_datamodules()[module](folder)
+
+
+def test_stripe_image_folder_without_images(tmp_path):
+    (tmp_path / "notes.txt").write_text("no images here")
+    with pytest.raises(ValueError, match="holds no images"):
+        _image_datamodules()["stripe"](tmp_path)
+
+
 # ---------------------------------------------------------------------------------------------------- through the CLI
 def _config_with_data(repo_root, tmp_path, config: str, data: dict) -> str:
     text = yaml.safe_load((repo_root / config).read_text())
