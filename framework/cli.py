@@ -86,6 +86,28 @@ class FrameworkCLI(LightningCLI):
         for name in DATA_TO_MODEL_LINKS:
             parser.link_arguments(f"data.init_args.{name}", f"model.init_args.{name}", apply_on="parse")
 
+    def parse_arguments(self, parser, args) -> None:
+        super().parse_arguments(parser, args)
+        # --ckpt_path is checked before Lightning reads its hyper-parameters (which would swap in the checkpoint's
+        # model class) and before any model, data or logger exists.
+        from framework.checkpoints import CheckpointError
+        from framework.checkpoints.parsed_config import check_config_checkpoint
+
+        try:
+            check_config_checkpoint(self.config)
+        except CheckpointError as error:
+            self.parser.error(str(error))
+
+    def before_predict(self) -> None:
+        # predict saves its outputs (framework/base/prediction_writer.py) unless the config has its own writer.
+        from framework.base.prediction_writer import check_predict_support, ensure_prediction_writer
+
+        try:
+            check_predict_support(self.model, self.datamodule)
+        except ValueError as error:
+            self.parser.error(str(error))
+        ensure_prediction_writer(self.trainer)
+
     def instantiate_trainer(self, **kwargs):
         # A rich progress bar on interactive terminals, unless the config disables bars or picks its own.
         trainer_config = self._get(self.config_init, "trainer", default={}) or {}

@@ -4,6 +4,13 @@ Expensive generators run once: the result is stored as an Arrow dataset under
 ``<cache_dir>/<name>-<fingerprint>``, where the fingerprint hashes the generator's name, its ``version`` and its
 keyword arguments. The directory is written to a temporary sibling and renamed into place, so an interrupted run
 never leaves a half-written cache behind, and two processes racing to write it both end with a complete copy.
+
+Broken caches repair themselves: a cache that cannot be loaded (a truncated ``.arrow`` file, an empty or garbled
+``state.json`` / ``dataset_info.json``, a missing data file) is reported with a :class:`DatasetCacheRegenerated`
+warning naming its directory, moved aside and regenerated, automatically (no switch needed). Temporary folders of
+runs killed while writing (``.<name>-<fingerprint>.tmp-<host>-<pid>-*``) are deleted by the next call that finds
+them: at once when the process that made them is gone (same host), after a day otherwise; unmarked ones of older
+versions after an hour.
 """
 
 from __future__ import annotations
@@ -11,15 +18,101 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["default_cache_dir", "dataset_fingerprint", "load_or_generate"]
+__all__ = ["DatasetCacheRegenerated", "default_cache_dir", "dataset_fingerprint", "load_or_generate",
+           "remove_orphaned_temporaries"]
+
+#: Temporary folders: ``.<target>.tmp-<host>-<pid>-<random>`` (writing) and ``.<target>.corrupt-<host>-<pid>-<random>``
+#: (a broken cache being deleted).
+_TEMPORARY = re.compile(r"^\.(?P<target>.+)\.(?:tmp|corrupt)-(?P<host>[A-Za-z0-9]*)-(?P<pid>\d+)-[^-]*$")
+#: Temporary folders of the earlier naming, ``.<target>.<random>``, with no owner recorded.
+_LEGACY_TEMPORARY = re.compile(r"^\.(?P<target>.+-[0-9a-f]{16})\.[a-z0-9_]{8}$")
+_FOREIGN_AGE_S = 24 * 3600
+_LEGACY_AGE_S = 3600
+
+
+class DatasetCacheRegenerated(UserWarning):
+    """A cached dataset could not be read and is being regenerated (the message names its directory)."""
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32]
+
+
+def _owner_tag() -> str:
+    return f"{_host()}-{os.getpid()}-"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_orphaned_temporaries(root: str | Path) -> list[Path]:
+    """Delete temporary folders under ``root`` left by killed runs (see the module docstring); returns them."""
+    root = Path(root)
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        if not entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            age = now - entry.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            continue
+        match = _TEMPORARY.match(entry.name)
+        if match:
+            pid = int(match["pid"])
+            if match["host"] == _host():
+                orphaned = pid != os.getpid() and not _process_alive(pid)
+            else:
+                orphaned = age > _FOREIGN_AGE_S
+        else:
+            orphaned = bool(_LEGACY_TEMPORARY.match(entry.name)) and age > _LEGACY_AGE_S
+        if orphaned:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(Path(entry.path))
+    return removed
+
+
+def _load_cached(target: Path):
+    """The cached dataset at ``target``, or ``None`` after discarding a broken one (with a warning naming it)."""
+    import datasets
+
+    try:
+        return datasets.load_from_disk(str(target)).with_format("numpy")
+    except Exception as error:  # noqa: BLE001 - pyarrow, json and datasets each fail their own way on a broken cache
+        reason = (str(error).strip().splitlines() or [""])[0]
+        warnings.warn(f"dataset cache {target} is unreadable ({type(error).__name__}: {reason}); deleting it and "
+                      "regenerating the dataset", DatasetCacheRegenerated, stacklevel=3)
+    # Moved aside first (atomic), so a concurrent reader never sees a half-deleted folder.
+    trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.corrupt-{_owner_tag()}", dir=target.parent))
+    try:
+        os.replace(target, trash / target.name)
+    except OSError:
+        pass  # another process moved it already
+    shutil.rmtree(trash, ignore_errors=True)
+    return None
 
 
 def default_cache_dir() -> Path:
@@ -114,6 +207,11 @@ def load_or_generate(
 
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     target = root / f"{name}-{dataset_fingerprint(name, version, kwargs)}"
+    remove_orphaned_temporaries(root)
+    if target.exists():
+        dataset = _load_cached(target)
+        if dataset is not None:
+            return dataset
     if not (target / "dataset_info.json").is_file():
         columns = generate(**kwargs)
         lengths = {k: len(v) for k, v in columns.items()}
@@ -122,7 +220,7 @@ def load_or_generate(
         data = {k: (np.asarray(v) if not isinstance(v, list) else v) for k, v in columns.items()}
         dataset = _dataset_from_dict(datasets, data, _features_for(data), fingerprint=target.name)
         root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{_owner_tag()}", dir=root))
         try:
             datasets.disable_progress_bars()
             dataset.save_to_disk(str(tmp))

@@ -21,7 +21,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
 from framework.base import FrameworkDataModule
-from framework.validation import require_choice, require_existing_path
+from framework.base.data_files import require_data_file
+from framework.validation import require_choice
 
 __all__ = ["ConstrainedLogisticDataModule", "SKLEARN_DATASETS", "load_binary_dataset"]
 
@@ -39,7 +40,7 @@ def load_binary_dataset(dataset: str | None, libsvm_path: str | None) -> tuple[n
     if libsvm_path is not None:
         from sklearn.datasets import load_svmlight_file
 
-        path = require_existing_path("libsvm_path", libsvm_path, kind="file")
+        path = require_data_file("libsvm_path", libsvm_path)
         try:
             features, labels = load_svmlight_file(str(path))
         except ValueError as error:
@@ -86,7 +87,7 @@ class ConstrainedLogisticDataModule(FrameworkDataModule):
         if libsvm_path is None:
             require_choice("dataset", dataset, tuple(SKLEARN_DATASETS))
         else:
-            require_existing_path("libsvm_path", libsvm_path, kind="file")
+            require_data_file("libsvm_path", libsvm_path)
         if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations <= 0:
             raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
         self.dataset = dataset

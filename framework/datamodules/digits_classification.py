@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from framework.base import FrameworkDataModule
+from framework.base.data_files import check_images
 from framework.validation import require_choice, require_existing_path, require_in_range, require_non_negative
 
 __all__ = ["DigitsClassification", "generate_image_classification", "shift_images"]
@@ -57,20 +58,33 @@ def _folder_signature(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _load_folder(folder: Path, image_size: int, in_channels: int) -> tuple[np.ndarray, np.ndarray]:
-    from PIL import Image
-
+def check_image_folder(folder: str | Path) -> None:
+    """One sub-directory of images per class (>= 2 classes), every image readable by Pillow (headers only); run by
+    the DataModules' constructors, before any logger opens a run."""
+    folder = Path(folder)
     classes = _folder_classes(folder)
     files = _folder_files(folder)
     if len(classes) < 2 or not files:
         raise ValueError(f"image_folder {str(folder)!r} must hold one sub-directory of images per class "
                          f"(at least 2 classes); found classes {classes} and {len(files)} images")
+    check_images("image_folder", [f for _, f in files])
+
+
+def _load_folder(folder: Path, image_size: int, in_channels: int) -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image
+
+    check_image_folder(folder)
+    classes = _folder_classes(folder)
+    files = _folder_files(folder)
     mode = "L" if in_channels == 1 else "RGB"
     images, labels = [], []
     for cls, f in files:
-        with Image.open(f) as img:
-            img = img.convert(mode).resize((image_size, image_size), Image.BILINEAR)
-            array = np.asarray(img, dtype=np.float32) / 255.0
+        try:
+            with Image.open(f) as img:
+                img = img.convert(mode).resize((image_size, image_size), Image.BILINEAR)
+                array = np.asarray(img, dtype=np.float32) / 255.0
+        except OSError as error:  # a truncated image: its header was fine, its pixels are not
+            raise ValueError(f"image_folder: {str(f)!r} cannot be decoded ({error})") from None
         images.append(array[None] if in_channels == 1 else array.transpose(2, 0, 1))
         labels.append(classes.index(cls))
     return np.stack(images), np.asarray(labels, dtype=np.int64)
@@ -180,6 +194,8 @@ class DigitsClassification(FrameworkDataModule):
         if train_subset is not None and (not isinstance(train_subset, int) or train_subset < 1):
             raise ValueError(f"train_subset must be a positive integer or None, got {train_subset!r}")
         self.image_folder = str(require_existing_path("image_folder", image_folder, kind="dir")) if image_folder else None
+        if self.image_folder:
+            check_image_folder(self.image_folder)
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.image_size = image_size

@@ -29,11 +29,25 @@ import numpy as np
 
 from framework.datamodules.retail.datamodule_base import RetailWindowsDataModule, validate_demand_arrays
 from framework.datamodules.retail.windows import TIME_FEATURE_NAMES, calendar_features, event_distance_features
+from framework.base.data_files import read_csv_header
 from framework.validation import require_existing_path
 
-__all__ = ["M5Sales", "load_m5_arrays"]
+__all__ = ["M5Sales", "check_m5_files", "load_m5_arrays"]
 
 _STATES = ("CA", "TX", "WI")
+_SALES_COLUMNS = ("id", "item_id", "store_id", "state_id")
+_CALENDAR_COLUMNS = ("d", "date", "wm_yr_wk", "event_name_1", "event_name_2", *[f"snap_{s}" for s in _STATES])
+_PRICES_COLUMNS = ("store_id", "item_id", "wm_yr_wk", "sell_price")
+
+
+def check_m5_files(sales_path: Path, calendar_path: Path, prices_path: Path | None) -> None:
+    """Headers and first rows of the M5 files (milliseconds): each non-empty, CSV text, with its columns."""
+    header = read_csv_header("sales_file", sales_path, required=_SALES_COLUMNS)
+    if not any(column.startswith("d_") for column in header):
+        raise ValueError(f"sales_file={str(sales_path)!r} has no day columns d_1, d_2, ...; not an M5 sales file")
+    read_csv_header("calendar_file", calendar_path, required=_CALENDAR_COLUMNS)
+    if prices_path is not None:
+        read_csv_header("prices_file", prices_path, required=_PRICES_COLUMNS)
 
 
 def load_m5_arrays(*, sales_path: str, calendar_path: str, prices_path: str | None, max_series: int | None,
@@ -49,14 +63,13 @@ def load_m5_arrays(*, sales_path: str, calendar_path: str, prices_path: str | No
 
     sales = pd.read_csv(sales_path, nrows=max_series)
     day_columns = [c for c in sales.columns if c.startswith("d_")]
-    missing_meta = [c for c in ("id", "item_id", "store_id", "state_id") if c not in sales.columns]
+    missing_meta = [c for c in _SALES_COLUMNS if c not in sales.columns]
     if missing_meta or not day_columns:
         raise ValueError(f"{sales_path}: not an M5 sales file (needs id, item_id, store_id, state_id and d_1.. "
                          f"columns; missing {missing_meta or 'd_ columns'})")
     target = sales[day_columns].to_numpy(dtype=np.float64)
     calendar = pd.read_csv(calendar_path)
-    needed = ["d", "date", "wm_yr_wk", "event_name_1", "event_name_2", *[f"snap_{s}" for s in _STATES]]
-    absent = [c for c in needed if c not in calendar.columns]
+    absent = [c for c in _CALENDAR_COLUMNS if c not in calendar.columns]
     if absent:
         raise ValueError(f"{calendar_path}: not an M5 calendar (missing columns {absent})")
     calendar = calendar.set_index("d")
@@ -130,6 +143,7 @@ class M5Sales(RetailWindowsDataModule):
         self.calendar_path = require_existing_path("calendar_file", root / calendar_file, kind="file")
         self.prices_path = (require_existing_path("prices_file", root / prices_file, kind="file")
                             if prices_file is not None else None)
+        check_m5_files(self.sales_path, self.calendar_path, self.prices_path)
         if max_series is not None and (not isinstance(max_series, int) or isinstance(max_series, bool)
                                        or max_series < 1):
             raise ValueError(f"max_series must be a positive integer or None, got {max_series!r}")

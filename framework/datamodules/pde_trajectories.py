@@ -32,10 +32,10 @@ from framework.datamodules.pde.diffusion_reaction import simulate_diffusion_reac
 from framework.datamodules.pde.kuramoto_sivashinsky import simulate_kuramoto_sivashinsky
 from framework.datamodules.pde.linear_ar1 import simulate_linear_ar1
 from framework.datamodules.pde.navier_stokes import simulate_navier_stokes
-from framework.datamodules.pde.pdebench_loader import load_pdebench
+from framework.datamodules.pde.pdebench_loader import load_pdebench, pdebench_layout
 from framework.datamodules.pde.shallow_water import simulate_shallow_water
 from framework.base import FrameworkDataModule
-from framework.validation import require_choice, require_existing_path
+from framework.validation import require_choice
 
 __all__ = ["PDETrajectories", "FrameWindows", "SYSTEMS", "generate_trajectories"]
 
@@ -122,7 +122,12 @@ class PDETrajectories(FrameworkDataModule):
         if system == "pdebench":
             if pdebench_path is None:
                 raise ValueError("system='pdebench' needs pdebench_path, the PDEBench .h5 file to read")
-            require_existing_path("pdebench_path", pdebench_path, kind="file")
+            layout = pdebench_layout(pdebench_path)  # the file's index only: missing, empty, non-HDF5 files fail here
+            fields = (system_options or {}).get("fields")
+            absent = [f for f in fields or [] if f not in layout["keys"]] if layout["layout"] == "stacked" else []
+            if absent:
+                raise ValueError(f"system_options.fields {absent} are not in pdebench_path={pdebench_path!r}; "
+                                 f"available: {layout['keys']}")
         else:
             self._check_length(num_frames, window_length, context_length, horizon, eval_starts)
         self.system, self.system_options = system, dict(system_options or {})

@@ -17,7 +17,11 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from framework.datamodules.digits_classification import _folder_signature, generate_image_classification
+from framework.datamodules.digits_classification import (
+    _folder_signature,
+    check_image_folder,
+    generate_image_classification,
+)
 from framework.base import FrameworkDataModule
 from framework.validation import require_choice, require_existing_path, require_in_range
 
@@ -56,6 +60,8 @@ class SequentialImages(FrameworkDataModule):
         if val_fraction + test_fraction >= 1.0:
             raise ValueError(f"val_fraction + test_fraction must be < 1, got {val_fraction} + {test_fraction}")
         self.image_folder = str(require_existing_path("image_folder", image_folder, kind="dir")) if image_folder else None
+        if self.image_folder:
+            check_image_folder(self.image_folder)
         self.num_classes, self.num_features, self.image_size, self.seq_len = num_classes, num_features, image_size, seq_len
         self.permute, self.val_fraction, self.test_fraction = permute, val_fraction, test_fraction
         self.datasets: dict[str, TensorDataset] = {}

@@ -31,6 +31,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from framework.base import FrameworkDataModule
+from framework.base.data_files import check_images
 from framework.validation import require_choice, require_existing_path, require_in_range, require_non_negative
 
 __all__ = ["StripeDenoising", "generate_denoising_images", "add_stripes", "SOURCES", "DIRECTIONS"]
@@ -57,14 +58,26 @@ def _skimage_images(source: str) -> list[np.ndarray]:
     return tiles
 
 
+def check_image_folder(folder: Path) -> list[Path]:
+    """The folder's image files, after checking there is one and Pillow reads every header (constructor time)."""
+    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"image_folder {str(folder)!r} holds no images ({sorted(_IMAGE_SUFFIXES)})")
+    check_images("image_folder", files)
+    return files
+
+
 def _folder_images(folder: Path, channels: int) -> list[np.ndarray]:
     from PIL import Image
 
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
-    if not files:
-        raise ValueError(f"image_folder {str(folder)!r} holds no images ({sorted(_IMAGE_SUFFIXES)})")
     mode = "L" if channels == 1 else "RGB"
-    return [np.asarray(Image.open(p).convert(mode), dtype=np.float64) / 255.0 for p in files]
+    images = []
+    for p in check_image_folder(folder):
+        try:
+            images.append(np.asarray(Image.open(p).convert(mode), dtype=np.float64) / 255.0)
+        except OSError as error:  # a truncated image: its header was fine, its pixels are not
+            raise ValueError(f"image_folder: {str(p)!r} cannot be decoded ({error})") from None
+    return images
 
 
 def _folder_signature(folder: Path) -> str:
@@ -149,6 +162,8 @@ class StripeDenoising(FrameworkDataModule):
         if val_fraction + test_fraction >= 1.0:
             raise ValueError(f"val_fraction + test_fraction must be < 1, got {val_fraction} + {test_fraction}")
         self.image_folder = str(require_existing_path("image_folder", image_folder, kind="dir")) if image_folder else None
+        if self.image_folder:
+            check_image_folder(Path(self.image_folder))
         self.source, self.channels = source, channels
         self.image_height, self.image_width = image_height, image_width
         self.stripe_frequency, self.max_amplitude, self.train_noise = float(stripe_frequency), float(max_amplitude), train_noise

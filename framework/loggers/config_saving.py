@@ -3,7 +3,8 @@
 Lightning's default ``SaveConfigCallback`` writes ``<trainer.log_dir>/config.yaml``; with a W&B logger that directory is
 shared by all runs, so a second run of the same config aborts (Lightning issues #11256, #17168). This callback writes
 into the W&B run directory (synced with the run) or the logger's per-version directory instead, and never overwrites
-an existing file.
+an existing file. Without any logger the file goes to ``<output root>/run_configs/config-<time>.yaml``, where the
+output root is ``trainer.default_root_dir`` when set and ``outputs/`` otherwise (never the working directory).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
+
+from framework.base.output_root import output_root
 
 __all__ = ["RunConfigSaver", "free_path"]
 
@@ -55,8 +58,8 @@ class RunConfigSaver(SaveConfigCallback):
                 directories.append(Path(logger.log_dir))
         filename = self.config_filename
         if not directories:
-            # No logger, so no run directory: keep a timestamped copy beside the checkpoints.
-            directories.append(Path(trainer.default_root_dir) / "run_configs")
+            # No logger, so no run directory: a timestamped copy under the output root (never the working directory).
+            directories.append(output_root(trainer) / "run_configs")
             filename = f"{Path(filename).stem}-{time.strftime('%Y%m%d-%H%M%S')}{Path(filename).suffix}"
         for directory in directories:
             directory.mkdir(parents=True, exist_ok=True)

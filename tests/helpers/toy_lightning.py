@@ -136,3 +136,14 @@ class RecordRun(__import__("lightning.pytorch").pytorch.Callback):
         }
         with open(f"{self.path}.rank{trainer.global_rank}.json", "w") as handle:
             json.dump(record, handle)
+
+
+class InterruptAtStep(__import__("lightning.pytorch").pytorch.Callback):
+    """Raises ``KeyboardInterrupt`` (what Ctrl-C does) after optimizer step ``step``, to test interrupted runs."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            raise KeyboardInterrupt

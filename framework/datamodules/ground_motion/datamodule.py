@@ -24,7 +24,12 @@ import torch
 from torch.utils.data import Dataset
 
 from framework.datamodules.ground_motion.catalog import generate_synthetic_catalog
-from framework.datamodules.ground_motion.records_loader import load_csv_records, load_obspy_records
+from framework.datamodules.ground_motion.records_loader import (
+    check_csv_records,
+    check_obspy_records,
+    load_csv_records,
+    load_obspy_records,
+)
 from framework.models.components.cgm_gm.representation import (
     MAIN_CONDITIONS,
     ConditionScaler,
@@ -95,6 +100,10 @@ class GroundMotionCatalog(FrameworkDataModule):
         require_choice("normalization_split", normalization_split, ("train", "all"))
         if source != "synthetic" and not records_path:
             raise ValueError(f"source={source!r} needs records_path (the user's records)")
+        if source == "csv":
+            check_csv_records(records_path)  # the user's files are checked now, before a logger opens a run
+        elif source == "obspy":
+            check_obspy_records(records_path)
         for name, value in (("num_records", num_records), ("num_stations", num_stations),
                             ("records_per_event", records_per_event), ("n_samples", n_samples)):
             if not isinstance(value, int) or value < 1:

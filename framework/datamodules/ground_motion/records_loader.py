@@ -31,9 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
+from framework.base.data_files import read_csv_header, require_data_file
 from framework.datamodules.ground_motion.catalog import epicentral_distance_km
 
-__all__ = ["CSV_METADATA_COLUMNS", "fit_record", "load_csv_records", "load_obspy_records"]
+__all__ = ["CSV_METADATA_COLUMNS", "check_csv_records", "check_obspy_records", "fit_record", "load_csv_records",
+           "load_obspy_records"]
 
 CSV_METADATA_COLUMNS = (
     "event_id", "source_latitude", "source_longitude", "station_latitude", "station_longitude", "depth", "magnitude",
@@ -91,6 +93,56 @@ def _finalize(meta: dict[str, list], waveforms: list[np.ndarray], names: list[st
     columns["event_id"] = np.asarray(columns.get("event_id", np.arange(len(names))), dtype=np.float64).astype(np.int64)
     columns["waveform"] = np.stack(waveforms).astype(np.float32) if waveforms else np.zeros((0, 0), np.float32)
     return columns
+
+
+def check_csv_records(path: str | Path) -> None:
+    """Cheap check of a CGM-GM-layout CSV before any run starts: a non-empty text file whose first record row has
+    the 14 numeric metadata columns and samples (the full read, with per-record checks, is :func:`load_csv_records`)."""
+    path = require_data_file("records_path", path)
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            for line_number, row in enumerate(csv.reader(handle), start=1):
+                if not row or all(not cell.strip() for cell in row):
+                    continue
+                try:
+                    values = [float(cell) for cell in row]
+                except ValueError:
+                    if line_number == 1:
+                        continue  # header
+                    raise ValueError(f"records_path={str(path)!r}: line {line_number} has a non-numeric cell; "
+                                     "expected the CGM-GM CSV layout") from None
+                if len(values) <= len(CSV_METADATA_COLUMNS):
+                    raise ValueError(f"records_path={str(path)!r}: line {line_number} has {len(values)} columns; "
+                                     f"need the {len(CSV_METADATA_COLUMNS)} metadata columns followed by the samples")
+                return
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise ValueError(f"records_path={str(path)!r} is not a readable CSV text file ({error})") from None
+    raise ValueError(f"records_path={str(path)!r}: no records found")
+
+
+def check_obspy_records(metadata_path: str | Path) -> None:
+    """Check the metadata table (columns, at least one row) and every record it lists (exists, non-empty, ObsPy
+    reads its header) before any run starts; the samples are read by :func:`load_obspy_records`."""
+    try:
+        import obspy
+    except ImportError as error:  # optional dependency
+        raise ImportError("reading miniSEED / SAC records needs ObsPy: pip install obspy") from error
+    metadata_path = Path(metadata_path)
+    read_csv_header("records_path", metadata_path, required=("path", *_REQUIRED_METADATA))
+    with metadata_path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    for line_number, row in enumerate(rows, start=2):
+        name = (row.get("path") or "").strip()
+        if not name:
+            raise ValueError(f"{metadata_path}: line {line_number} has an empty 'path'")
+        file = require_data_file(f"record {name} (line {line_number} of {metadata_path.name})",
+                                 metadata_path.parent / name)
+        try:
+            obspy.read(str(file), headonly=True)
+        except Exception as error:  # noqa: BLE001 - ObsPy raises TypeError, ValueError, struct.error, ... by format
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise ValueError(f"record {name}: ObsPy cannot read {str(file)!r} ({reason}); expected miniSEED, SAC or "
+                             "another format ObsPy reads") from None
 
 
 def load_csv_records(path: str | Path, *, sampling_rate: float = 100.0, n_samples: int = 6000,
@@ -156,7 +208,11 @@ def load_obspy_records(metadata_path: str | Path, *, sampling_rate: float = 100.
         name = row["path"]
         if not file.is_file():
             raise ValueError(f"record {name}: file {str(file)!r} does not exist")
-        stream = obspy.read(str(file))
+        try:
+            stream = obspy.read(str(file))
+        except Exception as error:  # noqa: BLE001 - the file changed since check_obspy_records, or its data are bad
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise ValueError(f"record {name}: ObsPy cannot read {str(file)!r} ({reason})") from None
         channel = (row.get("channel") or "").strip()
         if channel:
             stream = stream.select(channel=channel)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from framework.validation import require_existing_path
+from framework.base.data_files import check_hdf5_file
 
 __all__ = ["load_pdebench", "pdebench_layout"]
 
@@ -31,16 +31,24 @@ def _h5py():
 
 
 def pdebench_layout(path: str | Path) -> dict:
-    """``{"layout": "seed_groups" | "stacked", "keys": [...]}`` of a PDEBench HDF5 file."""
+    """``{"layout": "seed_groups" | "stacked", "keys": [...]}`` of a PDEBench HDF5 file (reads only its index).
+
+    Raises:
+        FileNotFoundError / ValueError naming the file when it is missing, empty, not HDF5, unreadable (truncated) or
+        not in a PDEBench 2-D layout.
+    """
     h5py = _h5py()
-    path = require_existing_path("pdebench_path", path, kind="file")
-    with h5py.File(path, "r") as f:
-        groups = sorted(k for k in f.keys() if isinstance(f[k], h5py.Group) and "data" in f[k])
-        if groups:
-            return {"layout": "seed_groups", "keys": groups}
-        stacked = sorted(k for k in f.keys() if isinstance(f[k], h5py.Dataset) and f[k].ndim >= 4)
-        if stacked:
-            return {"layout": "stacked", "keys": stacked}
+    path = check_hdf5_file("pdebench_path", path)
+    try:
+        with h5py.File(path, "r") as f:
+            groups = sorted(k for k in f.keys() if isinstance(f[k], h5py.Group) and "data" in f[k])
+            if groups:
+                return {"layout": "seed_groups", "keys": groups}
+            stacked = sorted(k for k in f.keys() if isinstance(f[k], h5py.Dataset) and f[k].ndim >= 4)
+            if stacked:
+                return {"layout": "stacked", "keys": stacked}
+    except OSError as error:  # h5py: truncated / damaged files
+        raise ValueError(f"pdebench_path={str(path)!r} cannot be read as HDF5 ({error})") from None
     raise ValueError(f"{str(path)!r} is not a PDEBench 2-D file: no '<seed>/data' groups and no "
                      "[N, T, H, W(, C)] datasets found")
 
