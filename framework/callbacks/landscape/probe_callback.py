@@ -13,8 +13,9 @@
   to the run config (``log_hyperparams``), figures through :func:`framework.loggers.log_figure`.
 * Setup: a model the probe cannot serve (no ``training_step`` and no ``loss_fn``, manual optimization) is refused in
   ``setup`` with the reason and the remedy, before any training.
-* Resume: ``history`` is checkpointed; a probe whose (tag, global step) is already in it is not run again (resuming a
-  finished run does not repeat the fit-end probe).
+* Resume: ``history`` is checkpointed; a probe whose (tag, global step) is already in it is not run again. The fit-end
+  probe runs after the last checkpoint is written, so a run resumed from a finished run's checkpoint that trains no
+  further step skips it (the original run made it) and says so.
 """
 
 from __future__ import annotations
@@ -106,6 +107,8 @@ class ProbeCallback(pl.Callback):
         self.reports: list[Any] = []
         self._batches: list[Any] | None = None
         self._logged_settings = False
+        self._resumed = False
+        self._trained = False
 
     # ------------------------------------------------------------------ subclass API
     def probe(self, pl_module: torch.nn.Module, batches: list[Any]) -> Any:
@@ -169,6 +172,7 @@ class ProbeCallback(pl.Callback):
 
     # ------------------------------------------------------------------ hooks
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._trained = False
         if self.loss_fn is not None:
             return
         from lightning.pytorch.utilities.model_helpers import is_overridden
@@ -190,9 +194,19 @@ class ProbeCallback(pl.Callback):
             return
         self.run(trainer, pl_module, tag=f"epoch{trainer.current_epoch}")
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._trained = True  # Lightning skips the training loop (and this hook) when nothing is left to train
+
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.at_fit_end:
-            self.run(trainer, pl_module, tag="fit_end")
+        if not self.at_fit_end:
+            return
+        if self._resumed and not self._trained:
+            from lightning.pytorch.utilities import rank_zero_info
+
+            rank_zero_info(f"{type(self).__name__}: resumed at global step {trainer.global_step} and trained no "
+                           "further step; the fit-end probe of this step was made by the original run")
+            return
+        self.run(trainer, pl_module, tag="fit_end")
 
     def run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *, tag: str) -> Any:
         """Probe now (rank 0), log everything, append to ``history``; returns the report (None on other ranks)."""
@@ -248,3 +262,4 @@ class ProbeCallback(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = list(state_dict.get("history", []))
+        self._resumed = True
