@@ -163,7 +163,8 @@ class PolarizationMonitor(pl.Callback):
             if isinstance(value, int) and not isinstance(value, bool) and value >= 2:
                 return value
         if logits.shape[-1] < 2:
-            raise UnsupportedModelError(f"PolarizationMonitor: the logits have {logits.shape[-1]} class(es), need K >= 2")
+            raise UnsupportedModelError(f"PolarizationMonitor: the logits have {logits.shape[-1]} class(es); "
+                                        "it needs K >= 2")
         return int(logits.shape[-1])
 
     def _dry_run(self, pl_module: pl.LightningModule, batch: Any) -> tuple[Tensor, Tensor]:
@@ -179,9 +180,11 @@ class PolarizationMonitor(pl.Callback):
         with isolated_module(pl_module), torch.no_grad():
             try:
                 logits = pl_module(move_data_to_device(x, pl_module.device))
-                failure = f"its forward(x) returns {list(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__}"
+                shape = list(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+                failure = f"its forward(x) returns {shape}"
             except Exception as error:  # noqa: BLE001 - reported below with the alternatives
-                logits, failure = None, f"its forward(x) fails ({type(error).__name__}: {str(error).splitlines()[0][:120]})"
+                first_line = str(error).splitlines()[0][:120] if str(error) else ""
+                logits, failure = None, f"its forward(x) fails ({type(error).__name__}: {first_line})"
             if not (isinstance(logits, Tensor) and logits.dim() == 3):
                 outputs = None
                 step = getattr(pl_module, "validation_step", None)

@@ -177,7 +177,6 @@ def run_cell(callback_name: str, model_name: str, tmp_path: Path) -> None:
     assert _work(resumed) == 0, "the resumed run repeated the callback's work"
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(("callback_name", "model_name"), CELLS, ids=[f"{c}-{m}" for c, m in CELLS])
 def test_matrix_cell(callback_name, model_name, tmp_path):
     run_cell(callback_name, model_name, tmp_path)
@@ -218,7 +217,8 @@ def test_readme_shows_the_matrix():
     text = README.read_text()
     assert BEGIN in text and END in text, f"README.md lacks the {BEGIN} ... {END} block"
     shown = text.split(BEGIN, 1)[1].split(END, 1)[0].strip()
-    assert shown == render_matrix(), "README matrix differs: run python -m tests.framework.callbacks.test_compatibility_matrix"
+    assert shown == render_matrix(), \
+        "README matrix differs from the expectations: run python -m tests.framework.callbacks.test_compatibility_matrix"
 
 
 if __name__ == "__main__":
