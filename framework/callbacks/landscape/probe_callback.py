@@ -215,6 +215,8 @@ class ProbeCallback(pl.Callback):
         if any(r.get("tag") == tag and r.get("global_step") == step for r in self.history):
             return None  # already probed at this point (a resumed run): no double work
         scalars = None
+        # trainer.log_dir broadcasts (a collective): resolve the output folder on every rank, not inside rank 0's branch.
+        json_root = self._json_root(trainer)
         if trainer.is_global_zero:
             batches = [move_data_to_device(b, pl_module.device) for b in self.collect_batches(trainer)]
             start = time.perf_counter()
@@ -237,19 +239,17 @@ class ProbeCallback(pl.Callback):
 
                 payload = {"tag": tag, "epoch": trainer.current_epoch, "global_step": step,
                            "settings": self.settings(), **payload}
-                write_json_atomic(self._json_path(trainer, tag, step), payload)
+                write_json_atomic(json_root / f"{self.prefix.replace('/', '_')}-{tag}-step{step}.json", payload)
         # Every rank gets rank 0's numbers (monitors run on every rank); the broadcast also synchronises the ranks.
         publish_metrics(trainer, pl_module, broadcast_scalars(trainer, scalars), step=step)
         return report
 
-    def _json_path(self, trainer: pl.Trainer, tag: str, step: int) -> Path:
+    def _json_root(self, trainer: pl.Trainer) -> Path:
         if self.output_dir is not None:
-            root = Path(self.output_dir)
-        else:
-            base = trainer.log_dir or trainer.default_root_dir
-            version = getattr(trainer.logger, "version", None) if trainer.logger is not None else None
-            root = Path(base) / "probes" / (str(version) if isinstance(version, (str, int)) else "")
-        return root / f"{self.prefix.replace('/', '_')}-{tag}-step{step}.json"
+            return Path(self.output_dir)
+        base = trainer.log_dir or trainer.default_root_dir
+        version = getattr(trainer.logger, "version", None) if trainer.logger is not None else None
+        return Path(base) / "probes" / (str(version) if isinstance(version, (str, int)) else "")
 
     # ------------------------------------------------------------------ state
     @property

@@ -204,3 +204,29 @@ def test_alphapruning_callback_exposes_the_cap(tmp_path):
     assert callback.summary["capped_layers"] == callback.report.allocation.clipped
     with pytest.raises(ValueError, match="max_sparsity"):
         AlphaPruning(target_sparsity=0.6, max_sparsity=1.5)
+
+
+class _RecordMetric(pl.Callback):
+    """After the probe (callbacks run in list order), write this rank's view of the probe's key to a file."""
+
+    def __init__(self, directory):
+        self.directory = directory
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        value = trainer.callback_metrics.get("hessian/eigenvalue_1")
+        (self.directory / f"rank{trainer.global_rank}.txt").write_text("missing" if value is None else repr(float(value)))
+
+
+@pytest.mark.ddp
+@pytest.mark.slow
+def test_every_ddp_rank_sees_the_rank0_probe_numbers(tmp_path):
+    # The probe computes on rank 0 only; monitors (EarlyStopping, ModelCheckpoint) run on every rank and need the key.
+    probe = HessianProbe(top_k=1, max_iter=3, trace_samples=0, density_steps=0, every_n_epochs=1, at_fit_end=False,
+                         log_figures=False, hvp_method="double_backward")
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=0, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         accelerator="cpu", devices=2, strategy="ddp_spawn",
+                         callbacks=[probe, _RecordMetric(tmp_path)])
+    trainer.fit(BoringModel())
+    values = [(tmp_path / f"rank{rank}.txt").read_text() for rank in (0, 1)]
+    assert values[0] != "missing" and values[0] == values[1]
