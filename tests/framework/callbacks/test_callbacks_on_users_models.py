@@ -225,7 +225,7 @@ def test_every_ddp_rank_sees_the_rank0_probe_numbers(tmp_path):
                          log_figures=False, hvp_method="double_backward")
     trainer = pl.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=0, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         accelerator="cpu", devices=2, strategy="ddp_spawn",
+                         accelerator="cpu", devices=2, strategy="ddp_spawn", default_root_dir=tmp_path,
                          callbacks=[probe, _RecordMetric(tmp_path)])
     trainer.fit(BoringModel())
     values = [(tmp_path / f"rank{rank}.txt").read_text() for rank in (0, 1)]
