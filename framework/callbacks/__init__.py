@@ -7,6 +7,12 @@
 | :class:`AlphaPruning` | heavy-tailed-spectrum layer-wise pruning | docs/alphapruning.md |
 | :class:`HessianProbe`, :class:`LossLandscapeProbe` | Hessian spectrum, landscape topology | docs/landscape.md |
 | :class:`SobolevFilter`, :class:`FrequencyResponseProbe` | SSM frequency bias | docs/ssm_frequency_bias.md |
+| :class:`RolloutPlots` | flow-matching forecast rollouts | docs/flow_matching.md |
+| :class:`ForecastPlots` | quantile forecasts around peak events | docs/spade.md |
+
+Each callback checks the model in ``setup`` and raises
+:class:`~framework.callbacks.model_requirements.UnsupportedModelError` (a ``ValueError``) naming what the model lacks;
+the README's compatibility matrix shows which callback serves which kind of model.
 """
 
 from importlib import import_module
@@ -15,11 +21,14 @@ from importlib import import_module
 # torch alone) does not import every callback and its dependencies.
 _EXPORTS = {
     "AlphaPruning": "framework.callbacks.alphapruning",
+    "ForecastPlots": "framework.callbacks.forecast_plots",
     "FrequencyResponseProbe": "framework.callbacks.frequency_response",
     "HessianProbe": "framework.callbacks.hessian_probe",
     "LossLandscapeProbe": "framework.callbacks.loss_landscape_probe",
     "PolarizationMonitor": "framework.callbacks.polarization_monitor",
+    "RolloutPlots": "framework.callbacks.rollout_plots",
     "SobolevFilter": "framework.callbacks.sobolev_filter",
+    "UnsupportedModelError": "framework.callbacks.model_requirements",
 }
 
 
@@ -31,9 +40,12 @@ def __getattr__(name: str):
 
 __all__ = [
     "AlphaPruning",
+    "ForecastPlots",
     "FrequencyResponseProbe",
     "HessianProbe",
     "LossLandscapeProbe",
     "PolarizationMonitor",
+    "RolloutPlots",
     "SobolevFilter",
+    "UnsupportedModelError",
 ]

@@ -38,7 +38,11 @@ from torch import nn
 
 from framework.callbacks.pruning.esd_figure import esd_figure
 from framework.callbacks.pruning.masking import make_permanent, pruned_modules, restore_pruning_state
-from framework.callbacks.pruning.prune_model import PruningReport, alpha_prune, default_forward, validate_pruning_arguments
+from framework.callbacks.metric_publishing import publish_metrics
+from framework.callbacks.pruning.calibration import check_calibration_support
+from framework.callbacks.pruning.module_selection import select_prunable_modules
+from framework.callbacks.pruning.prune_model import (DEFAULT_MAX_SPARSITY, PruningReport, alpha_prune, default_forward,
+                                                     validate_pruning_arguments)
 
 __all__ = ["AlphaPruning", "PRUNE_AT"]
 
@@ -53,6 +57,9 @@ class AlphaPruning(Callback):
     Args:
         target_sparsity: S in [0, 1): parameter-weighted mean sparsity of the pruned layers.
         epsilon: ε in [0, 1): relative spread of the per-layer sparsities ((1+ε)/(1−ε) between extremes).
+        max_sparsity: cap on any one layer's sparsity, in [S, 1] (default 0.99, so no matrix is zeroed whole); layers
+            the formula puts above it are set to it, the excess goes to the other layers (the mean stays S), and the
+            warning and the logged ``alphapruning/capped_layers`` count name / count them.
         metric: ``alpha_peak`` (default), ``alpha``, ``alpha_mid``, ``alpha_hat``, ``stable_rank``, ``entropy``,
             ``log_spectral_norm`` or ``log_norm``.
         pruner: ``magnitude``, ``wanda`` or ``sparsegpt``.
@@ -74,6 +81,15 @@ class AlphaPruning(Callback):
         min_eigenvalues: smaller layers cannot be fitted; their metric falls back to the median (warned, logged).
         make_permanent: fold masks into the weights when the run ends (``teardown``).
         esd_plot_layers: number of layers (evenly spaced) or a list of names to plot; 0 disables the figure.
+
+    The model is checked in ``setup``: a selection that matches no Linear / Conv module, or a module Wanda /
+    SparseGPT cannot calibrate, is refused there (before training) with the reason and the remedy.
+
+    Logged (to the loggers, ``trainer.callback_metrics`` and, where Lightning allows, ``self.log``):
+    ``alphapruning/achieved_sparsity``, ``target_sparsity``, ``max_layer_sparsity``, ``capped_layers``,
+    ``fallback_layers``, ``metric_seconds``, ``pruning_seconds`` and per layer ``alpha/<name>``,
+    ``allocated/<name>``, ``achieved/<name>``. Pruning in ``on_fit_start`` publishes again in ``on_train_start``
+    (Lightning resets its metrics after the sanity check).
     """
 
     #: Checked by the CLI before training (``framework.distributed.check_callback_strategies``).
@@ -89,6 +105,7 @@ class AlphaPruning(Callback):
         *,
         target_sparsity: float = 0.5,
         epsilon: float = 0.3,
+        max_sparsity: float = DEFAULT_MAX_SPARSITY,
         metric: str = "alpha_peak",
         pruner: str = "magnitude",
         allocation: str = "alpha",
@@ -113,7 +130,8 @@ class AlphaPruning(Callback):
     ) -> None:
         super().__init__()
         validate_pruning_arguments(target_sparsity=target_sparsity, epsilon=epsilon, metric=metric, pruner=pruner,
-                                   allocation=allocation, mapping=mapping, wanda_comparison=wanda_comparison)
+                                   allocation=allocation, mapping=mapping, wanda_comparison=wanda_comparison,
+                                   max_sparsity=max_sparsity)
         if prune_at not in PRUNE_AT:
             raise ValueError(f"prune_at must be one of {list(PRUNE_AT)}, got {prune_at!r}")
         if prune_at == "epoch" and (not isinstance(prune_epoch, int) or prune_epoch < 0):
@@ -128,6 +146,7 @@ class AlphaPruning(Callback):
             raise ValueError(f"sequential must be 'auto', true or false, got {sequential!r}")
         self.target_sparsity = target_sparsity
         self.epsilon = epsilon
+        self.max_sparsity = float(max_sparsity)
         self.metric = metric
         self.pruner = pruner
         self.allocation = allocation
@@ -152,6 +171,7 @@ class AlphaPruning(Callback):
         self.pruned = False
         self.report: PruningReport | None = None
         self.summary: dict[str, Any] = {}
+        self._published: dict[str, float] = {}
 
     # ------------------------------------------------------------------ state
     @property
@@ -167,6 +187,13 @@ class AlphaPruning(Callback):
         self.summary = dict(state_dict.get("summary", {}))
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # Refuse a model this configuration cannot prune now, not after training. A model that already carries masks
+        # (resumed, or pruned before) counts its masked layers.
+        modules = select_prunable_modules(pl_module, include=self.include, exclude=self.exclude)
+        if self.pruner != "magnitude":
+            for name, module in modules.items():
+                check_calibration_support(name, module)
+
         # Before the trainer loads a checkpoint's state dict, give every layer the checkpoint has a mask for its
         # pruning reparametrisation, so weight_orig / weight_mask load (and fine-tuning keeps the masks).
         def restore_masks(module, state_dict, *args, **kwargs):
@@ -181,6 +208,11 @@ class AlphaPruning(Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.prune_at == "fit_start":
             self._prune_once(trainer, pl_module)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Values published in on_fit_start are wiped by the sanity check's metric reset: publish them again.
+        if self._published:
+            publish_metrics(trainer, pl_module, self._published, to_loggers=False)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.prune_at == "epoch" and trainer.current_epoch >= self.prune_epoch:
@@ -260,7 +292,8 @@ class AlphaPruning(Callback):
             return
         report = alpha_prune(
             pl_module,
-            target_sparsity=self.target_sparsity, epsilon=self.epsilon, metric=self.metric, pruner=self.pruner,
+            target_sparsity=self.target_sparsity, epsilon=self.epsilon, max_sparsity=self.max_sparsity,
+            metric=self.metric, pruner=self.pruner,
             allocation=self.allocation, mapping=self.mapping, include=self.include, exclude=self.exclude,
             calibration=self._calibration_batches(trainer, pl_module), forward=self.calibration_forward,
             sequential=self.sequential, wanda_comparison=self.wanda_comparison,
@@ -274,6 +307,7 @@ class AlphaPruning(Callback):
         self.summary = {
             "achieved_sparsity": report.achieved_sparsity,
             "fallback_layers": list(report.fallbacks),
+            "capped_layers": list(report.allocation.clipped) if report.allocation else [],
             "layers": {name: {"metric": layer.metric, "allocated": layer.allocated, "achieved": layer.achieved,
                               "size": layer.size} for name, layer in report.layers.items()},
         }
@@ -282,15 +316,17 @@ class AlphaPruning(Callback):
             f"{report.achieved_sparsity:.4f} sparsity (target {self.target_sparsity}); metrics "
             f"{report.seconds.get('metrics', 0):.1f} s, pruning {report.seconds.get('pruning', 0):.1f} s"
         )
-        self._log(trainer, report)
+        self._log(trainer, pl_module, report)
 
     # ------------------------------------------------------------------ logging
-    def _log(self, trainer: pl.Trainer, report: PruningReport) -> None:
+    def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule, report: PruningReport) -> None:
         step = trainer.global_step
         values: dict[str, float] = {
             "alphapruning/achieved_sparsity": report.achieved_sparsity,
             "alphapruning/target_sparsity": report.target_sparsity,
             "alphapruning/fallback_layers": float(len(report.fallbacks)),
+            "alphapruning/capped_layers": float(len(report.allocation.clipped)) if report.allocation else 0.0,
+            "alphapruning/max_layer_sparsity": max(layer.achieved for layer in report.layers.values()),
             "alphapruning/metric_seconds": report.seconds.get("metrics", 0.0),
             "alphapruning/pruning_seconds": report.seconds.get("pruning", 0.0),
         }
@@ -302,8 +338,8 @@ class AlphaPruning(Callback):
         if report.fallbacks:
             warnings.warn(f"AlphaPruning: {len(report.fallbacks)} layer(s) too small for a power-law fit used the "
                           f"median metric: {report.fallbacks[:5]}", stacklevel=2)
-        for logger in trainer.loggers:
-            logger.log_metrics(values, step=step)
+        publish_metrics(trainer, pl_module, values, step=step)
+        self._published = values
         if trainer.loggers and self.esd_plot_layers and report.eigenvalues:
             from framework.loggers import log_figure
 

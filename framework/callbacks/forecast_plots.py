@@ -3,7 +3,9 @@
 For a few validation forecasts whose history ends shortly after a peak event (the "most affected" forecasts, where
 carry-over shows), one panel each: the last weeks of history, the truth over the horizon, the P50 forecast and the
 P10–P90 band (or the widest band the model's quantiles give), peak-event days shaded. Works with any
-``framework.models.components.forecasting.lit_base.QuantileForecasterModule`` and ``framework.datamodules.retail`` DataModule.
+``framework.models.components.forecasting.lit_base.QuantileForecasterModule`` and ``framework.datamodules.retail``
+DataModule — precisely, :data:`FORECAST_MODEL_REQUIREMENTS` on the model and :data:`FORECAST_DATA_REQUIREMENTS`
+on the DataModule; anything else is refused in ``setup`` with the missing members named.
 """
 
 from __future__ import annotations
@@ -12,9 +14,20 @@ import numpy as np
 import torch
 from lightning.pytorch import Callback
 
+from framework.callbacks.model_requirements import UnsupportedModelError, require_members
 from framework.loggers import log_figure, new_figure
 
-__all__ = ["ForecastPlots"]
+__all__ = ["FORECAST_DATA_REQUIREMENTS", "FORECAST_MODEL_REQUIREMENTS", "ForecastPlots"]
+
+FORECAST_MODEL_REQUIREMENTS = {
+    "forecast()": "forecast(batch dict with 'target' [B, T], 'features' [B, T, F], 'peak' [B, T]) -> [B, horizon, Q]",
+    "quantiles": "list of the Q quantile levels",
+    "context_length": "int, days of history per window",
+}
+FORECAST_DATA_REQUIREMENTS = {
+    "datasets": "dict with a 'val' dataset of windows (dicts with 'target', 'features', 'peak') and a boolean "
+                "`most_affected` per window",
+}
 
 
 def _nearest(levels: list[float], q: float) -> int:
@@ -40,6 +53,25 @@ class ForecastPlots(Callback):
         self.num_series, self.history_days = num_series, history_days
         self.every_n_validations, self.key = every_n_validations, key
         self._validations = 0
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        remedy = ("Use a framework.models.components.forecasting.lit_base.QuantileForecasterModule with a "
+                  "framework.datamodules.retail DataModule, implement these members, or remove the callback.")
+        require_members("ForecastPlots", pl_module, FORECAST_MODEL_REQUIREMENTS, what=type(pl_module).__name__,
+                        remedy=remedy)
+        datamodule = getattr(trainer, "datamodule", None)
+        if datamodule is None:
+            raise UnsupportedModelError("ForecastPlots plots validation windows of a DataModule, but the run has "
+                                        "none (dataloaders were passed directly); pass datamodule=... with "
+                                        "`datasets['val']` (e.g. framework.datamodules.retail_demand.RetailDemand)")
+        require_members("ForecastPlots", datamodule, FORECAST_DATA_REQUIREMENTS,
+                        what=f"the DataModule {type(datamodule).__name__}", remedy=remedy)
+
+    def state_dict(self) -> dict:
+        return {"validations": self._validations}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._validations = int(state_dict.get("validations", 0))
 
     def select(self, dataset) -> list[int]:
         """Indices of the first ``num_series`` most-affected windows (any windows if there are none)."""
@@ -91,5 +123,6 @@ class ForecastPlots(Callback):
         datamodule = getattr(trainer, "datamodule", None)
         dataset = getattr(datamodule, "datasets", {}).get("val") if datamodule is not None else None
         if dataset is None or len(dataset) == 0:
-            return
+            raise UnsupportedModelError(f"ForecastPlots: the DataModule {type(datamodule).__name__} has no "
+                                        "validation windows (datasets['val'] is missing or empty)")
         log_figure(trainer, self.key, self.figure(pl_module, dataset))

@@ -10,6 +10,9 @@ model's per-frequency error, to W&B (or any image-taking logger) through ``frame
   (``output_frequencies``, radians per sample), the validation MAE of each output against its frequency.
   Scalars ``ssm/gain_at_output_<i>`` (mean |G| of the first layer at output i's frequency) are logged too.
 
+A model with neither kind of layer is refused in ``setup`` (naming both protocols); a model that cannot report
+per-frequency errors gets the transfer functions only, and the callback says so once.
+
 The initial responses are part of the callback state, so a resumed run still compares with initialisation.
 """
 
@@ -21,6 +24,8 @@ import lightning.pytorch as pl
 import numpy as np
 from lightning.pytorch.callbacks import Callback
 
+from framework.callbacks.metric_publishing import publish_metrics
+from framework.callbacks.model_requirements import UnsupportedModelError
 from framework.loggers import log_figure, new_figure
 from framework.models.components.ssm.frequency_response import (
     FrequencyResponse,
@@ -86,6 +91,19 @@ class FrequencyResponseProbe(Callback):
         return fig
 
     # ------------------------------------------------------------------ hooks
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if not self.responses(pl_module):
+            raise UnsupportedModelError(
+                f"FrequencyResponseProbe found no SSM layer in {type(pl_module).__name__}: it plots layers that hold "
+                "an S4DKernel as `.kernel` and a skip `.d` (framework.models.components.ssm.S4D), or implement "
+                "framework.models.components.ssm.filter_protocol.FilterableConvolution plus "
+                "`convolution_kernel(length) -> [H, length]`; add such layers or remove the callback")
+        if not callable(getattr(pl_module, "per_output_error", None)):
+            from lightning.pytorch.utilities import rank_zero_info
+
+            rank_zero_info(f"FrequencyResponseProbe: {type(pl_module).__name__} has no per_output_error(stage); only "
+                           "the transfer functions are plotted (no per-frequency error)")
+
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.initial:
             self.initial = {name: {"omega": r.omega.tolist(), "magnitude": r.mean_over_features().tolist()}
@@ -101,10 +119,7 @@ class FrequencyResponseProbe(Callback):
         if errors and frequencies is not None and len(frequencies) == len(errors):
             first = next(iter(current.values()))
             gains = np.interp(frequencies, first.omega, first.mean_over_features())
-            if trainer.is_global_zero:
-                for logger in trainer.loggers:
-                    logger.log_metrics({f"ssm/gain_at_output_{i}": float(g) for i, g in enumerate(gains)},
-                                       step=trainer.global_step)
+            publish_metrics(trainer, pl_module, {f"ssm/gain_at_output_{i}": float(g) for i, g in enumerate(gains)})
             fig = error_figure({"val MAE": (np.asarray(frequencies), np.asarray(list(errors.values())))},
                                xlabel="output frequency (rad / sample)", ylabel="mean absolute error",
                                title=f"per-frequency error, epoch {trainer.current_epoch}")

@@ -15,6 +15,11 @@ predicted errors for larger ensembles; plus figures: the W histogram and η (wit
 epochs. Values are synced over DDP ranks exactly (sum states), every rank computes, rank 0 draws.
 
 Batches must be labelled: ``(x, y, ...)`` tuples / lists, or dicts with ``input_key`` / ``target_key``.
+
+``setup`` checks the model on two samples of the run's first validation (or test) batch and refuses, naming what is
+missing, a model that yields no per-member logits (and has no ``checkpoints``), unlabelled batches, or a run with
+no data for the monitored stages. ``num_classes`` (K) defaults to the model's ``num_classes`` attribute /
+hyper-parameter, else the last dimension of those logits.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
+from framework.callbacks.model_requirements import UnsupportedModelError, first_batch, truncate_batch
 from framework.loggers import log_figure
 from framework.metrics.ensemble_bounds import EnsembleStatistics
 from framework.metrics.ensemble_polarization import EnsemblePolarization
@@ -59,7 +65,8 @@ class PolarizationMonitor(pl.Callback):
     """Logs ensemble polarization metrics and figures for per-member logits or a set of checkpoints.
 
     Args:
-        num_classes: K.
+        num_classes: K; None (default) infers it in ``setup`` from the model's ``num_classes`` (attribute or
+            hyper-parameter), else from the last dimension of the logits on the first batch.
         checkpoints: paths / glob pattern(s) of M >= 2 checkpoints of the model's class; ``None`` = the model
             itself returns per-member logits ``[M, B, K]``.
         stages: any of ``"val"``, ``"test"``.
@@ -75,7 +82,7 @@ class PolarizationMonitor(pl.Callback):
     def __init__(
         self,
         *,
-        num_classes: int,
+        num_classes: int | None = None,
         checkpoints: str | list[str] | None = None,
         stages: Sequence[str] = ("val", "test"),
         outputs_key: str = "member_logits",
@@ -88,8 +95,9 @@ class PolarizationMonitor(pl.Callback):
         every_n_epochs: int = 1,
     ) -> None:
         super().__init__()
-        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
-            raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+        if num_classes is not None and (not isinstance(num_classes, int) or isinstance(num_classes, bool)
+                                        or num_classes < 2):
+            raise ValueError(f"num_classes must be an integer >= 2 or None (inferred), got {num_classes!r}")
         for stage in stages:
             if stage not in _STAGES:
                 raise ValueError(f"stages must be a subset of {list(_STAGES)}, got {list(stages)!r}")
@@ -120,6 +128,81 @@ class PolarizationMonitor(pl.Callback):
     @property
     def state_key(self) -> str:
         return self._generate_state_key(prefix=self.prefix)
+
+    # ------------------------------------------------------------------ setup check
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        splits = {"fit": ["val"], "validate": ["val"], "test": ["test"]}.get(stage, [])
+        splits = [s for s in splits if s in self.stages]
+        if not splits:
+            return  # this run has no stage the monitor works in (e.g. predict)
+        name = type(pl_module).__name__
+        batch = first_batch(trainer, splits[0])
+        if batch is None:
+            raise UnsupportedModelError(
+                f"PolarizationMonitor(stages={list(self.stages)}) works on {splits[0]} batches, but this {stage} run "
+                f"has no {splits[0]} dataloader; pass one (or a datamodule with {splits[0]}_dataloader) or set stages")
+        if self.checkpoint_paths is not None:
+            self._load_members(pl_module)  # a file that does not fit the model is reported now
+        try:
+            logits, _ = self._dry_run(pl_module, truncate_batch(batch))
+        except UnsupportedModelError:
+            raise
+        except ValueError as error:
+            raise UnsupportedModelError(f"PolarizationMonitor cannot serve {name}: {error}") from None
+        inferred = self._infer_num_classes(pl_module, logits)
+        if self.num_classes is None:
+            self.num_classes = inferred
+        elif logits.shape[-1] != self.num_classes:
+            raise UnsupportedModelError(f"PolarizationMonitor(num_classes={self.num_classes}): {name}'s logits have "
+                                        f"{logits.shape[-1]} classes (shape {list(logits.shape)})")
+
+    @staticmethod
+    def _infer_num_classes(pl_module: pl.LightningModule, logits: Tensor) -> int:
+        for source in (pl_module, getattr(pl_module, "hparams", {})):
+            value = source.get("num_classes") if isinstance(source, dict) else getattr(source, "num_classes", None)
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 2:
+                return value
+        if logits.shape[-1] < 2:
+            raise UnsupportedModelError(f"PolarizationMonitor: the logits have {logits.shape[-1]} class(es); "
+                                        "it needs K >= 2")
+        return int(logits.shape[-1])
+
+    def _dry_run(self, pl_module: pl.LightningModule, batch: Any) -> tuple[Tensor, Tensor]:
+        """Per-member logits of ``batch`` as the monitor will get them (forward, or validation_step's output)."""
+        from lightning.fabric.utilities.apply_func import move_data_to_device
+
+        from framework.callbacks.landscape.probe_loss import isolated_module
+
+        x, _ = self._split_batch(batch)
+        batch = move_data_to_device(batch, pl_module.device)
+        if self.checkpoint_paths is not None:
+            return self.member_logits(pl_module, batch)
+        with isolated_module(pl_module), torch.no_grad():
+            try:
+                logits = pl_module(move_data_to_device(x, pl_module.device))
+                shape = list(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+                failure = f"its forward(x) returns {shape}"
+            except Exception as error:  # noqa: BLE001 - reported below with the alternatives
+                first_line = str(error).splitlines()[0][:120] if str(error) else ""
+                logits, failure = None, f"its forward(x) fails ({type(error).__name__}: {first_line})"
+            if not (isinstance(logits, Tensor) and logits.dim() == 3):
+                outputs = None
+                step = getattr(pl_module, "validation_step", None)
+                if callable(step):
+                    try:
+                        outputs = step(batch, 0)
+                    except Exception:  # noqa: BLE001 - only used to look for per-member logits
+                        outputs = None
+                if isinstance(outputs, dict) and isinstance(outputs.get(self.outputs_key), Tensor) \
+                        and outputs[self.outputs_key].dim() == 3:
+                    logits = outputs[self.outputs_key]
+                else:
+                    raise UnsupportedModelError(
+                        f"PolarizationMonitor needs per-member logits [M, B, K] from {type(pl_module).__name__}, but "
+                        f"{failure} and its validation_step returns no {self.outputs_key!r}; make forward return "
+                        f"[M, B, K] (an ensemble), return them under {self.outputs_key!r} from validation_step, or "
+                        "pass checkpoints=[...] of M >= 2 trained copies of a single model")
+        return logits, batch
 
     # ------------------------------------------------------------------ helpers
     def _split_batch(self, batch: Any) -> tuple[Any, Tensor]:
@@ -191,6 +274,8 @@ class PolarizationMonitor(pl.Callback):
         split = self._split_name(trainer, stage, dataloader_idx)
         metric = self._metrics.get(split)
         if metric is None:
+            if self.num_classes is None:  # used without a Trainer's setup (e.g. hooks called by hand)
+                self.num_classes = self._infer_num_classes(pl_module, logits)
             metric = EnsemblePolarization(num_members=logits.shape[0], num_classes=self.num_classes,
                                           tie_rule=self.tie_rule).to(logits.device)
             self._metrics[split] = metric

@@ -8,7 +8,9 @@ ensemble member plus the ensemble mean of ``ensemble_size`` members), and logs
 - ``rollout/error_vs_lead``: the validation RFNE and CRPS per lead time from the epoch's ``ForecastSkill``.
 
 Works with any LightningModule that has ``rollout(context, ensemble_size=...)``, ``context_length``, ``horizon``
-and (for the curves) ``last_skill``; it does nothing without an image-capable logger.
+and (for the curves) ``last_skill`` — :data:`ROLLOUT_REQUIREMENTS`; a model without them is refused in ``setup``
+with the missing members named (:class:`~framework.callbacks.model_requirements.UnsupportedModelError`). Figures
+need an image-capable logger (with ``logger=False`` there is nothing to draw to).
 """
 
 from __future__ import annotations
@@ -16,9 +18,17 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import torch
 
+from framework.callbacks.model_requirements import require_members
 from framework.loggers import log_figure, new_figure
 
-__all__ = ["RolloutPlots"]
+__all__ = ["ROLLOUT_REQUIREMENTS", "RolloutPlots"]
+
+#: What RolloutPlots needs from the LightningModule (``name()`` = a method), e.g. ``FlowMatchingForecaster``.
+ROLLOUT_REQUIREMENTS = {
+    "rollout()": "rollout(context [B, context_length, C, H, W], *, ensemble_size) -> [B, M, horizon, C, H, W]",
+    "context_length": "int, frames that condition a forecast",
+    "horizon": "int, frames forecast",
+}
 
 
 class RolloutPlots(pl.Callback):
@@ -36,6 +46,17 @@ class RolloutPlots(pl.Callback):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.every, self.ensemble_size, self.num_leads = every_n_validations, ensemble_size, num_leads
         self._count = 0
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        require_members("RolloutPlots", pl_module, ROLLOUT_REQUIREMENTS, what=type(pl_module).__name__,
+                        remedy="Implement them (as framework.models.flow_matching_forecaster.FlowMatchingForecaster "
+                               "does) or remove the callback.")
+
+    def state_dict(self) -> dict:
+        return {"validations": self._count}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._count = int(state_dict.get("validations", 0))
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:

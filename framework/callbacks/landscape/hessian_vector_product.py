@@ -7,12 +7,16 @@ Two routes, chosen per model (``method="auto"`` times both, see :func:`choose_hv
 * ``"func"``: forward-over-reverse ``torch.func.jvp(torch.func.grad(L), (θ,), (v,))`` on a functional copy of the
   parameters. Needs a loss that ``torch.func`` can transform (no ``torch.autograd.grad`` inside, no ``.item()``).
 
-Neither route writes the parameters or their ``.grad``.
+Neither route writes the parameters or their ``.grad``. Both run under
+:func:`~framework.callbacks.landscape.second_order_support.second_order_context` (math SDPA backend: the fused
+attention kernels have no double backward); an op without a second derivative raises
+:class:`~framework.callbacks.landscape.second_order_support.SecondOrderUnsupportedError` naming the op and the remedies.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +24,9 @@ from torch import Tensor
 
 from framework.callbacks.landscape.parameter_vectors import ParameterSpace
 from framework.callbacks.landscape.probe_loss import ProbeLoss
+from framework.callbacks.landscape.second_order_support import (SecondOrderUnsupportedError,
+                                                                once_differentiable_functions, second_order_context,
+                                                                unsupported_op_error)
 
 __all__ = ["HVP_METHODS", "HessianVectorProduct", "HvpTiming", "choose_hvp_method"]
 
@@ -66,6 +73,15 @@ class HessianVectorProduct:
         out = []
         for weight, batch in zip(self.loss.weights, self.loss.batches):
             value = self.loss.loss_fn(self.loss.module, batch).reshape(())
+            if not out:
+                once = once_differentiable_functions(value)
+                if once:
+                    raise SecondOrderUnsupportedError(
+                        f"the Hessian probe needs Hessian-vector products, but the model's loss uses "
+                        f"{', '.join(once)} (a torch.autograd.Function marked @once_differentiable): its backward "
+                        "carries no graph, so its second derivative would silently read as zero; remedies: implement a "
+                        "differentiable backward without @once_differentiable, or pass loss_fn=callable(module, "
+                        "batch) computing the loss with differentiable ops", op=once[0])
             grads = torch.autograd.grad(value, self.params, create_graph=True, allow_unused=True)
             grads = tuple(torch.zeros_like(p) if g is None else g for g, p in zip(grads, self.params))
             out.append((weight, grads))
@@ -103,7 +119,16 @@ class HessianVectorProduct:
             raise ValueError(f"v must have shape ({self.dim},), got {tuple(v.shape)}")
         self.calls += 1
         v = v.to(device=self.device, dtype=self.dtype)
-        return self._double_backward(v) if self.method == "double_backward" else self._func(v)
+        try:
+            with second_order_context():
+                return self._double_backward(v) if self.method == "double_backward" else self._func(v)
+        except (RuntimeError, NotImplementedError) as error:
+            if isinstance(error, SecondOrderUnsupportedError):
+                raise
+            clear = unsupported_op_error(error, method=self.method)
+            if clear is None:
+                raise
+            raise clear from error
 
 
 @dataclass
@@ -126,8 +151,10 @@ class HvpTiming:
 def choose_hvp_method(loss: ProbeLoss, *, repeats: int = 2, seed: int = 0) -> HvpTiming:
     """Time both routes on the same random vector (after one warm-up product each) and pick the faster one.
 
-    The ``func`` route is skipped when ``torch.func`` cannot transform the loss (its error is reported); the two
-    routes must agree to 1e-3 relative, otherwise double backward is used.
+    The ``func`` route is skipped when ``torch.func`` cannot transform the loss (its error is reported); when double
+    backward hits an op without a second derivative, ``func`` is used alone (warned); when both fail, one
+    :class:`SecondOrderUnsupportedError` names the op(s). The two routes must agree to 1e-3 relative, otherwise
+    double backward is used.
     """
     space = ParameterSpace.of(loss.module)
     theta = space.flat_parameters(loss.module)
@@ -136,20 +163,35 @@ def choose_hvp_method(loss: ProbeLoss, *, repeats: int = 2, seed: int = 0) -> Hv
     seconds: dict[str, float] = {}
     results: dict[str, Tensor] = {}
     error = ""
+    failures: dict[str, SecondOrderUnsupportedError] = {}
     for method in ("double_backward", "func"):
         hvp = HessianVectorProduct(loss, method=method, space=space)
         try:
             results[method] = hvp(v)  # warm-up (builds and caches the gradient graph for double backward)
-        except Exception as exc:  # noqa: BLE001 - any torch.func failure means "not transformable"
+        except SecondOrderUnsupportedError as exc:
             seconds[method] = float("nan")
-            error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            failures[method] = exc
+            error = f"{method}: {exc.op}"
+            continue
+        except Exception as exc:  # noqa: BLE001 - any torch.func failure means "not transformable"
             if method == "double_backward":
                 raise
+            seconds[method] = float("nan")
+            error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             continue
         start = time.perf_counter()
         for _ in range(repeats):
             hvp(v)
         seconds[method] = (time.perf_counter() - start) / repeats
+    if not results:
+        ops = " and ".join(sorted({f.op for f in failures.values()}))
+        raise SecondOrderUnsupportedError(
+            f"neither Hessian-vector-product route works on this model: double backward and torch.func both stop at "
+            f"{ops}. {str(failures['double_backward']).split('; ', 1)[-1]}", op=failures["double_backward"].op)
+    if "double_backward" not in results:
+        warnings.warn(f"Hessian probe: double backward is unavailable ({failures['double_backward'].op} has no second "
+                      "derivative); using torch.func forward-over-reverse instead", stacklevel=2)
+        return HvpTiming(method="func", seconds=seconds, relative_difference=float("nan"), func_error=error)
     diff = float("nan")
     method = "double_backward"
     if "func" in results:

@@ -6,8 +6,16 @@
 * Probe set: ``probe_batches`` batches taken once, in order, from the training (or validation) dataset through a
   non-shuffling loader with the original batch size and collate function — the same samples at every probe and
   after a resume — or the batches the user passes as ``probe_data``.
-* Logging: scalars go straight to every logger (``logger.log_metrics``, valid in any hook, unlike ``self.log``),
-  settings to the run config (``log_hyperparams``), figures through :func:`framework.loggers.log_figure`.
+* Logging: scalars go to every logger (``logger.log_metrics``), to ``self.log`` where Lightning allows it (the
+  epoch-end probes) and to ``trainer.callback_metrics`` (always, also at fit end and with ``logger=False``), so
+  ``EarlyStopping`` / ``ModelCheckpoint(monitor="hessian/eigenvalue_1")`` can use them (set
+  ``check_on_train_epoch_end=True`` / ``save_on_train_epoch_end=True``: probes run at train-epoch end); settings go
+  to the run config (``log_hyperparams``), figures through :func:`framework.loggers.log_figure`.
+* Setup: a model the probe cannot serve (no ``training_step`` and no ``loss_fn``, manual optimization) is refused in
+  ``setup`` with the reason and the remedy, before any training.
+* Resume: ``history`` is checkpointed; a probe whose (tag, global step) is already in it is not run again. The fit-end
+  probe runs after the last checkpoint is written, so a run resumed from a finished run's checkpoint that trains no
+  further step skips it (the original run made it) and says so.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch.utils.data import DataLoader
 
 from framework.callbacks.landscape.probe_loss import LossFunction
+from framework.callbacks.metric_publishing import broadcast_scalars, publish_metrics
 
 __all__ = ["ProbeCallback"]
 
@@ -98,6 +107,8 @@ class ProbeCallback(pl.Callback):
         self.reports: list[Any] = []
         self._batches: list[Any] | None = None
         self._logged_settings = False
+        self._resumed = False
+        self._trained = False
 
     # ------------------------------------------------------------------ subclass API
     def probe(self, pl_module: torch.nn.Module, batches: list[Any]) -> Any:
@@ -160,6 +171,21 @@ class ProbeCallback(pl.Callback):
         return batches
 
     # ------------------------------------------------------------------ hooks
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._trained = False
+        if self.loss_fn is not None:
+            return
+        from lightning.pytorch.utilities.model_helpers import is_overridden
+
+        name = type(self).__name__
+        if not is_overridden("training_step", pl_module, pl.LightningModule):
+            raise ValueError(f"{name} probes the training loss, but {type(pl_module).__name__} has no training_step; "
+                             "pass loss_fn=callable(module, batch) -> scalar loss")
+        if not pl_module.automatic_optimization:
+            raise ValueError(f"{name}: {type(pl_module).__name__} uses manual optimization, so its training_step "
+                             "steps the optimizers and cannot serve as the probe loss; pass "
+                             "loss_fn=callable(module, batch) -> scalar loss")
+
     def _scheduled(self, epoch: int) -> bool:
         return epoch in self.epochs or (self.every_n_epochs is not None and (epoch + 1) % self.every_n_epochs == 0)
 
@@ -168,28 +194,42 @@ class ProbeCallback(pl.Callback):
             return
         self.run(trainer, pl_module, tag=f"epoch{trainer.current_epoch}")
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._trained = True  # Lightning skips the training loop (and this hook) when nothing is left to train
+
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.at_fit_end:
-            self.run(trainer, pl_module, tag="fit_end")
+        if not self.at_fit_end:
+            return
+        if self._resumed and not self._trained:
+            from lightning.pytorch.utilities import rank_zero_info
+
+            rank_zero_info(f"{type(self).__name__}: resumed at global step {trainer.global_step} and trained no "
+                           "further step; the fit-end probe of this step was made by the original run")
+            return
+        self.run(trainer, pl_module, tag="fit_end")
 
     def run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *, tag: str) -> Any:
         """Probe now (rank 0), log everything, append to ``history``; returns the report (None on other ranks)."""
         report = None
+        step = trainer.global_step
+        if any(r.get("tag") == tag and r.get("global_step") == step for r in self.history):
+            return None  # already probed at this point (a resumed run): no double work
+        scalars = None
+        # trainer.log_dir broadcasts (a collective): resolve the output folder on every rank, not inside rank 0's branch.
+        json_root = self._json_root(trainer)
         if trainer.is_global_zero:
             batches = [move_data_to_device(b, pl_module.device) for b in self.collect_batches(trainer)]
             start = time.perf_counter()
             report = self.probe(pl_module, batches)
             seconds = time.perf_counter() - start
-            step = trainer.global_step
             scalars = {f"{self.prefix}/{k}": float(v) for k, v in report.scalars().items()}
             scalars[f"{self.prefix}/seconds"] = seconds
             record = {"tag": tag, "epoch": trainer.current_epoch, "global_step": step, **scalars}
             self.history.append(record)
             self.reports.append(report)
-            for logger in trainer.loggers:
-                if not self._logged_settings:
+            if not self._logged_settings:
+                for logger in trainer.loggers:
                     logger.log_hyperparams({f"{self.prefix}/{k}": v for k, v in self.settings().items()})
-                logger.log_metrics(scalars, step=step)
             self._logged_settings = True
             if self.log_figures:
                 self.log_report_figures(trainer, report, step)
@@ -199,19 +239,17 @@ class ProbeCallback(pl.Callback):
 
                 payload = {"tag": tag, "epoch": trainer.current_epoch, "global_step": step,
                            "settings": self.settings(), **payload}
-                write_json_atomic(self._json_path(trainer, tag, step), payload)
-        if trainer.world_size > 1:
-            trainer.strategy.barrier(f"{self.prefix}_probe")
+                write_json_atomic(json_root / f"{self.prefix.replace('/', '_')}-{tag}-step{step}.json", payload)
+        # Every rank gets rank 0's numbers (monitors run on every rank); the broadcast also synchronises the ranks.
+        publish_metrics(trainer, pl_module, broadcast_scalars(trainer, scalars), step=step)
         return report
 
-    def _json_path(self, trainer: pl.Trainer, tag: str, step: int) -> Path:
+    def _json_root(self, trainer: pl.Trainer) -> Path:
         if self.output_dir is not None:
-            root = Path(self.output_dir)
-        else:
-            base = trainer.log_dir or trainer.default_root_dir
-            version = getattr(trainer.logger, "version", None) if trainer.logger is not None else None
-            root = Path(base) / "probes" / (str(version) if isinstance(version, (str, int)) else "")
-        return root / f"{self.prefix.replace('/', '_')}-{tag}-step{step}.json"
+            return Path(self.output_dir)
+        base = trainer.log_dir or trainer.default_root_dir
+        version = getattr(trainer.logger, "version", None) if trainer.logger is not None else None
+        return Path(base) / "probes" / (str(version) if isinstance(version, (str, int)) else "")
 
     # ------------------------------------------------------------------ state
     @property
@@ -224,3 +262,4 @@ class ProbeCallback(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = list(state_dict.get("history", []))
+        self._resumed = True

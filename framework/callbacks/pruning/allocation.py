@@ -86,11 +86,11 @@ def _clip_keep_mean(
         over = [n for n in free if ratios[n] * scale > upper]
         if not over:
             result = {**{n: ratios[n] * scale for n in free}, **fixed}
-            return {n: result[n] for n in ratios}, sorted(fixed)
+            return {n: result[n] for n in ratios}, [n for n in ratios if n in fixed]  # model order
         for n in over:
             fixed[n] = upper
     # Every layer is at the bound (only possible when target == upper).
-    return {n: fixed.get(n, upper) for n in ratios}, sorted(fixed)
+    return {n: fixed.get(n, upper) for n in ratios}, [n for n in ratios if n in fixed]
 
 
 def allocate(
@@ -111,7 +111,8 @@ def allocate(
         epsilon: ε in [0, 1): relative spread, s_max / s_min = (1 + ε) / (1 − ε) before clipping.
         blocks: block-wise mapping — either layer name → block id, or a list of lists of names; every layer must be
             in exactly one block. ``None`` → layer-wise.
-        max_sparsity: upper clip (≤ 1).
+        max_sparsity: upper clip (≤ 1); :func:`~framework.callbacks.pruning.prune_model.alpha_prune` and the callback
+            default to 0.99 so that no matrix is zeroed whole.
 
     Returns:
         An :class:`Allocation`.
@@ -158,9 +159,11 @@ def allocate(
     unclipped = {name: target_sparsity * r * total / weighted for name, r in ratios.items()}
     sparsities, clipped = _clip_keep_mean(ratios, {n: sizes[n] for n in values}, target_sparsity, max_sparsity)
     if clipped:
+        shown = ", ".join(clipped[:20]) + (f", ... ({len(clipped) - 20} more)" if len(clipped) > 20 else "")
         warnings.warn(
-            f"allocation: {len(clipped)} layer(s) exceeded sparsity {max_sparsity} (max {max(unclipped.values()):.4f}) "
-            f"and were clipped; their excess was moved to the other layers so the mean stays {target_sparsity}",
+            f"allocation: {len(clipped)} layer(s) hit the cap max_sparsity={max_sparsity} (the formula gave up to "
+            f"{max(unclipped.values()):.4f}) and were clipped: {shown}; their excess was moved to the other layers "
+            f"so the mean stays {target_sparsity}",
             stacklevel=2,
         )
     return Allocation(

@@ -82,15 +82,24 @@ class _StopForward(Exception):
     """Raised by the capture hook to end a forward pass at the first block."""
 
 
+#: Default cap on any one layer's sparsity: a layer pruned to 1.0 is a zeroed matrix (the public code's formula reaches
+#: 1.06 on LLaMA-7B at S = 0.8, ε = 0.3); the excess goes to the other layers, so the mean stays at the target.
+DEFAULT_MAX_SPARSITY = 0.99
+
+
 def validate_pruning_arguments(
     *, target_sparsity: float, epsilon: float, metric: str, pruner: str, allocation: str, mapping: str,
-    wanda_comparison: str = "row",
+    wanda_comparison: str = "row", max_sparsity: float = DEFAULT_MAX_SPARSITY,
 ) -> None:
     """Raise ValueError naming the first bad argument."""
     for name, value in (("target_sparsity", target_sparsity), ("epsilon", epsilon)):
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
                 or not 0.0 <= value < 1.0:
             raise ValueError(f"{name} must lie in [0, 1), got {value!r}")
+    if not isinstance(max_sparsity, (int, float)) or isinstance(max_sparsity, bool) \
+            or not math.isfinite(max_sparsity) or not target_sparsity <= max_sparsity <= 1.0 or max_sparsity <= 0:
+        raise ValueError(f"max_sparsity must lie in [target_sparsity, 1] = [{target_sparsity}, 1] (and be > 0), "
+                         f"got {max_sparsity!r}")
     for name, value, choices in (
         ("metric", metric, METRICS), ("pruner", pruner, PRUNERS), ("allocation", allocation, ALLOCATIONS),
         ("mapping", mapping, MAPPINGS), ("wanda_comparison", wanda_comparison, WANDA_COMPARISONS),
@@ -290,6 +299,7 @@ def alpha_prune(
     min_eigenvalues: int = 10,
     metrics: Mapping[str, SpectralMetrics] | None = None,
     keep_eigenvalues: bool = False,
+    max_sparsity: float = DEFAULT_MAX_SPARSITY,
 ) -> PruningReport:
     """Prune ``model`` in place with AlphaPruning's layer-wise allocation and a base pruner.
 
@@ -313,12 +323,16 @@ def alpha_prune(
         eigenvalue_method, eigen_dtype, faithful_window, min_eigenvalues: spectral-metric settings.
         metrics: precomputed metrics (name → SpectralMetrics) to skip the ESD step (e.g. reused across sparsities).
         keep_eigenvalues: return each layer's eigenvalues in the report (for plots).
+        max_sparsity: cap on any one layer's sparsity (default 0.99: no matrix is zeroed whole); layers the formula
+            puts above it are set to it and the excess is spread over the others (the mean stays at the target);
+            the warning and ``report.allocation.clipped`` name them. 1.0 allows whole matrices to be pruned.
 
     Returns:
         A :class:`PruningReport`.
     """
     validate_pruning_arguments(target_sparsity=target_sparsity, epsilon=epsilon, metric=metric, pruner=pruner,
-                               allocation=allocation, mapping=mapping, wanda_comparison=wanda_comparison)
+                               allocation=allocation, mapping=mapping, wanda_comparison=wanda_comparison,
+                               max_sparsity=max_sparsity)
     if sequential not in SEQUENTIAL:
         raise ValueError(f"sequential must be 'auto', True or False, got {sequential!r}")
     modules = select_prunable_modules(model, include=include, exclude=exclude)
@@ -359,7 +373,7 @@ def alpha_prune(
             raise ValueError(f"metrics lack layers {missing[:5]}")
         values, fallbacks = metric_values_with_fallback({n: metrics[n].value(metric) for n in names})
         plan = allocate(values, sizes, target_sparsity=target_sparsity, epsilon=epsilon,
-                        blocks=block_of if mapping == "block" else None)
+                        blocks=block_of if mapping == "block" else None, max_sparsity=max_sparsity)
         sparsities = plan.sparsities
     else:
         sparsities = {n: float(target_sparsity) for n in names}

@@ -192,7 +192,8 @@ def test_lightning_demo_models_as_checkpoint_ensembles(tmp_path, demo_class):
 
 def test_single_model_without_checkpoints_is_a_clear_error(tmp_path):
     monitor = PolarizationMonitor(num_classes=K)
-    with pytest.raises(ValueError, match="per-member logits \\[M, B, K\\].*got \\[16, 4\\].*checkpoints"):
+    # Refused in setup, on a 2-sample dry run of the first validation batch.
+    with pytest.raises(ValueError, match="per-member logits \\[M, B, K\\].*returns \\[2, 4\\].*checkpoints"):
         _trainer(tmp_path, [monitor], max_epochs=1).fit(PlainClassifier(), train_dataloaders=_loader(),
                                                         val_dataloaders=_loader())
 
