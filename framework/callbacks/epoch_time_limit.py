@@ -14,6 +14,7 @@ a little above ``seconds`` as a hard stop if an epoch runs unexpectedly long.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -21,6 +22,8 @@ from pathlib import Path
 import lightning.pytorch as pl
 
 __all__ = ["EpochBoundaryTimeLimit"]
+
+log = logging.getLogger(__name__)
 
 
 class EpochBoundaryTimeLimit(pl.Callback):
@@ -74,7 +77,11 @@ class EpochBoundaryTimeLimit(pl.Callback):
             trainer.should_stop = True
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.save(trainer)
+        at_epoch_end = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        if not at_epoch_end and not self._finishing(trainer):
+            log.warning("training stopped in the middle of an epoch (max_time, a signal?): %s holds that state, but "
+                        "resuming from it repeats the epoch's first batches (not exact)", self.checkpoint_path)
+        self.save(trainer, epoch_boundary=at_epoch_end)
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         if self._writing:
@@ -88,12 +95,13 @@ class EpochBoundaryTimeLimit(pl.Callback):
             return True
         return max_epochs is not None and max_epochs >= 0 and trainer.current_epoch + 1 >= max_epochs
 
-    def save(self, trainer: pl.Trainer) -> None:
-        """Write the checkpoint atomically (every rank takes part in ``save_checkpoint``; rank 0 renames)."""
+    def save(self, trainer: pl.Trainer, *, epoch_boundary: bool = True) -> None:
+        """Write the checkpoint atomically (every rank takes part in ``save_checkpoint``; rank 0 renames);
+        ``epoch_boundary``: rewrite its loop state as the start of the next epoch (see ``_as_next_epoch_start``)."""
         tmp = self.checkpoint_path.with_name(self.checkpoint_path.name + ".tmp")
         if trainer.is_global_zero:
             self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-        self._writing = True
+        self._writing = epoch_boundary
         try:
             trainer.save_checkpoint(tmp)
         finally:
