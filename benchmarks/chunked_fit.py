@@ -115,12 +115,13 @@ def main() -> None:
     else:
         logger = ["--trainer.logger=lightning.pytorch.loggers.CSVLogger", f"--trainer.logger.init_args.save_dir={folder}",
                   "--trainer.logger.init_args.name=logs", "--trainer.logger.init_args.version=0"]
-    hours, rest = divmod(int(hard), 3600)
+    days, rest = divmod(int(hard), 86_400)
+    hours, rest = divmod(rest, 3600)
     fit = [sys.executable, "-m", "framework", "fit", "--config", str(args.config), *logger,
            "--trainer.callbacks+=framework.callbacks.epoch_time_limit.EpochBoundaryTimeLimit",
            f"--trainer.callbacks.seconds={args.seconds}", f"--trainer.callbacks.checkpoint_path={chunk}",
            "--trainer.callbacks+=framework.callbacks.rng_state.RNGStateCheckpoint",
-           f"--trainer.max_time=00:{hours:02d}:{rest // 60:02d}:{rest % 60:02d}", *args.overrides]
+           f"--trainer.max_time={days:02d}:{hours:02d}:{rest // 60:02d}:{rest % 60:02d}", *args.overrides]
     if before is not None:
         fit.append(f"--ckpt_path={chunk}")
     print("$", " ".join(fit), flush=True)

@@ -7,6 +7,8 @@
 | :class:`AlphaPruning` | heavy-tailed-spectrum layer-wise pruning | docs/alphapruning.md |
 | :class:`HessianProbe`, :class:`LossLandscapeProbe` | Hessian spectrum, landscape topology | docs/landscape.md |
 | :class:`SobolevFilter`, :class:`FrequencyResponseProbe` | SSM frequency bias | docs/ssm_frequency_bias.md |
+| :class:`EpochBoundaryTimeLimit`, :class:`RNGStateCheckpoint` | runs across short GPU slots | docs/framework.md |
+| :class:`CompileModules` | ``torch.compile`` of chosen sub-modules | docs/framework.md |
 """
 
 from importlib import import_module
@@ -15,6 +17,9 @@ from importlib import import_module
 # torch alone) does not import every callback and its dependencies.
 _EXPORTS = {
     "AlphaPruning": "framework.callbacks.alphapruning",
+    "CompileModules": "framework.callbacks.compile_modules",
+    "EpochBoundaryTimeLimit": "framework.callbacks.epoch_time_limit",
+    "RNGStateCheckpoint": "framework.callbacks.rng_state",
     "FrequencyResponseProbe": "framework.callbacks.frequency_response",
     "HessianProbe": "framework.callbacks.hessian_probe",
     "LossLandscapeProbe": "framework.callbacks.loss_landscape_probe",
@@ -31,6 +36,9 @@ def __getattr__(name: str):
 
 __all__ = [
     "AlphaPruning",
+    "CompileModules",
+    "EpochBoundaryTimeLimit",
+    "RNGStateCheckpoint",
     "FrequencyResponseProbe",
     "HessianProbe",
     "LossLandscapeProbe",
