@@ -69,6 +69,7 @@ def _assert_same_training_state(a: dict, b: dict) -> None:
         assert repr(a["callbacks"][key]) == repr(b["callbacks"][key])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("chunks", [2, 3])
 def test_listops_chunks_equal_one_run(run_cli, repo_root, tmp_path, chunks):
     steps = 12  # 3 epochs of 4 steps
@@ -90,6 +91,7 @@ def test_listops_chunks_equal_one_run(run_cli, repo_root, tmp_path, chunks):
     _assert_same_training_state(_state(whole), _state(previous))
 
 
+@pytest.mark.slow
 def test_without_rng_state_the_resumed_run_differs(run_cli, repo_root, tmp_path):
     """The negative control: dropout draws from the global RNG, so without RNGStateCheckpoint the chunks diverge
     (this is what makes the test above able to fail)."""
