@@ -8,7 +8,8 @@ Each call (one slot):
 
 1. restores ``<state-dir>/NAME/`` from ``<state-dir>/NAME.tar`` (or its ``.partNN`` pieces) when the previous slot's
    archive was carried in (and no unpacked folder is there yet);
-2. runs ``fit`` with the config, a CSV logger in ``<state-dir>/NAME/logs`` (appended to across chunks; the W&B logger is
+2. runs ``fit`` with the config, a CSV logger in ``<state-dir>/NAME/logs`` (one ``metrics_<chunk>_<stage>.csv`` per
+   chunk and stage; the W&B logger is
    replaced because the GPU image has no wandb — with ``--wandb``, a W&B offline run with id NAME and ``resume=allow``
    is kept instead, and every chunk continues that run), :class:`~framework.callbacks.epoch_time_limit.EpochBoundaryTimeLimit`
    (``--seconds`` of training, checkpoint ``<state-dir>/NAME/chunk.ckpt``),
@@ -76,6 +77,14 @@ def pack_state(state_dir: Path, run: str, out: Path, piece_mib: float) -> list[P
     return pieces
 
 
+def _set_aside_metrics(folder: Path, label: str) -> None:
+    """Rename the CSV logger's ``metrics.csv`` to ``metrics_<label>.csv``: Lightning's CSV writer, started in a new
+    process on an existing file, rewrites it with only the new process's columns, losing earlier chunks' rows."""
+    current = folder / "logs" / "version_0" / "metrics.csv"
+    if current.exists():
+        os.replace(current, current.with_name(f"metrics_{label}.csv"))
+
+
 def _global_step(path: Path) -> int | None:
     if not path.exists():
         return None
@@ -126,8 +135,10 @@ def main() -> None:
         fit.append(f"--ckpt_path={chunk}")
     print("$", " ".join(fit), flush=True)
     start = time.perf_counter()
+    chunk_index = len(json.loads((folder / "chunk.json").read_text())) if (folder / "chunk.json").exists() else 0
     code = subprocess.run(fit, cwd=REPO).returncode
     seconds = time.perf_counter() - start
+    _set_aside_metrics(folder, f"{chunk_index:02d}_fit")
     after = _global_step(chunk)
     record = {"run": args.run, "config": str(args.config), "overrides": args.overrides, "exit_code": code,
               "steps_before": before, "steps_after": after, "fit_seconds": round(seconds, 1),
@@ -136,12 +147,13 @@ def main() -> None:
     finished = code == 0 and after is not None and (before is None or after > before) and _finished(fit, after)
     record["finished"] = finished
     if finished and args.test_after:
-        best = sorted(folder.glob("logs/version_0/checkpoints/epoch=*.ckpt"), key=os.path.getmtime)
+        best = sorted(folder.rglob("epoch=*.ckpt"), key=os.path.getmtime)
         target = best[-1] if best else chunk
         test = [sys.executable, "-m", "framework", "test", "--config", str(args.config), *logger, *args.overrides,
                 f"--ckpt_path={target}"]
         print("$", " ".join(test), flush=True)
         record["test_exit_code"] = subprocess.run(test, cwd=REPO).returncode
+        _set_aside_metrics(folder, f"{chunk_index:02d}_test")
         record["test_checkpoint"] = target.name
     history = json.loads((folder / "chunk.json").read_text()) if (folder / "chunk.json").exists() else []
     history.append(record)

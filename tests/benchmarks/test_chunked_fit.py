@@ -62,5 +62,7 @@ def test_two_slots_continue_one_run(tmp_path, repo_root):
     second = slot(1e6)
     assert second["steps_before"] == 4 and second["steps_after"] == 8 and second["finished"]
     assert second["test_exit_code"] == 0
-    metrics = (tmp_path / "back" / "tiny" / "logs" / "version_0" / "metrics.csv").read_text()
-    assert "test/accuracy" in metrics and "val/accuracy" in metrics
+    logs = tmp_path / "back" / "tiny" / "logs" / "version_0"
+    assert "val/accuracy" in (logs / "metrics_00_fit.csv").read_text()
+    assert "val/accuracy" in (logs / "metrics_01_fit.csv").read_text()
+    assert "test/accuracy" in (logs / "metrics_01_test.csv").read_text()
