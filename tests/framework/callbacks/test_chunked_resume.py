@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from framework.callbacks.epoch_time_limit import EpochBoundaryTimeLimit
-from framework.callbacks.rng_state import RNGStateCheckpoint, capture_rng_state, restore_rng_state
+from framework.callbacks.rng_state import capture_rng_state, restore_rng_state
 
 
 def _sweep_args(config) -> list[str]:
