@@ -22,6 +22,7 @@ settings go into the JSON); the full run (``--device cuda``) uses the paper's ba
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -54,8 +55,15 @@ def settings(quick: bool) -> dict:
 
 
 def train(data: GroundMotionCatalog, cfg: dict, seed: int, device: str,
-          max_minutes: float | None = None) -> tuple[CGMGM, float]:
+          max_minutes: float | None = None, *, chunk_dir: Path | None = None, chunk_seconds: float | None = None,
+          compile: bool = False, compile_mode: str | None = None, fused: bool = False) -> tuple[CGMGM, float]:
+    """Train; with ``chunk_dir`` the fit is one slot of a longer run: it resumes from ``chunk_dir/chunk.ckpt`` when
+    present, stops at the last epoch end that fits ``chunk_seconds`` and leaves the checkpoint there
+    (``cfg["chunk_finished"]`` says whether all steps are done)."""
     import lightning.pytorch as pl
+
+    from framework.callbacks.epoch_time_limit import EpochBoundaryTimeLimit
+    from framework.callbacks.rng_state import RNGStateCheckpoint
 
     class Progress(pl.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -66,15 +74,27 @@ def train(data: GroundMotionCatalog, cfg: dict, seed: int, device: str,
 
     pl.seed_everything(seed, workers=True, verbose=False)
     model = CGMGM(kl_weight=0.2, time_loss_weight=0.05, griffin_lim_iterations=cfg["griffin_lim_iterations"],
-                  optimizer=lambda p: torch.optim.Adam(p, lr=cfg["lr"], weight_decay=1e-5))
+                  compile=compile, compile_mode=compile_mode,
+                  optimizer=lambda p: torch.optim.Adam(p, lr=cfg["lr"], weight_decay=1e-5, fused=fused or None))
+    callbacks: list = [Progress()]
+    ckpt_path = None
+    if chunk_dir is not None:
+        limit = EpochBoundaryTimeLimit(seconds=chunk_seconds, checkpoint_path=str(chunk_dir / "chunk.ckpt"))
+        callbacks += [limit, RNGStateCheckpoint()]
+        if (chunk_dir / "chunk.ckpt").exists():
+            ckpt_path = str(chunk_dir / "chunk.ckpt")
     trainer = pl.Trainer(max_steps=cfg["steps"], accelerator="gpu" if device.startswith("cuda") else "cpu",
                          devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
                          max_time=None if max_minutes is None else {"minutes": max_minutes},
-                         callbacks=[Progress()])
+                         callbacks=callbacks)
     start = time.perf_counter()
-    trainer.fit(model, datamodule=data)
+    trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
     cfg["steps_taken"] = trainer.global_step
+    if chunk_dir is not None:
+        cfg["chunk_finished"] = trainer.global_step >= cfg["steps"]
+        cfg.setdefault("chunks", []).append({"resumed_from": ckpt_path is not None, "steps_after": trainer.global_step,
+                                             "seconds": round(time.perf_counter() - start, 1)})
     return model.to(device).eval(), time.perf_counter() - start
 
 
@@ -148,6 +168,12 @@ def main() -> None:
     parser.add_argument("--griffin-lim-iterations", type=int, default=None, help="override the Griffin-Lim iterations")
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--chunk-dir", type=Path, default=None,
+                        help="train in slots: resume from / leave CHUNK_DIR/chunk.ckpt; evaluate after the last slot")
+    parser.add_argument("--chunk-seconds", type=float, default=420.0, help="training seconds of this slot")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the dynamic VAE (issue 24)")
+    parser.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. reduce-overhead")
+    parser.add_argument("--fused", action="store_true", help="fused Adam (CUDA)")
     parser.add_argument("--oracle-only", action="store_true",
                         help="no training: score Griffin-Lim of the true held-out amplitudes (the pipeline's floor)")
     args = parser.parse_args()
@@ -176,7 +202,20 @@ def main() -> None:
         print(f"\nWall time {time.perf_counter() - wall_start:.0f} s")
         write_results(args.out, name="cgm_gm_griffin_lim_oracle", rows=rows, settings=cfg, quick=args.quick)
         return
-    model, train_seconds = train(data, cfg, args.seed, args.device, args.max_train_minutes)
+    if args.chunk_dir is not None:
+        args.chunk_dir.mkdir(parents=True, exist_ok=True)
+        history = args.chunk_dir / "chunks.json"
+        if history.exists():
+            cfg["chunks"] = json.loads(history.read_text())
+    model, train_seconds = train(data, cfg, args.seed, args.device, args.max_train_minutes, chunk_dir=args.chunk_dir,
+                                 chunk_seconds=args.chunk_seconds, compile=args.compile,
+                                 compile_mode=args.compile_mode, fused=args.fused)
+    if args.chunk_dir is not None:
+        (args.chunk_dir / "chunks.json").write_text(json.dumps(cfg["chunks"], indent=1))
+        if not cfg["chunk_finished"]:
+            print(f"slot done: {cfg['steps_taken']} of {cfg['steps']} steps; checkpoint {args.chunk_dir / 'chunk.ckpt'}"
+                  f" ({(args.chunk_dir / 'chunk.ckpt').stat().st_size / 2**20:.1f} MiB); run again to continue")
+            return
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     eval_start = time.perf_counter()
     result = evaluate(model, data, cfg, args.seed, args.device)

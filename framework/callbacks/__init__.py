@@ -9,6 +9,8 @@
 | :class:`SobolevFilter`, :class:`FrequencyResponseProbe` | SSM frequency bias | docs/ssm_frequency_bias.md |
 | :class:`RolloutPlots` | flow-matching forecast rollouts | docs/flow_matching.md |
 | :class:`ForecastPlots` | quantile forecasts around peak events | docs/spade.md |
+| :class:`EpochBoundaryTimeLimit`, :class:`RNGStateCheckpoint` | runs across short GPU slots | docs/framework.md |
+| :class:`CompileModules` | ``torch.compile`` of chosen sub-modules | docs/framework.md |
 
 Each callback checks the model in ``setup`` and raises
 :class:`~framework.callbacks.model_requirements.UnsupportedModelError` (a ``ValueError``) naming what the model lacks;
@@ -22,6 +24,10 @@ from importlib import import_module
 _EXPORTS = {
     "AlphaPruning": "framework.callbacks.alphapruning",
     "ForecastPlots": "framework.callbacks.forecast_plots",
+
+    "CompileModules": "framework.callbacks.compile_modules",
+    "EpochBoundaryTimeLimit": "framework.callbacks.epoch_time_limit",
+    "RNGStateCheckpoint": "framework.callbacks.rng_state",
     "FrequencyResponseProbe": "framework.callbacks.frequency_response",
     "HessianProbe": "framework.callbacks.hessian_probe",
     "LossLandscapeProbe": "framework.callbacks.loss_landscape_probe",
@@ -41,6 +47,10 @@ def __getattr__(name: str):
 __all__ = [
     "AlphaPruning",
     "ForecastPlots",
+
+    "CompileModules",
+    "EpochBoundaryTimeLimit",
+    "RNGStateCheckpoint",
     "FrequencyResponseProbe",
     "HessianProbe",
     "LossLandscapeProbe",

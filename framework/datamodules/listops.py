@@ -12,7 +12,7 @@ and independently seeded chunks of trees are generated in parallel processes. LR
 
 Tokens (parentheses dropped, as the S4 code does): 0 = padding, 1-10 = digits 0-9, 11-14 = [MIN [MAX [MED [SM,
 15 = ]. Batches: ``(tokens [B, L] int64, label [B] int64, lengths [B] int64)``, padded to the longest sequence in
-the batch (``pad_to_seq_len`` pads to ``seq_len``).
+the batch (``pad_to_seq_len`` pads to ``seq_len``, ``length_buckets`` to the smallest bucket that fits).
 """
 
 from __future__ import annotations
@@ -171,13 +171,21 @@ class _TokenDataset(Dataset):
         return self.tokens[index], int(self.lengths[index]), int(self.labels[index])
 
 
-def pad_collate(fixed_length: int | None):
-    """Collate ``(tokens, length, label)`` rows into ``(tokens [B, L], label [B], lengths [B])``; L is the batch's
-    longest sequence, or ``fixed_length``."""
+def pad_collate(fixed_length: int | None, buckets: tuple[int, ...] | None = None):
+    """Collate ``(tokens, length, label)`` rows into ``(tokens [B, L], label [B], lengths [B])``.
+
+    L is ``fixed_length`` if given; else the smallest of the sorted ``buckets`` that holds the batch's longest
+    sequence (a few static shapes, so compiled kernels and cuFFT plans are reused); else that longest length."""
 
     def collate(rows):
         lengths = torch.tensor([r[1] for r in rows], dtype=torch.int64)
-        width = fixed_length or int(lengths.max())
+        longest = int(lengths.max())
+        if fixed_length:
+            width = fixed_length
+        elif buckets:
+            width = next(b for b in buckets if b >= longest)  # the last bucket is seq_len >= every length
+        else:
+            width = longest
         tokens = torch.from_numpy(np.stack([np.asarray(r[0])[:width] for r in rows]).astype(np.int64))
         labels = torch.tensor([r[2] for r in rows], dtype=torch.int64)
         return tokens, labels, lengths
@@ -195,12 +203,17 @@ class ListOps(FrameworkDataModule):
         seq_len: the longest sequence fed to the model (>= max_length - 1); linked to the model's ``seq_len``.
         num_classes, vocab_size: fixed by the task (10, 16); arguments so the CLI links them to the model.
         pad_to_seq_len: pad every batch to ``seq_len`` instead of the batch's longest sequence.
+        length_buckets: pad every batch to the smallest of these lengths that holds its longest sequence (static
+            shapes for ``torch.compile``); ``seq_len`` is added as the last bucket. Padding changes the numbers a
+            bidirectional model computes (padded steps pass through norms and the anti-causal kernel), within
+            training noise (``docs/results.md``, issue 24). Default ``None``: the batch's longest sequence.
         batch_size, num_workers, seed, cache_dir, pin_memory: see ``FrameworkDataModule``.
     """
 
     def __init__(self, *, num_train: int = 96_000, num_val: int = 2_000, num_test: int = 2_000, max_depth: int = 10,
                  max_args: int = 10, min_length: int = 500, max_length: int = 2_000, seq_len: int = 2_048,
                  num_classes: int = 10, vocab_size: int = len(TOKENS), pad_to_seq_len: bool = False,
+                 length_buckets: list[int] | None = None,
                  batch_size: int = 32, num_workers: int = 0, seed: int = 0, cache_dir: str | None = None,
                  pin_memory: bool = False) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed, cache_dir=cache_dir,
@@ -228,6 +241,13 @@ class ListOps(FrameworkDataModule):
         self.max_depth, self.max_args, self.min_length, self.max_length = max_depth, max_args, min_length, max_length
         self.seq_len, self.num_classes, self.vocab_size = seq_len, num_classes, vocab_size
         self.pad_to_seq_len = pad_to_seq_len
+        if length_buckets is not None:
+            if not isinstance(length_buckets, (list, tuple)) or not all(
+                    isinstance(b, int) and not isinstance(b, bool) and 1 <= b <= seq_len for b in length_buckets):
+                raise ValueError(f"length_buckets must be a list of integers in [1, seq_len={seq_len}], "
+                                 f"got {length_buckets!r}")
+            length_buckets = sorted({*length_buckets, seq_len})
+        self.length_buckets = tuple(length_buckets) if length_buckets is not None else None
         self.datasets: dict[str, _TokenDataset] = {}
 
     def _load(self):
@@ -251,10 +271,16 @@ class ListOps(FrameworkDataModule):
 
     def _loader(self, name: str, shuffle: bool):
         return self.make_dataloader(self.datasets[name], shuffle=shuffle,
-                                    collate_fn=pad_collate(self.seq_len if self.pad_to_seq_len else None))
+                                    collate_fn=pad_collate(self.seq_len if self.pad_to_seq_len else None,
+                                                           self.length_buckets))
 
     def train_dataloader(self):
-        return self._loader("train", True)
+        loader = self._loader("train", True)
+        # Lightning builds the iterator (and, with workers, draws the first batches) before it calls set_epoch; a
+        # run resumed at epoch e must shuffle epoch e's order from the start, not epoch 0's.
+        if self.trainer is not None and hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(self.trainer.current_epoch)
+        return loader
 
     def val_dataloader(self):
         return self._loader("val", False)

@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 # on a grid inside lon [-122.503, -121.8], lat [37.266, 38.067].
 DEFAULT_SCENARIO = {"magnitude": 2.93, "source_latitude": 37.97817, "source_longitude": -122.05350, "depth": 15.28}
 DEFAULT_MAP_BOX = (37.266, 38.067, -122.503, -121.8)
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 class CGMGM(FrameworkModule):
@@ -66,6 +67,13 @@ class CGMGM(FrameworkModule):
         generation_seed: seed of the test-time generation.
         discriminative_iterations, discriminative_repeats: post-hoc classifier budget (2000, 10 in the paper).
         map_grid_size: stations per side of the scenario FAS map (0 disables it).
+        compile: compile the dynamic VAE's forward (posterior, the 131-step prior unroll, decoder) with
+            ``torch.compile`` in place (checkpoint keys unchanged). It fuses each prior step's small kernels; with
+            ``compile_mode="reduce-overhead"`` the whole step replays as a CUDA graph. Compiled random draws come
+            from Inductor's generator, so the noise differs from eager (same distribution; loss curve checked in
+            ``tests/framework/models/test_training_speed_numerics.py``).
+        compile_mode: ``torch.compile`` mode (``None``, ``"default"``, ``"reduce-overhead"``, ``"max-autotune"``,
+            ``"max-autotune-no-cudagraphs"``).
         optimizer, scheduler, scheduler_interval, scheduler_monitor: see ``FrameworkModule``.
     """
 
@@ -74,7 +82,8 @@ class CGMGM(FrameworkModule):
                  time_loss_weight: float = 0.05, n_fft: int = 160, hop_length: int = 46, n_samples: int = 6000,
                  dt: float = 0.01, griffin_lim_iterations: int = 500, griffin_lim_momentum: float = 0.99,
                  samples_per_condition: int = 1, generation_seed: int = 0, discriminative_iterations: int = 2000,
-                 discriminative_repeats: int = 10, map_grid_size: int = 12, optimizer: OptimizerCallable | None = None,
+                 discriminative_repeats: int = 10, map_grid_size: int = 12, compile: bool = False,
+                 compile_mode: str | None = None, optimizer: OptimizerCallable | None = None,
                  scheduler: LRSchedulerCallable | None = None,
                  scheduler_interval: str = "epoch", scheduler_monitor: str | None = None) -> None:
         super().__init__(optimizer=optimizer, scheduler=scheduler, scheduler_interval=scheduler_interval,
@@ -95,6 +104,10 @@ class CGMGM(FrameworkModule):
                                                    faithful=faithful)
         if network is not None and faithful != network.faithful:
             raise ValueError(f"faithful={faithful} differs from the injected network's faithful={network.faithful}")
+        if compile_mode is not None and compile_mode not in COMPILE_MODES:
+            raise ValueError(f"compile_mode must be one of {list(COMPILE_MODES)} or None, got {compile_mode!r}")
+        if compile:
+            self.network.compile(dynamic=False, mode=compile_mode)
         self.transform = SpectrogramTransform(n_fft=n_fft, hop_length=hop_length, length=n_samples)
         self.griffin_lim_transform = SpectrogramTransform(n_fft=n_fft, hop_length=hop_length, length=n_samples,
                                                           window="hann" if faithful else "rectangular")
@@ -116,6 +129,7 @@ class CGMGM(FrameworkModule):
                                                   repeats=discriminative_repeats, seed=generation_seed),
         })
         self._examples: dict[str, Tensor] = {}
+        self._fit_scaler: LogSpectrogramScaler | None = None
 
     # ------------------------------------------------------------------ normalisation
     def set_normalization(self, normalization: dict) -> None:
@@ -135,6 +149,12 @@ class CGMGM(FrameworkModule):
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None and hasattr(datamodule, "normalization"):
             self.set_normalization(datamodule.normalization())
+
+    def on_train_start(self) -> None:
+        self._fit_scaler = self.spectrogram_scaler  # after any checkpoint restore; the buffer is fixed while fitting
+
+    def on_train_end(self) -> None:
+        self._fit_scaler = None
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["condition_names"] = list(self.condition_names)
@@ -171,7 +191,9 @@ class CGMGM(FrameworkModule):
         reconstruction = ((out.reconstruction - x) ** 2).sum() / b
         kl = out.kl.sum() / b
         if self.time_loss_weight > 0:
-            amplitude = self.spectrogram_scaler.denormalize(out.reconstruction)
+            # The scaler reads the log_range buffer as Python floats: a GPU sync, done once per fit, not per step.
+            scaler = self._fit_scaler if self.training and self._fit_scaler is not None else self.spectrogram_scaler
+            amplitude = scaler.denormalize(out.reconstruction)
             waveform = self.transform.inverse(torch.polar(amplitude, batch["phase"]))
             time = ((waveform - batch["waveform"]) ** 2).sum() / b
         else:

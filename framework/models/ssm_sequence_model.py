@@ -47,6 +47,7 @@ from framework.models.components.ssm.s4d_kernel import S4DKernel
 __all__ = ["SSMSequenceModel"]
 
 TASKS = ("classification", "regression")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 class SSMSequenceModel(FrameworkModule):
@@ -75,6 +76,10 @@ class SSMSequenceModel(FrameworkModule):
         pooling: ``"mean"`` or ``"last"`` over valid steps, or ``"none"`` (per-step outputs ``[B, L, num_outputs]``,
             sequence-to-sequence regression such as denoising).
         ssm_lr: learning rate of A and Δ (no weight decay); ``None`` uses the optimizer's.
+        compile: compile the backbone with ``torch.compile`` (in place, so checkpoints keep their keys); static
+            shapes (``ListOps.length_buckets``) avoid recompiling for every sequence length.
+        compile_mode: ``torch.compile`` mode (``None``, ``"default"``, ``"reduce-overhead"`` = CUDA graphs,
+            ``"max-autotune"``, ``"max-autotune-no-cudagraphs"``).
         optimizer, scheduler, scheduler_interval, scheduler_monitor: see ``FrameworkModule``.
     """
 
@@ -109,6 +114,8 @@ class SSMSequenceModel(FrameworkModule):
         residual: bool = True,
         pooling: str = "mean",
         ssm_lr: float | None = 1e-3,
+        compile: bool = False,
+        compile_mode: str | None = None,
         optimizer: OptimizerCallable | None = None,
         scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: str = "step",
@@ -145,8 +152,14 @@ class SSMSequenceModel(FrameworkModule):
             imag_offset=imag_offset, dt_min=dt_min, dt_max=dt_max, real_transform=real_transform, learn_a=learn_a,
             learn_dt=learn_dt, max_length=seq_len, c_init_std=c_init_std,
         )
+        if compile_mode is not None:
+            require_choice("compile_mode", compile_mode, COMPILE_MODES)
+        if compile:
+            self.backbone.compile(dynamic=False, mode=compile_mode)
+        # validate_args=False: the input checks (torch.unique over the targets) synchronise with the GPU every step.
         if task == "classification":
-            metrics = MetricCollection({"accuracy": MulticlassAccuracy(num_classes=num_classes, average="micro")})
+            metrics = MetricCollection({"accuracy": MulticlassAccuracy(num_classes=num_classes, average="micro",
+                                                                       validate_args=False)})
         else:
             metrics = MetricCollection({
                 "mse": MeanSquaredError(),
