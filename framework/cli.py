@@ -2,8 +2,8 @@
 
 Built on ``LightningCLI`` in subclass mode: any LightningModule / LightningDataModule is chosen by ``class_path``.
 Models own their optimizers (``auto_configure_optimizers=False``; factories injected as ``model.init_args.optimizer``).
-The project's packages are imported before parsing so that short class names resolve; committed configs use full
-class paths.
+Short class names (``class_path: EnsembleClassifier``) resolve through a static index: only the modules defining
+the names a command uses are imported (:mod:`framework.short_names`); committed configs use full class paths.
 
 Interpolation: ``parser_mode="omegaconf"``. ``${...}`` interpolations are resolved *inside one YAML file, before*
 command-line overrides are applied: ``--model.init_args.hidden=32`` changes ``hidden`` but not a value that was
@@ -13,12 +13,10 @@ not interpolated.
 
 from __future__ import annotations
 
-import importlib
 import os
-import pkgutil
 import sys
 import warnings
-from importlib.metadata import entry_points
+
 # Lightning itself still calls jsonargparse APIs deprecated in 4.49; those warnings are noise for our users.
 os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
 # Emitted by Lightning's own use of torch's pytree API on every run; not actionable for users.
@@ -33,14 +31,11 @@ from framework.base.lit_module import FrameworkModule
 from framework.cli_errors import FrameworkArgumentParser, condense_error
 from framework.loggers.config_saving import RunConfigSaver
 from framework.loggers.wandb_run import finish_wandb_runs
+from framework.short_names import ENTRY_POINT_GROUP, PROJECT_PACKAGES, import_for_short_names
 
 __all__ = ["FrameworkCLI", "main", "DEFAULT_SEED", "PROJECT_PACKAGES", "ENTRY_POINT_GROUP"]
 
 DEFAULT_SEED = 1234
-PROJECT_PACKAGES = ("framework.optim", "framework.metrics", "framework.loggers", "framework.distributed",
-                    "framework.models", "framework.datamodules", "framework.callbacks")
-#: Third-party packages can make their classes resolvable by short name by declaring an entry point in this group.
-ENTRY_POINT_GROUP = "framework.plugins"
 
 #: Init arguments copied from the DataModule to the model when *both* take them (``link_arguments`` on parse: the
 #: model's copy disappears from the user-facing config and follows the data's). A link whose source or target the
@@ -55,27 +50,6 @@ DATA_TO_MODEL_LINKS = (
     "context_length",
     "horizon",
 )
-
-
-def import_project_packages() -> list[str]:
-    """Import the project's packages, every module inside them, and plugins, so classes resolve by short name.
-
-    A module whose optional dependency is missing is skipped (its classes then need the full class path, and
-    importing them reports the missing package). Returns the names of the skipped modules.
-    """
-    skipped = []
-    for name in PROJECT_PACKAGES:
-        package = importlib.import_module(name)
-        for info in pkgutil.walk_packages(getattr(package, "__path__", []), prefix=f"{name}."):
-            if info.name.rsplit(".", 1)[-1].startswith("_"):
-                continue
-            try:
-                importlib.import_module(info.name)
-            except ImportError:
-                skipped.append(info.name)
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
-        entry.load()
-    return skipped
 
 
 class FrameworkCLI(LightningCLI):
@@ -131,7 +105,7 @@ def _dry_run_optimizer(model) -> None:
 
 def main(args: ArgsType = None, *, run: bool = True) -> FrameworkCLI:
     """Entry point of ``python -m framework``; ``args`` lets tests and notebooks call it with a list."""
-    import_project_packages()
+    import_for_short_names(sys.argv[1:] if args is None else args)
     cli = FrameworkCLI(
         LightningModule,
         LightningDataModule,
