@@ -180,6 +180,7 @@ CLASS_INDEX: dict[str, tuple[str, ...]] = {
     'SqueezedAttentionQAEval': ('framework.models.squeezed_attention_eval',),
     'StackedMembers': ('framework.models.components.ensemble.member_stack',),
     'SteihaugResult': ('framework.optim.steihaug_cg',),
+    'StepAwareRichProgressBar': ('framework.loggers.progress_bar',),
     'StochasticInterpolantPath': ('framework.models.components.flow_matching.paths',),
     'StripeDenoising': ('framework.datamodules.stripe_denoising',),
     'SublevelPersistence': ('framework.callbacks.landscape.merge_tree',),

@@ -23,15 +23,17 @@ os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 from lightning.pytorch import LightningDataModule, LightningModule
-from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from framework.base.lit_module import FrameworkModule
-from framework.cli_errors import FrameworkArgumentParser, condense_error
+from framework.cli_args import CommandLineError, prepare_args
+from framework.cli_errors import FrameworkArgumentParser, condense_error, report_error
 from framework.loggers.config_saving import RunConfigSaver
+from framework.loggers.progress_bar import StepAwareRichProgressBar
 from framework.loggers.wandb_run import finish_wandb_runs
-from framework.short_names import ENTRY_POINT_GROUP, PROJECT_PACKAGES, import_for_short_names
+from framework.short_names import ENTRY_POINT_GROUP, PROJECT_PACKAGES, import_for_short_names, str_values
 
 __all__ = ["FrameworkCLI", "main", "DEFAULT_SEED", "PROJECT_PACKAGES", "ENTRY_POINT_GROUP"]
 
@@ -61,13 +63,14 @@ class FrameworkCLI(LightningCLI):
             parser.link_arguments(f"data.init_args.{name}", f"model.init_args.{name}", apply_on="parse")
 
     def instantiate_trainer(self, **kwargs):
-        # A rich progress bar on interactive terminals, unless the config disables bars or picks its own.
         trainer_config = self._get(self.config_init, "trainer", default={}) or {}
+        warn_if_devices_exceed_cores(trainer_config.get("accelerator"), trainer_config.get("devices"))
+        # A rich progress bar on interactive terminals, unless the config disables bars or picks its own.
         if trainer_config.get("enable_progress_bar") is not False and sys.stderr.isatty() and "callbacks" not in kwargs:
             callbacks = trainer_config.get("callbacks") or []
             callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
             if not any(isinstance(c, ProgressBar) for c in callbacks):
-                kwargs["callbacks"] = [*callbacks, RichProgressBar()]
+                kwargs["callbacks"] = [*callbacks, StepAwareRichProgressBar()]
         return super().instantiate_trainer(**kwargs)
 
     def instantiate_classes(self) -> None:
@@ -78,6 +81,45 @@ class FrameworkCLI(LightningCLI):
         except (ValueError, TypeError, FileNotFoundError, KeyError, MisconfigurationException) as error:
             # Constructors validate their arguments; report the message (which names the value) without a traceback.
             self.parser.error(f"invalid configuration: {condense_error(str(error))}")
+
+
+def cpu_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def warn_if_devices_exceed_cores(accelerator, devices) -> bool:
+    """Warn (once, on rank 0) when a CPU run asks for more processes than there are cores; returns whether it did.
+
+    ``devices`` counts processes on CPU; more of them than cores only time-slice the same cores (and DDP on CPU
+    starts one process per device).
+    """
+    from lightning.pytorch.utilities import rank_zero_warn
+
+    on_cpu = accelerator == "cpu" or (accelerator in (None, "auto") and not _has_accelerator())
+    if not on_cpu:
+        return False
+    if isinstance(devices, str) and devices.strip().isdigit():
+        devices = int(devices)
+    if not isinstance(devices, int) or isinstance(devices, bool):
+        return False
+    cores = cpu_cores()
+    if devices <= cores:
+        return False
+    rank_zero_warn(f"trainer.devices={devices} on CPU starts {devices} processes but this machine has {cores} CPU "
+                   f"core(s): they will compete for the same cores and run slower than devices={cores}",
+                   category=UserWarning)
+    return True
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    return torch.cuda.is_available() or bool(mps is not None and mps.is_available())
 
 
 def _check_strategy(trainer, model) -> None:
@@ -105,7 +147,19 @@ def _dry_run_optimizer(model) -> None:
 
 def main(args: ArgsType = None, *, run: bool = True) -> FrameworkCLI:
     """Entry point of ``python -m framework``; ``args`` lets tests and notebooks call it with a list."""
-    import_for_short_names(sys.argv[1:] if args is None else args)
+    raw = sys.argv[1:] if args is None else args
+    if isinstance(raw, (list, tuple)):
+        try:
+            prepared = prepare_args(raw)
+        except CommandLineError as error:
+            report_error(str(error), prog="python -m framework")
+        if args is None and prepared != list(raw):
+            # Lightning reads sys.argv itself (and DDP re-launches it for the other ranks): give it the fixed order.
+            sys.argv[1:] = prepared
+        import_for_short_names(prepared)
+    else:  # a dict or Namespace of already-parsed options (LightningCLI accepts those too)
+        prepared = raw
+        import_for_short_names(str_values(raw))
     cli = FrameworkCLI(
         LightningModule,
         LightningDataModule,
@@ -120,7 +174,7 @@ def main(args: ArgsType = None, *, run: bool = True) -> FrameworkCLI:
             "description": "Train and evaluate the framework's research methods from YAML configs (LightningCLI).",
         },
         parser_class=FrameworkArgumentParser,
-        args=args,
+        args=None if args is None else prepared,
         run=run,
     )
     if run:

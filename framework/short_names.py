@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 __all__ = ["ENTRY_POINT_GROUP", "PROJECT_PACKAGES", "build_class_index", "import_for_short_names",
-           "short_name_candidates", "write_class_index"]
+           "short_name_candidates", "str_values", "write_class_index"]
 
 #: Packages whose public classes can be named by their short name in a config.
 PROJECT_PACKAGES = ("framework.optim", "framework.metrics", "framework.loggers", "framework.distributed",
@@ -80,16 +80,19 @@ def write_class_index(path: Path = _INDEX_FILE) -> dict[str, list[str]]:
     return index
 
 
-def _strings(value) -> Iterator[str]:
+def str_values(value) -> Iterator[str]:
+    """Every string inside nested dicts (keys too), lists and tuples."""
+    if hasattr(value, "as_dict"):  # a jsonargparse Namespace
+        value = value.as_dict()
     if isinstance(value, str):
         yield value
     elif isinstance(value, dict):
         for key, item in value.items():
-            yield from _strings(key)
-            yield from _strings(item)
+            yield from str_values(key)
+            yield from str_values(item)
     elif isinstance(value, (list, tuple)):
         for item in value:
-            yield from _strings(item)
+            yield from str_values(item)
 
 
 def _config_strings(path: Path) -> Iterator[str]:
@@ -100,7 +103,7 @@ def _config_strings(path: Path) -> Iterator[str]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except Exception:  # noqa: BLE001 - reported with the file's name by the parser, not here
         return
-    yield from _strings(data)
+    yield from str_values(data)
 
 
 def short_name_candidates(args: Iterable[str]) -> set[str]:
