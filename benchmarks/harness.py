@@ -116,3 +116,27 @@ class LiveTable:
                 self._print(line)
         self.rows.append(row)
         self._print(markdown_row(row, self.columns))
+
+
+def write_results(path: Path | None, *, name: str, rows: Sequence[dict[str, Any]], **extra: Any) -> None:
+    """Write ``{"benchmark", "environment", "rows", ...extra}`` as JSON (atomically) if ``path`` is given."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"benchmark": name, "environment": environment(), "rows": list(rows), **extra}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def time_call(fn: Callable[[], Any], *, repeats: int = 3, warmup: int = 1) -> float:
+    """Median wall time of ``fn()`` in seconds (CPU work; GPU scripts use CUDA events or do_bench instead)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return times[len(times) // 2]
