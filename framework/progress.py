@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import TextIO, TypeVar
 
-__all__ = ["progress_lines", "stage"]
+__all__ = ["StageClock", "progress_lines", "stage"]
 
 T = TypeVar("T")
 
@@ -37,6 +37,27 @@ def stage(name: str, *, stream: TextIO | None = None) -> Iterator[None]:
         print(f"[{_clock()}] {name} failed after {time.perf_counter() - start:.1f} s", file=out, flush=True)
         raise
     print(f"[{_clock()}] {name} done in {time.perf_counter() - start:.1f} s", file=out, flush=True)
+
+
+class StageClock:
+    """Lines for the consecutive phases of one job: ``mark(phase)`` prints ``<job>: <phase> done in X s`` (time since
+    the previous mark), ``done()`` the job's total. For code whose phases are not one block each."""
+
+    def __init__(self, job: str, *, stream: TextIO | None = None) -> None:
+        self.job = job
+        self.stream = stream
+        self.start = self.last = time.perf_counter()
+        print(f"[{_clock()}] {job} ...", file=self.stream or sys.stderr, flush=True)
+
+    def mark(self, phase: str) -> None:
+        now = time.perf_counter()
+        print(f"[{_clock()}] {self.job}: {phase} done in {now - self.last:.1f} s", file=self.stream or sys.stderr,
+              flush=True)
+        self.last = now
+
+    def done(self) -> None:
+        print(f"[{_clock()}] {self.job} done in {time.perf_counter() - self.start:.1f} s",
+              file=self.stream or sys.stderr, flush=True)
 
 
 def progress_lines(items: Iterable[T], *, total: int, description: str, steps: int = 10,

@@ -15,8 +15,8 @@ documented substitutions so each stays within seconds:
   itself takes minutes; its JSON results are in docs/results.md).
 - ``make TARGET``: ``make -n TARGET`` (the target exists and expands).
 - ``wandb SUB ARGS``: ``wandb SUB --help`` must list every ``--flag`` of ARGS.
-- ``python -m pytest ARGS``: collection of tests/test_packaging.py with ARGS (the options and marker expressions
-  parse).
+- ``python -m pytest ARGS`` / ``pytest ARGS``: collection of tests/test_packaging.py with ARGS' options (they and
+  the marker expressions parse; test paths are dropped).
 
 Any other command (``pip``, ``torchrun``, ``srun`` ...) fails the test unless its block is marked.
 """
@@ -208,8 +208,10 @@ def run_shell_command(tokens: list[str], cwd: Path, env: dict[str, str]) -> None
     program, args = tokens[0], tokens[1:]
     if program in PYTHONS and args[:2] == ["-m", "framework"]:
         _framework_cli(args[2:], cwd)
-    elif program in PYTHONS and args[:2] == ["-m", "pytest"]:
-        _run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *args[2:],
+    elif (program in PYTHONS and args[:2] == ["-m", "pytest"]) or program == "pytest":
+        options = args[2:] if program in PYTHONS else args
+        options = [a for a in options if not a.startswith("tests")]  # the paths: collection of one small file
+        _run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *options,
               "tests/test_packaging.py"], REPO_ROOT, env)
     elif program in PYTHONS and args and args[0].startswith("benchmarks/") and args[0].endswith(".py"):
         _benchmark_help(args[0], args[1:])

@@ -6,6 +6,7 @@ import io
 import re
 
 import pytest
+import torch
 
 from framework.progress import progress_lines, stage
 
@@ -75,3 +76,18 @@ def test_landscape_benchmark_prints_markdown_not_dicts(capsys):
                "targets": {"spearman(lambda_1, beta) >= 0.7": True}}
     text = _summary_tables(summary)
     assert "| lambda_1 | 0.9 | 0.8 |" in text and "| spearman(lambda_1, beta) >= 0.7 | True |" in text
+
+
+def test_squeezed_index_build_shows_its_phases(capsys):
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from framework.models.components.squeezed import FixedContextIndex, SqueezedAttention
+
+    config = LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="squeezed").eval()
+    context = torch.randint(0, 64, (1, 200), generator=torch.Generator().manual_seed(0))
+    FixedContextIndex.build(model, context, attention=SqueezedAttention(centroid_fraction=0.05))
+    err = capsys.readouterr().err
+    for phase in ("prefill done in", "k-means (", "threshold calibration done in", "index of a 200-token context"):
+        assert phase in err, err
