@@ -345,3 +345,24 @@ def test_readme_test_count_matches_the_suite():
                _env(REPO_ROOT), timeout=900)
     collected = int(re.search(r"(\d+) tests? collected", out)[1])
     assert abs(collected - claimed) <= 0.1 * collected, f"README says ~{claimed} tests, pytest collects {collected}"
+
+
+WANDB_COMMAND = re.compile(r"\bwandb\s+(?P<sub>[a-z][a-z-]*)(?P<rest>[^`#)\n]*)")
+
+
+def test_wandb_commands_anywhere_in_docs_use_existing_flags(tmp_path):
+    """Every ``wandb <sub> --flag`` written in README.md or docs/*.md (blocks, comments, inline code) is accepted by
+    the installed wandb (the README once suggested ``wandb sync --sync-all``, removed in wandb 0.31)."""
+    uses: dict[str, set[str]] = {}
+    for path in DOC_FILES:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            for match in WANDB_COMMAND.finditer(line):
+                flags = set(_flags(match["rest"].split()))
+                if match["sub"] in {"sync", "login", "offline", "online", "clean", "artifact", "init", "status"}:
+                    uses.setdefault(match["sub"], set()).update(flags)
+    assert "sync" in uses, "the README documents `wandb sync`"
+    for sub, flags in uses.items():
+        help_text = _run([str(Path(sys.executable).with_name("wandb")), sub, "--help"], tmp_path, _env(tmp_path),
+                         timeout=120)
+        missing = sorted(f for f in flags if f not in help_text)
+        assert not missing, f"`wandb {sub}` in the docs uses {missing}, which the installed wandb does not accept"
