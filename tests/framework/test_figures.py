@@ -130,3 +130,16 @@ def test_checker_flags_what_is_missing():
     ax.set(title="t", xlabel="x (s)", ylabel="y (m)")
     ax.legend(["up", "down"])
     assert figure_problems(fig) == []
+
+
+def test_forecast_plot_is_self_explaining(tmp_path):
+    from framework.callbacks.forecast_plots import ForecastPlots
+    from framework.datamodules.retail_demand import RetailDemand
+    from framework.models.spade import SPADEForecaster
+    from tests.framework.models.test_spade import SMALL
+
+    data = RetailDemand(cache_dir=str(tmp_path), **SMALL)
+    data.setup()
+    model = SPADEForecaster(num_features=data.num_features, context_length=28, horizon=7, num_forking=7)
+    fig = ForecastPlots(num_series=2).figure(model, data.datasets["val"])
+    assert figure_problems(fig) == []
