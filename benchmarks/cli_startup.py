@@ -59,15 +59,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7, help="fresh processes per command (median reported)")
     parser.add_argument("--baseline", type=Path, default=None,
                         help="another checkout whose CLI is timed beside this one's (e.g. an export of an older commit)")
+    parser.add_argument("--warmup", type=int, default=1, help="uncounted runs of each command first (disk cache)")
     args = parser.parse_args()
     repeats = 2 if args.quick else args.repeats
     root = Path(__file__).resolve().parents[1]
     cmds = commands(root, args.baseline.resolve() if args.baseline else None)
     wall: dict[str, list[float]] = {name: [] for name in cmds}
     cpu: dict[str, list[float]] = {name: [] for name in cmds}
-    with stage(f"warm-up (one run of each of {len(cmds)} commands, not counted)"):
-        for argv, where in cmds.values():
-            time_once(argv, where)
+    for _ in range(args.warmup):
+        with stage(f"warm-up (one run of each of {len(cmds)} commands, not counted)"):
+            for argv, where in cmds.values():
+                time_once(argv, where)
     for rep in range(repeats):
         with stage(f"repetition {rep + 1}/{repeats}"):
             for name, (argv, where) in cmds.items():
