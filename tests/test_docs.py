@@ -336,6 +336,7 @@ def test_failing_python_block_fails(tmp_path):
         run_block(block, tmp_path)
 
 
+@pytest.mark.slow
 def test_readme_test_count_matches_the_suite():
     """The README's "~N tests" is within 10 % of what pytest collects."""
     match = re.search(r"~([\d,]+) tests", (REPO_ROOT / "README.md").read_text())
