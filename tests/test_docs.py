@@ -18,7 +18,8 @@ documented substitutions so each stays within seconds:
 - ``python -m pytest ARGS`` / ``pytest ARGS``: collection of tests/test_packaging.py with ARGS' options (they and
   the marker expressions parse; test paths are dropped).
 
-Any other command (``pip``, ``torchrun``, ``srun`` ...) fails the test unless its block is marked.
+``nice`` / ``timeout`` prefixes and ``VAR=value`` assignments are applied to the command they precede. Any other
+command (``pip``, ``torchrun``, ``srun``, shell loops ...) fails the test unless its block is marked.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def extract_blocks(path: Path, text: str | None = None) -> tuple[list[DocBlock],
     i = 0
     while i < len(lines):
         line = lines[i]
-        if "doc-test" in line and "<!--" in line:
+        if line.lstrip().startswith("<!--") and "doc-test" in line:  # (prose may quote a marker in backticks)
             match = MARKER.match(line)
             if match is None or match["reason"] not in SKIP_REASONS:
                 problems.append(f"{path.name}:{i + 1}: bad marker {line.strip()!r}; use <!-- doc-test: skip "
@@ -202,9 +203,17 @@ def _benchmark_help(script: str, args: list[str]) -> None:
 
 def run_shell_command(tokens: list[str], cwd: Path, env: dict[str, str]) -> None:
     """Run (or check, per the module docstring) one documented shell command; DocBlockError if it fails."""
-    while tokens and re.match(r"^[A-Z_][A-Z0-9_]*=", tokens[0]):
-        key, value = tokens.pop(0).split("=", 1)
-        env = {**env, key: value}
+    tokens = list(tokens)
+    while tokens:
+        if re.match(r"^[A-Z_][A-Z0-9_]*=", tokens[0]):
+            key, value = tokens.pop(0).split("=", 1)
+            env = {**env, key: value}
+        elif tokens[0] in ("nice", "timeout"):  # `nice -n 10 CMD`, `timeout 600 CMD`: run CMD
+            tokens.pop(0)
+            while tokens and (tokens[0].startswith("-") or tokens[0].isdigit()):
+                tokens.pop(0)
+        else:
+            break
     program, args = tokens[0], tokens[1:]
     if program in PYTHONS and args[:2] == ["-m", "framework"]:
         _framework_cli(args[2:], cwd)
