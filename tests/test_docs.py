@@ -145,6 +145,8 @@ def sweep_args(config: str) -> list[str]:
 
 
 def _flags(tokens: list[str]) -> list[str]:
+    """The ``--option`` names of a command line, up to a ``--`` (after which options belong to another program)."""
+    tokens = tokens[:tokens.index("--")] if "--" in tokens else tokens
     return [t.split("=", 1)[0] for t in tokens if t.startswith("--")]
 
 
