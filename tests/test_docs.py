@@ -349,14 +349,14 @@ def test_failing_python_block_fails(tmp_path):
 
 @pytest.mark.slow
 def test_readme_test_count_matches_the_suite():
-    """The README's "~N tests" is within 10 % of what pytest collects."""
+    """The README's "~N tests" is within 5 % of what pytest collects (update the README when the suite grows)."""
     match = re.search(r"~([\d,]+) tests", (REPO_ROOT / "README.md").read_text())
     assert match, "README.md states the size of the suite as '~N tests'"
     claimed = int(match[1].replace(",", ""))
     out = _run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"], REPO_ROOT,
                _env(REPO_ROOT), timeout=900)
     collected = int(re.search(r"(\d+) tests? collected", out)[1])
-    assert abs(collected - claimed) <= 0.1 * collected, f"README says ~{claimed} tests, pytest collects {collected}"
+    assert abs(collected - claimed) <= 0.05 * collected, f"README says ~{claimed} tests, pytest collects {collected}"
 
 
 WANDB_COMMAND = re.compile(r"\bwandb\s+(?P<sub>[a-z][a-z-]*)(?P<rest>[^`#)\n]*)")
