@@ -1,7 +1,9 @@
 """Shared plumbing of ``benchmarks/<name>.py`` scripts (stdlib + torch only, so it runs on the GPU machine too).
 
 Every script: ``python benchmarks/<name>.py [--quick] [--out FILE.json]`` prints a markdown table and writes JSON with
-the rows and the environment. Comparisons are ratios measured side by side in the same run.
+the rows and the environment. Comparisons are ratios measured side by side in the same run. While a script runs,
+:class:`LiveTable` prints each row as a markdown line the moment it is measured, and :func:`stage` /
+:func:`progress_lines` (from :mod:`framework.progress`) print one line per stage with its wall time on stderr.
 """
 
 from __future__ import annotations
@@ -17,7 +19,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["benchmark_parser", "environment", "markdown_table", "write_results", "time_call"]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from framework.progress import progress_lines, stage  # noqa: E402  (standard library only)
+
+__all__ = ["LiveTable", "benchmark_parser", "environment", "markdown_row", "markdown_table", "progress_lines", "stage", "write_results",
+           "time_call"]
 
 
 def benchmark_parser(description: str) -> argparse.ArgumentParser:
@@ -68,14 +74,48 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _header(columns: Sequence[str]) -> list[str]:
+    return ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+
+
+def markdown_row(row: dict[str, Any], columns: Sequence[str]) -> str:
+    """One row (dict) as a markdown table line; missing keys are blank."""
+    return "| " + " | ".join(_fmt(row.get(c, "")) for c in columns) + " |"
+
+
 def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
     """Rows (dicts) as a GitHub markdown table; ``columns`` picks and orders the keys."""
     if not rows:
         return "(no rows)"
     columns = list(columns or rows[0].keys())
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(_fmt(row.get(c, "")) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
+    return "\n".join([*_header(columns), *(markdown_row(row, columns) for row in rows)])
+
+
+class LiveTable:
+    """A markdown table printed row by row while a benchmark runs (a run cut short still shows its rows).
+
+    The header is printed with the first row; ``columns`` defaults to that row's keys. Rows go to ``stream``
+    (stdout by default) and are flushed at once.
+    """
+
+    def __init__(self, *, title: str | None = None, columns: Sequence[str] | None = None, stream=None) -> None:
+        self.title = title
+        self.columns = list(columns) if columns is not None else None
+        self.stream = stream
+        self.rows: list[dict[str, Any]] = []
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.stream or sys.stdout, flush=True)
+
+    def add(self, row: dict[str, Any]) -> None:
+        if not self.rows:
+            self.columns = self.columns or list(row.keys())
+            if self.title:
+                self._print(f"\n{self.title}\n")
+            for line in _header(self.columns):
+                self._print(line)
+        self.rows.append(row)
+        self._print(markdown_row(row, self.columns))
 
 
 def write_results(path: Path | None, *, name: str, rows: Sequence[dict[str, Any]], **extra: Any) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.harness import benchmark_parser, markdown_table, write_results  # noqa: E402
+from benchmarks.harness import LiveTable, benchmark_parser, markdown_table, stage, write_results  # noqa: E402
 
 BETAS = (1.0, 5.0, 10.0, 20.0, 30.0, 40.0)
 
@@ -232,19 +232,42 @@ def hvp_comparison(threads: int) -> list[dict[str, Any]]:
     return rows
 
 
-def _map(fn, jobs, workers: int):
-    """Run ``fn`` over ``jobs``; every finished row is printed at once (a run cut short still leaves its rows)."""
+PINN_COLUMNS = ["beta", "seed", "rel_l2", "train_loss", "lbfgs_iterations", "lambda_1", "trace", "trace_se",
+                "minima_freudenthal", "minima_axis", "minima_full", "saddles_freudenthal", "avg_persistence",
+                "avg_persistence_normalized", "loss_range", "seconds"]
+RESNET_COLUMNS = ["residual", "seed", "depth", "width", "parameters", "test_accuracy", "probe_loss", "lambda_1", "trace",
+                  "minima_freudenthal", "minima_axis", "minima_full", "saddles_freudenthal", "avg_persistence",
+                  "avg_persistence_normalized", "loss_range", "seconds"]
+
+
+def _map(fn, jobs, workers: int, tables: dict[str, LiveTable]):
+    """Run ``fn`` over ``jobs``; every finished row is printed at once as a markdown line of its study's table (a run
+    cut short still leaves its rows)."""
+    def show(row):
+        tables[row.get("study", "pinn")].add(row)
+        return row
+
     if workers <= 1:
         rows = []
-        for job in jobs:
-            rows.append(fn(job))
-            print("row:", rows[-1], flush=True)
+        for i, job in enumerate(jobs, start=1):
+            with stage(f"model {i}/{len(jobs)}"):
+                rows.append(show(fn(job)))
         return rows
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
         futures = [pool.submit(fn, job) for job in jobs]
-        for future in as_completed(futures):
-            print("row:", future.result(), flush=True)
+        with stage(f"{len(jobs)} models on {workers} workers"):
+            for future in as_completed(futures):
+                show(future.result())
         return [f.result() for f in futures]
+
+
+def _summary_tables(summary: dict[str, Any]) -> str:
+    """The Spearman correlations and the targets of :func:`evaluate` as markdown tables."""
+    keys = list(summary["spearman_vs_beta"])
+    correlations = [{"quantity": k, "spearman_vs_beta": summary["spearman_vs_beta"][k],
+                     "spearman_vs_rel_l2": summary["spearman_vs_rel_l2"].get(k, float("nan"))} for k in keys]
+    targets = [{"target": k, "met": v} for k, v in summary["targets"].items()]
+    return markdown_table(correlations) + "\n\n" + markdown_table(targets)
 
 
 def _median(values):
@@ -298,33 +321,33 @@ def main() -> None:
     resnet_jobs = [] if args.skip_resnet else [
         (residual, seed, cfg["resnet"], args.threads) for residual in (True, False) for seed in cfg["resnet"]["seeds"]
     ]
+    columns = list(PINN_COLUMNS)
+    if cfg["hessian_plane"]:
+        columns.insert(11, "minima_hessian_plane")
+    pinn_title = "## PINN convection (N_f = %d, %d×%d random plane)" % (cfg["n_collocation"], cfg["resolution"],
+                                                                       cfg["resolution"])
+    tables = {"pinn": LiveTable(title=pinn_title + ", rows as they finish", columns=columns),
+              "resnet": LiveTable(title="## ResNet on digits, with / without residual connections, rows as they finish",
+                                  columns=RESNET_COLUMNS)}
     # ResNet jobs first: they are the longest, so a parallel pool finishes sooner.
-    resnet_rows = _map(resnet_run, resnet_jobs, args.workers) if args.workers <= 1 else []
-    pinn_rows = _map(pinn_run, pinn_jobs, args.workers) if args.workers <= 1 else []
+    resnet_rows = _map(resnet_run, resnet_jobs, args.workers, tables) if args.workers <= 1 else []
+    pinn_rows = _map(pinn_run, pinn_jobs, args.workers, tables) if args.workers <= 1 else []
     if args.workers > 1:
-        both = _map(_dispatch, [("resnet", j) for j in resnet_jobs] + [("pinn", j) for j in pinn_jobs], args.workers)
+        both = _map(_dispatch, [("resnet", j) for j in resnet_jobs] + [("pinn", j) for j in pinn_jobs], args.workers,
+                    tables)
         resnet_rows = [r for r in both if r["study"] == "resnet"]
         pinn_rows = [r for r in both if r["study"] == "pinn"]
     summary = evaluate(pinn_rows)
-    hvp_rows = hvp_comparison(args.threads)
+    with stage("Hessian-vector product comparison"):
+        hvp_rows = hvp_comparison(args.threads)
     total = time.perf_counter() - start
-    print("## PINN convection (N_f = %d, %d×%d random plane)\n" % (cfg["n_collocation"], cfg["resolution"],
-                                                                   cfg["resolution"]))
-    columns = ["beta", "seed", "rel_l2", "train_loss", "lbfgs_iterations", "lambda_1", "trace", "trace_se",
-               "minima_freudenthal", "minima_axis", "minima_full", "saddles_freudenthal", "avg_persistence",
-               "avg_persistence_normalized", "loss_range", "seconds"]
-    if cfg["hessian_plane"]:
-        columns.insert(11, "minima_hessian_plane")
+    print("\n" + pinn_title + ", all rows\n")
     print(markdown_table(pinn_rows, columns))
-    print("\nSpearman vs beta:", {k: round(v, 3) for k, v in summary["spearman_vs_beta"].items()})
-    print("Spearman vs rel. L2:", {k: round(v, 3) for k, v in summary["spearman_vs_rel_l2"].items()})
-    print("Targets:", summary["targets"])
+    print("\n## Spearman correlations and targets\n")
+    print(_summary_tables(summary))
     if resnet_rows:
-        print("\n## ResNet on digits, with / without residual connections\n")
-        print(markdown_table(resnet_rows, ["residual", "seed", "depth", "width", "parameters", "test_accuracy",
-                                           "probe_loss", "lambda_1", "trace", "minima_freudenthal", "minima_axis",
-                                           "minima_full", "saddles_freudenthal", "avg_persistence",
-                                           "avg_persistence_normalized", "loss_range", "seconds"]))
+        print("\n## ResNet on digits, with / without residual connections, all rows\n")
+        print(markdown_table(resnet_rows, RESNET_COLUMNS))
     print("\n## Hessian-vector product: double backward vs torch.func (jvp∘grad)\n")
     print(markdown_table(hvp_rows))
     print(f"\ntotal wall time: {total:.1f} s (workers={args.workers}, threads={args.threads})")

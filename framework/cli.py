@@ -2,8 +2,8 @@
 
 Built on ``LightningCLI`` in subclass mode: any LightningModule / LightningDataModule is chosen by ``class_path``.
 Models own their optimizers (``auto_configure_optimizers=False``; factories injected as ``model.init_args.optimizer``).
-The project's packages are imported before parsing so that short class names resolve; committed configs use full
-class paths.
+Short class names (``class_path: EnsembleClassifier``) resolve through a static index: only the modules defining
+the names a command uses are imported (:mod:`framework.short_names`); committed configs use full class paths.
 
 Interpolation: ``parser_mode="omegaconf"``. ``${...}`` interpolations are resolved *inside one YAML file, before*
 command-line overrides are applied: ``--model.init_args.hidden=32`` changes ``hidden`` but not a value that was
@@ -13,34 +13,31 @@ not interpolated.
 
 from __future__ import annotations
 
-import importlib
 import os
-import pkgutil
 import sys
 import warnings
-from importlib.metadata import entry_points
+
 # Lightning itself still calls jsonargparse APIs deprecated in 4.49; those warnings are noise for our users.
 os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
 # Emitted by Lightning's own use of torch's pytree API on every run; not actionable for users.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 from lightning.pytorch import LightningDataModule, LightningModule
-from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from framework.base.lit_module import FrameworkModule
-from framework.cli_errors import FrameworkArgumentParser, condense_error
+from framework.cli_args import CommandLineError, prepare_args
+from framework.cli_errors import FrameworkArgumentParser, condense_error, report_error
 from framework.loggers.config_saving import RunConfigSaver
+from framework.loggers.progress_bar import StepAwareRichProgressBar
 from framework.loggers.wandb_run import finish_wandb_runs
+from framework.short_names import ENTRY_POINT_GROUP, PROJECT_PACKAGES, import_for_short_names, str_values
 
 __all__ = ["FrameworkCLI", "main", "DEFAULT_SEED", "PROJECT_PACKAGES", "ENTRY_POINT_GROUP"]
 
 DEFAULT_SEED = 1234
-PROJECT_PACKAGES = ("framework.optim", "framework.metrics", "framework.loggers", "framework.distributed",
-                    "framework.models", "framework.datamodules", "framework.callbacks")
-#: Third-party packages can make their classes resolvable by short name by declaring an entry point in this group.
-ENTRY_POINT_GROUP = "framework.plugins"
 
 #: Init arguments copied from the DataModule to the model when *both* take them (``link_arguments`` on parse: the
 #: model's copy disappears from the user-facing config and follows the data's). A link whose source or target the
@@ -55,27 +52,6 @@ DATA_TO_MODEL_LINKS = (
     "context_length",
     "horizon",
 )
-
-
-def import_project_packages() -> list[str]:
-    """Import the project's packages, every module inside them, and plugins, so classes resolve by short name.
-
-    A module whose optional dependency is missing is skipped (its classes then need the full class path, and
-    importing them reports the missing package). Returns the names of the skipped modules.
-    """
-    skipped = []
-    for name in PROJECT_PACKAGES:
-        package = importlib.import_module(name)
-        for info in pkgutil.walk_packages(getattr(package, "__path__", []), prefix=f"{name}."):
-            if info.name.rsplit(".", 1)[-1].startswith("_"):
-                continue
-            try:
-                importlib.import_module(info.name)
-            except ImportError:
-                skipped.append(info.name)
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
-        entry.load()
-    return skipped
 
 
 class FrameworkCLI(LightningCLI):
@@ -109,13 +85,14 @@ class FrameworkCLI(LightningCLI):
         ensure_prediction_writer(self.trainer)
 
     def instantiate_trainer(self, **kwargs):
-        # A rich progress bar on interactive terminals, unless the config disables bars or picks its own.
         trainer_config = self._get(self.config_init, "trainer", default={}) or {}
+        warn_if_devices_exceed_cores(trainer_config.get("accelerator"), trainer_config.get("devices"))
+        # A rich progress bar on interactive terminals, unless the config disables bars or picks its own.
         if trainer_config.get("enable_progress_bar") is not False and sys.stderr.isatty() and "callbacks" not in kwargs:
             callbacks = trainer_config.get("callbacks") or []
             callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
             if not any(isinstance(c, ProgressBar) for c in callbacks):
-                kwargs["callbacks"] = [*callbacks, RichProgressBar()]
+                kwargs["callbacks"] = [*callbacks, StepAwareRichProgressBar()]
         return super().instantiate_trainer(**kwargs)
 
     def instantiate_classes(self) -> None:
@@ -126,6 +103,45 @@ class FrameworkCLI(LightningCLI):
         except (ValueError, TypeError, FileNotFoundError, KeyError, MisconfigurationException) as error:
             # Constructors validate their arguments; report the message (which names the value) without a traceback.
             self.parser.error(f"invalid configuration: {condense_error(str(error))}")
+
+
+def cpu_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def warn_if_devices_exceed_cores(accelerator, devices) -> bool:
+    """Warn (once, on rank 0) when a CPU run asks for more processes than there are cores; returns whether it did.
+
+    ``devices`` counts processes on CPU; more of them than cores only time-slice the same cores (and DDP on CPU
+    starts one process per device).
+    """
+    from lightning.pytorch.utilities import rank_zero_warn
+
+    on_cpu = accelerator == "cpu" or (accelerator in (None, "auto") and not _has_accelerator())
+    if not on_cpu:
+        return False
+    if isinstance(devices, str) and devices.strip().isdigit():
+        devices = int(devices)
+    if not isinstance(devices, int) or isinstance(devices, bool):
+        return False
+    cores = cpu_cores()
+    if devices <= cores:
+        return False
+    rank_zero_warn(f"trainer.devices={devices} on CPU starts {devices} processes but this machine has {cores} CPU "
+                   f"core(s): they will compete for the same cores and run slower than devices={cores}",
+                   category=UserWarning)
+    return True
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    return torch.cuda.is_available() or bool(mps is not None and mps.is_available())
 
 
 def _check_strategy(trainer, model) -> None:
@@ -153,7 +169,19 @@ def _dry_run_optimizer(model) -> None:
 
 def main(args: ArgsType = None, *, run: bool = True) -> FrameworkCLI:
     """Entry point of ``python -m framework``; ``args`` lets tests and notebooks call it with a list."""
-    import_project_packages()
+    raw = sys.argv[1:] if args is None else args
+    if isinstance(raw, (list, tuple)):
+        try:
+            prepared = prepare_args(raw)
+        except CommandLineError as error:
+            report_error(str(error), prog="python -m framework")
+        if args is None and prepared != list(raw):
+            # Lightning reads sys.argv itself (and DDP re-launches it for the other ranks): give it the fixed order.
+            sys.argv[1:] = prepared
+        import_for_short_names(prepared)
+    else:  # a dict or Namespace of already-parsed options (LightningCLI accepts those too)
+        prepared = raw
+        import_for_short_names(str_values(raw))
     cli = FrameworkCLI(
         LightningModule,
         LightningDataModule,
@@ -168,7 +196,7 @@ def main(args: ArgsType = None, *, run: bool = True) -> FrameworkCLI:
             "description": "Train and evaluate the framework's research methods from YAML configs (LightningCLI).",
         },
         parser_class=FrameworkArgumentParser,
-        args=args,
+        args=None if args is None else prepared,
         run=run,
     )
     if run:

@@ -8,7 +8,7 @@ from typing import NoReturn
 
 from lightning.pytorch.cli import LightningArgumentParser
 
-__all__ = ["FrameworkArgumentParser", "condense_error"]
+__all__ = ["FrameworkArgumentParser", "condense_error", "report_error"]
 
 # Lines of jsonargparse's diagnostics that only describe the alternatives that were *not* meant
 # (every class-typed argument is ``Optional[...]``) or repeat the raw value.
@@ -20,6 +20,13 @@ _NOISE = (
     re.compile(r"^Errors:$"),
     re.compile(r"^Does not validate against any of the Union subtypes"),
     re.compile(r"^- Expected a <class 'NoneType'>"),
+    # The generic list of what a subclass-typed value may look like, appended to a constructor's own message.
+    re.compile(r"^Not a valid subclass of \S+"),
+    re.compile(r"^Subclass types expect one of:"),
+    re.compile(r"^a class path \(str\)$"),
+    re.compile(r"^a dict with class_path entry$"),
+    re.compile(r"^a dict without class_path but with init_args entry"),
+    re.compile(r"^a dict with parameters accepted by the base class"),
 )
 
 
@@ -37,6 +44,13 @@ def condense_error(message: str) -> str:
     return text
 
 
+def report_error(message: str, *, prog: str) -> NoReturn:
+    """Write ``error: <one line>`` and a ``--help`` tip to stderr and exit with status 2 (argparse's usage error)."""
+    sys.stderr.write(f"error: {condense_error(message)}\n")
+    sys.stderr.write(f"tip: for the accepted options run: {prog} --help\n")
+    raise SystemExit(2)
+
+
 class FrameworkArgumentParser(LightningArgumentParser):
     """``LightningArgumentParser`` whose errors are one line naming the key or value, plus a ``--help`` tip."""
 
@@ -44,7 +58,4 @@ class FrameworkArgumentParser(LightningArgumentParser):
         if not self.exit_on_error:
             return super().error(message, ex)
         parser = getattr(ex, "subcommand_parser", None) or self
-        prog = parser.prog.replace(" [options]", "")
-        sys.stderr.write(f"error: {condense_error(message)}\n")
-        sys.stderr.write(f"tip: for the accepted options run: {prog} --help\n")
-        self.exit(2)
+        report_error(message, prog=parser.prog.replace(" [options]", ""))

@@ -14,6 +14,14 @@ from torchmetrics import MeanMetric, Metric, MetricCollection
 
 from framework.validation import require_choice
 
+#: Passed by :meth:`FrameworkModule.log_dict` for "no ``sync_dist`` given", so :meth:`FrameworkModule.log` decides.
+_SYNC_UNSET = object()
+
+
+def _in_epoch_end_hook(module: pl.LightningModule) -> bool:
+    return (getattr(module, "_current_fx_name", None) or "").endswith("_epoch_end")
+
+
 __all__ = ["FrameworkModule", "STAGES"]
 
 STAGES = ("train", "val", "test")
@@ -77,17 +85,22 @@ class FrameworkModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ logging
     def log(self, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
-        """``LightningModule.log``; under DDP, epoch-level validation / test values are reduced over all ranks.
+        """``LightningModule.log``; under DDP, epoch-level values are reduced over all ranks unless ``sync_dist`` is
+        given.
 
-        A value logged with ``batch_size`` goes through a ``torchmetrics.MeanMetric`` (weighted by the batch size,
-        summed over ranks), so a loss logged as a plain tensor reports the same number on N processes as on one,
-        not rank 0's shard. (Lightning's own ``sync_dist`` mean divides integer batch-size totals by the world size
-        with floor division, which is off when the total is odd; it is the fallback when no ``batch_size`` is
-        given.) Step-level values are left alone: ranks may run different numbers of evaluation batches, and a
-        per-step collective would hang.
+        Epoch-level means values logged while validating / testing and values logged in an epoch-end hook
+        (``on_train_epoch_end`` ...), where Lightning defaults to ``on_epoch=True``. A value logged with
+        ``batch_size`` goes through a ``torchmetrics.MeanMetric`` (weighted by the batch size, summed over ranks), so
+        a loss logged as a plain tensor reports the same number on N processes as on one, not rank 0's shard.
+        (Lightning's own ``sync_dist`` mean divides integer batch-size totals by the world size with floor division,
+        which is off when the total is odd; it is the fallback when no ``batch_size`` is given.) Step-level values
+        are left alone: ranks may run different numbers of evaluation batches, and a per-step collective would hang.
         """
+        if kwargs.get("sync_dist", None) is _SYNC_UNSET:
+            del kwargs["sync_dist"]
         trainer = self._trainer
-        if (trainer is not None and trainer.world_size > 1 and not trainer.training and "sync_dist" not in kwargs
+        epoch_level = trainer is not None and (not trainer.training or _in_epoch_end_hook(self))
+        if (trainer is not None and trainer.world_size > 1 and epoch_level and "sync_dist" not in kwargs
                 and kwargs.get("on_step") is not True and not isinstance(value, Metric)):
             batch_size = kwargs.get("batch_size")
             if batch_size is not None and isinstance(value, (Tensor, float, int)):
@@ -96,6 +109,11 @@ class FrameworkModule(pl.LightningModule):
             else:
                 kwargs["sync_dist"] = True
         super().log(name, value, *args, **kwargs)
+
+    def log_dict(self, dictionary: Any, *args: Any, sync_dist: bool | None = None, **kwargs: Any) -> None:
+        """``LightningModule.log_dict`` whose values get :meth:`log`'s DDP reduction unless ``sync_dist`` is given
+        (Lightning's ``log_dict`` always passes ``sync_dist=False`` on, which would turn it off)."""
+        super().log_dict(dictionary, *args, sync_dist=_SYNC_UNSET if sync_dist is None else sync_dist, **kwargs)
 
     @staticmethod
     def _mean_key(name: str) -> str:

@@ -108,10 +108,16 @@ class ForecastPlots(Callback):
             for d in np.flatnonzero(peak[start:]):
                 ax.axvspan(days[d] - 0.5, days[d] + 0.5, color="tab:orange", alpha=0.2, lw=0)
             ax.axvline(-0.5, color="grey", ls="--", lw=0.8)
-            ax.set_ylabel("demand")
-        axes[0].legend(loc="upper left", fontsize=7, ncol=3)
-        axes[-1].set_xlabel("days from forecast creation (orange: peak events)")
-        fig.tight_layout()
+            ax.set_ylabel("demand (units)")
+        from matplotlib.patches import Patch
+
+        handles, labels = axes[0].get_legend_handles_labels()
+        handles.append(Patch(color="tab:orange", alpha=0.2, label="peak-event day"))
+        for ax in axes:
+            ax.set_xlabel("days from forecast creation (dashed line)", fontsize=7)
+        fig.suptitle("quantile forecasts vs truth on validation series", fontsize=9)
+        fig.tight_layout(rect=(0, 0, 1, 0.93))
+        fig.legend(handles=handles, loc="upper right", fontsize=7, ncol=4)  # one legend: same colours in all panels
         return fig
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:

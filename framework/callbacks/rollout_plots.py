@@ -99,6 +99,8 @@ class RolloutPlots(pl.Callback):
                     ax.set_title(f"lead {lead + 1}", fontsize=8)
                 if c == 0:
                     ax.set_ylabel(label, fontsize=8)
+        fig.suptitle("rollout: truth, one member, ensemble mean and its error per lead time "
+                     "(rows 1-3 share one colour scale)", fontsize=8)
         fig.tight_layout()
         log_figure(trainer, "rollout/frames", fig)
 
@@ -110,7 +112,9 @@ class RolloutPlots(pl.Callback):
             ax = fig.add_subplot(1, 2, i + 1)
             curve = skill[key].float().numpy()
             ax.plot(range(1, len(curve) + 1), curve, marker="o")
-            ax.set_xlabel("lead time")
-            ax.set_ylabel(key.split("/")[1])
+            name = key.split("/")[1]
+            ax.set_title(f"validation {name.upper()} vs lead time", fontsize=8)
+            ax.set_xlabel("lead time (steps)")
+            ax.set_ylabel(f"{name.upper()} (field units)" if name == "crps" else f"{name.upper()} (relative)")
         fig.tight_layout()
         log_figure(trainer, "rollout/error_vs_lead", fig)

@@ -8,7 +8,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["new_figure", "figure_to_array", "log_figure"]
+__all__ = ["new_figure", "figure_problems", "figure_to_array", "log_figure"]
 
 
 def new_figure(*, figsize: tuple[float, float] = (6.0, 4.0), dpi: int = 100) -> Figure:
@@ -49,3 +49,56 @@ def log_figure(trainer, key: str, fig: Figure, *, step: int | None = None, capti
                 fig.savefig(out / f"{key.replace('/', '_')}_step{step}.png")
     finally:
         fig.clf()
+
+
+def _is_colorbar(ax) -> bool:
+    return getattr(ax, "_colorbar", None) is not None or ax.get_label() == "<colorbar>"
+
+
+def _data_colors(ax) -> set[tuple]:
+    """Distinct colours of an axes' data (lines, bars, scatter points); reference lines count too."""
+    from matplotlib.colors import to_rgba
+
+    colors: set[tuple] = set()
+    for line in ax.get_lines():
+        colors.add(tuple(round(c, 3) for c in to_rgba(line.get_color())))
+    for patch in ax.patches:
+        colors.add(tuple(round(c, 3) for c in to_rgba(patch.get_facecolor())))
+    for collection in ax.collections:
+        if collection.get_array() is not None:  # colour-mapped: explained by a colorbar, not a legend
+            continue
+        for face in collection.get_facecolors():
+            colors.add(tuple(round(float(c), 3) for c in face))
+    return colors
+
+
+def figure_problems(fig: Figure) -> list[str]:
+    """What a reader of ``fig`` would miss: a title per panel (or one for the figure), axis labels where there are
+    ticks, and a legend wherever several colours are drawn (or a colorbar for colour-mapped data). Empty when fine."""
+    problems = []
+    suptitle = fig._suptitle.get_text() if getattr(fig, "_suptitle", None) is not None else ""
+    has_figure_legend = bool(fig.legends)
+    axes = [ax for ax in fig.axes if not _is_colorbar(ax)]
+    has_colorbar = len(axes) < len(fig.axes)
+    # Twin axes (twinx) share their host's position: a legend or title on either serves both.
+    groups: dict[tuple, list] = {}
+    for ax in axes:
+        groups.setdefault(tuple(round(v, 4) for v in ax.get_position().bounds), []).append(ax)
+    for index, group in enumerate(groups.values()):
+        name = f"panel {index + 1}"
+        if not (suptitle or any(ax.get_title() or ax.get_title("left") or ax.get_title("right") for ax in group)):
+            problems.append(f"{name}: no title")
+        for ax in group:
+            if not ax.get_visible() or not ax.has_data():
+                continue
+            if ax.get_xticks().size and not ax.get_xlabel() and ax is group[0]:
+                problems.append(f"{name}: no x label")
+            if ax.get_yticks().size and not ax.get_ylabel():
+                problems.append(f"{name}: no y label")
+            if hasattr(ax, "get_zlabel") and not ax.get_zlabel():
+                problems.append(f"{name}: no z label")
+        colors = set().union(*(_data_colors(ax) for ax in group))
+        legend = has_figure_legend or any(ax.get_legend() is not None for ax in group)
+        if len(colors) > 1 and not legend and not has_colorbar:
+            problems.append(f"{name}: {len(colors)} colours but no legend")
+    return problems

@@ -76,3 +76,42 @@ def test_demo_config_offline_run(repo_root, run_cli, tmp_path, monkeypatch):
         assert list((run / "files" / "media" / "images").rglob("*.png"))
         (history,) = run.glob("run-*.wandb")
         assert b"val/majority_vote_error" in history.read_bytes()
+
+
+def test_offline_run_writes_readable_metrics_file(repo_root, run_cli, tmp_path, monkeypatch):
+    """Issue 19 (problem 8): an offline run's metrics are readable without W&B: files/metrics.jsonl, one JSON object
+    per logging call, whose last val/mse is the value the Trainer ended with."""
+    import json
+    import math
+
+    from framework.loggers import read_metrics
+    from framework.loggers.wandb_run import METRICS_FILENAME
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    cli = run_cli("fit", "--config", str(repo_root / TOY), "--trainer.logger=framework.loggers.WandbRunLogger",
+                  f"--trainer.logger.save_dir={tmp_path / 'outputs'}", "--trainer.log_every_n_steps=1",
+                  "--trainer.enable_checkpointing=false")
+    (run,) = sorted((tmp_path / "outputs" / "wandb").glob("offline-run-*"))
+    path = run / "files" / METRICS_FILENAME
+    lines = path.read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert records == read_metrics(run)
+    val = [r for r in records if "val/mse" in r]
+    assert len(val) == cli.trainer.max_epochs
+    assert math.isclose(val[-1]["val/mse"], float(cli.trainer.callback_metrics["val/mse"]), rel_tol=1e-6)
+    train = [r for r in records if "train/loss" in r]
+    assert len(train) == cli.trainer.global_step  # log_every_n_steps=1
+    assert all(isinstance(r["step"], int) for r in records)
+
+
+def test_read_metrics_skips_a_cut_last_line_and_names_bad_lines(tmp_path):
+    from framework.loggers import read_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 0, "a": 1.0}\n{"step": 1, "a"')
+    assert read_metrics(path) == [{"step": 0, "a": 1.0}]
+    path.write_text('{"step": 0, "a": 1.0}\nnot json\n{"step": 2}\n')
+    with pytest.raises(ValueError, match="line 2"):
+        read_metrics(path)

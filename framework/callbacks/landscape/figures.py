@@ -20,7 +20,7 @@ def landscape_figure(axes: list[np.ndarray], losses: np.ndarray, *, title: str =
     use_log = log_scale and np.all(losses > 0)
     if losses.ndim == 1:
         ax.plot(axes[0], losses)
-        ax.set_xlabel("α")
+        ax.set_xlabel("α (step along the filter-normalised direction)")
         ax.set_ylabel("loss")
         if use_log:
             ax.set_yscale("log")
@@ -28,11 +28,12 @@ def landscape_figure(axes: list[np.ndarray], losses: np.ndarray, *, title: str =
         shown = np.log10(losses) if use_log else losses
         contour = ax.contourf(axes[1], axes[0], shown, levels=30, cmap="viridis")
         ax.contour(axes[1], axes[0], shown, levels=15, colors="k", linewidths=0.3)
-        ax.plot([0], [0], "r*", markersize=8)
+        ax.plot([0], [0], "r*", markersize=8, label="trained weights")
+        ax.legend(loc="upper right", fontsize=7)
         fig.colorbar(contour, ax=ax, label="log10 loss" if use_log else "loss")
-        ax.set_xlabel("α2")
-        ax.set_ylabel("α1")
-    ax.set_title(title)
+        ax.set_xlabel("α2 (step along direction 2)")
+        ax.set_ylabel("α1 (step along direction 1)")
+    ax.set_title(title or "loss landscape around the trained weights")
     fig.tight_layout()
     return fig
 
@@ -49,7 +50,7 @@ def surface_figure(axes: list[np.ndarray], losses: np.ndarray, *, title: str = "
     ax.set_xlabel("α2")
     ax.set_ylabel("α1")
     ax.set_zlabel("log10 loss" if use_log else "loss")
-    ax.set_title(title)
+    ax.set_title(title or "loss surface around the trained weights")
     return fig
 
 
@@ -65,7 +66,7 @@ def persistence_diagram_figure(diagram: SublevelPersistence, *, title: str = "")
     ax.set_xlabel("birth (loss at minimum)")
     ax.set_ylabel("death (loss at saddle)")
     ax.legend(loc="lower right", fontsize=7)
-    ax.set_title(title)
+    ax.set_title(title or "H0 persistence diagram of the loss")
     fig.tight_layout()
     return fig
 
@@ -120,7 +121,7 @@ def merge_tree_figure(diagram: SublevelPersistence, *, title: str = "") -> Figur
     ax.set_xticks([])
     ax.set_ylabel("loss")
     ax.legend(fontsize=7)
-    ax.set_title(title)
+    ax.set_title(title or "merge tree of the loss (sublevel sets)")
     fig.tight_layout()
     return fig
 
@@ -130,13 +131,15 @@ def spectral_density_figure(grid: np.ndarray, density: np.ndarray, *, eigenvalue
     """Eigenvalue spectral density on a log y-axis (PyHessian's plot), top eigenvalues marked."""
     fig = new_figure(figsize=(5.0, 3.5))
     ax = fig.add_subplot()
-    ax.semilogy(grid, np.maximum(density, 1e-12))
+    ax.semilogy(grid, np.maximum(density, 1e-12), label="spectral density (SLQ)")
     if eigenvalues is not None:
-        for value in np.atleast_1d(eigenvalues):
-            ax.axvline(float(value), color="C3", linestyle=":", linewidth=0.8)
+        for i, value in enumerate(np.atleast_1d(eigenvalues)):
+            ax.axvline(float(value), color="C3", linestyle=":", linewidth=0.8,
+                       label="top eigenvalues (Lanczos)" if i == 0 else None)
     ax.set_ylim(1e-10, None)
-    ax.set_xlabel("eigenvalue")
-    ax.set_ylabel("density")
-    ax.set_title(title)
+    ax.set_xlabel("Hessian eigenvalue")
+    ax.set_ylabel("density (per unit eigenvalue)")
+    ax.legend(fontsize=7)
+    ax.set_title(title or "Hessian eigenvalue spectral density")
     fig.tight_layout()
     return fig

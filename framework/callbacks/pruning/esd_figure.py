@@ -47,6 +47,8 @@ def esd_figure(eigenvalues: Mapping[str, torch.Tensor], metrics: Mapping[str, Sp
                 ax.loglog(tail, pdf, color="tab:red", linewidth=1.2, label=f"α={m.alpha:.2f}")
         ax.set_title(name, fontsize=8)
         ax.set_xlabel("eigenvalue of WᵀW", fontsize=8)
+        ax.set_ylabel("density", fontsize=8)
         ax.legend(fontsize=7)
+    fig.suptitle("empirical spectral densities (ESD) with power-law fits", fontsize=9)
     fig.tight_layout()
     return fig

@@ -22,6 +22,7 @@ from torch import nn
 from transformers import DynamicCache
 
 from framework.kernels.squeezed_attention import centroid_lookup, kmeans
+from framework.progress import StageClock
 from framework.models.components.squeezed.layer_index import LayerIndex
 from framework.models.components.squeezed.squeezed_attention import SqueezedAttention
 from framework.models.components.squeezed.transformers_backend import capture_queries
@@ -159,9 +160,12 @@ class FixedContextIndex:
                 raise ValueError(f"calibration budgets must be in (0, 1], got {b!r}")
         shape = ModelShape.of(model)
         device = next(model.parameters()).device
+        clock = StageClock(f"building the Squeezed Attention index of a {n}-token context "
+                           f"({shape.num_layers} layers x {shape.num_kv_heads} KV heads)")
         with capture_queries(model, w) as capture:
             out = model(input_ids=ids.to(device), use_cache=True)
         cache = out.past_key_values
+        clock.mark("prefill")
         num_clustered = n - w - sinks
         num_fine = max(1, math.floor(attention.centroid_fraction * num_clustered))
         num_coarse = max(1, math.floor(attention.coarse_fraction * num_clustered))
@@ -176,6 +180,7 @@ class FixedContextIndex:
         fine_all = kmeans(
             stacked, num_fine, iters=attention.kmeans_iters, seed=attention.kmeans_seed, init=kmeans_init
         )
+        clock.mark(f"k-means ({num_fine} centroids per head)")
         layers: list[LayerIndex] = []
         for layer_idx in range(shape.num_layers):
             rows = slice(layer_idx * hkv, (layer_idx + 1) * hkv)
@@ -213,6 +218,7 @@ class FixedContextIndex:
             )
         if not torch.isfinite(fine_scores).all():
             raise ValueError("calibration produced non-finite cluster scores; check the model's keys for inf/NaN")
+        clock.mark("coarse levels and threshold calibration")
         metadata = IndexMetadata(
             format_version=FORMAT_VERSION,
             model_shape=shape,
@@ -233,6 +239,7 @@ class FixedContextIndex:
                 metadata.fine_thresholds[b] = index.threshold_for(b, level="fine")
                 if attention.levels == 2:
                     metadata.coarse_thresholds[b] = index.threshold_for(b, level="coarse")
+        clock.done()
         return index
 
     # ------------------------------------------------------------------ serving helpers
