@@ -27,7 +27,7 @@ __all__ = ["ENTRY_POINT_GROUP", "PROJECT_PACKAGES", "build_class_index", "import
 
 #: Packages whose public classes can be named by their short name in a config.
 PROJECT_PACKAGES = ("framework.optim", "framework.metrics", "framework.loggers", "framework.distributed",
-                    "framework.models", "framework.datamodules", "framework.callbacks")
+                    "framework.checkpoints", "framework.models", "framework.datamodules", "framework.callbacks")
 #: Third-party packages can make their classes resolvable by short name by declaring an entry point in this group.
 ENTRY_POINT_GROUP = "framework.plugins"
 
