@@ -104,7 +104,7 @@ def lanczos_top_eigenpairs(
     result = lanczos(hvp, start, max(steps, top_k), generator=generator)
     values, vectors = result.ritz()
     order = torch.argsort(values.abs(), descending=True)[:top_k]
-    ritz_vectors = (vectors[:, order].to(result.basis.dtype).T @ result.basis)
+    ritz_vectors = (vectors[:, order].to(result.basis.device, result.basis.dtype).T @ result.basis)
     ritz_vectors = ritz_vectors / ritz_vectors.norm(dim=1, keepdim=True)
     m = len(result.alpha)
     return EigenPairs(values=values[order], vectors=ritz_vectors, iterations=[m] * top_k, converged=[True] * top_k)

@@ -178,14 +178,17 @@ def cluster_scores(
         )
         out = scores.view(b, hkv, c)
         return (out, None) if defer else out
-    block_m = _cfg("rows_block_m")
+    # fp32 operands (index build scores float keys) need half the tile of bf16 to fit Hopper's 227 KB of shared
+    # memory at head dim 128 with the default pipelining.
+    shrink = 2 if (centroids.element_size() >= 4 and not interpreting()) else 1
+    block_m = _cfg("rows_block_m") // shrink
     nrb = triton.cdiv(gt, block_m)
     part = (torch.zeros if use_ids else torch.empty)(b * hkv, nrb, c, dtype=torch.float32, device=dev)
     _rows_kernel[(nrb, b * hkv)](
         q, centroids, sizes, ids_t, cnt_t, part,
         qk, gt, g, t, c, hkv, id_cap, c, nrb,
         q.stride(0), q.stride(1), q.stride(2), centroids.stride(0), centroids.stride(1), sizes.stride(0),
-        D=d, BLOCK_M=block_m, BLOCK_C=_cfg("rows_block_c"), USE_IDS=use_ids,
+        D=d, BLOCK_M=block_m, BLOCK_C=_cfg("rows_block_c") // shrink, USE_IDS=use_ids,
         **_launch_opts("rows_warps"),
     )
     summed = part.sum(1) / gt  # [B*Hkv, C] in slot order
