@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,11 +21,12 @@ from torch import nn
 from transformers import DynamicCache
 
 from framework.kernels.squeezed_attention import centroid_lookup, kmeans
+from framework.models.components.squeezed.index_file import read_index_file, write_index_file
 from framework.models.components.squeezed.layer_index import LayerIndex
 from framework.models.components.squeezed.squeezed_attention import SqueezedAttention
 from framework.models.components.squeezed.transformers_backend import capture_queries
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: checksummed container (index_file.py)
 DEFAULT_CALIBRATION_BUDGETS = (0.5, 0.3, 0.2, 0.1)  # = the paper's quantiles p in {0.5, 0.7, 0.8, 0.9}
 
 
@@ -156,9 +156,10 @@ class FixedContextIndex:
                 raise ValueError(f"calibration budgets must be in (0, 1], got {b!r}")
         shape = ModelShape.of(model)
         device = next(model.parameters()).device
+        # Our own cache object, filled in place: no reliance on the output's (deprecated) `past_key_values` field.
+        cache = DynamicCache()
         with capture_queries(model, w) as capture:
-            out = model(input_ids=ids.to(device), use_cache=True)
-        cache = out.past_key_values
+            model(input_ids=ids.to(device), cache=cache, use_cache=True)
         num_clustered = n - w - sinks
         num_fine = max(1, math.floor(attention.centroid_fraction * num_clustered))
         num_coarse = max(1, math.floor(attention.coarse_fraction * num_clustered))
@@ -289,9 +290,8 @@ class FixedContextIndex:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the index atomically (temporary file in the same folder, then `os.replace`)."""
+        """Write the index atomically with a sha256 checksum (`index_file.write_index_file`)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         meta = asdict(self.metadata)
         meta["model_shape"] = asdict(self.metadata.model_shape)
         meta["fine_thresholds"] = [[k, v] for k, v in self.metadata.fine_thresholds.items()]
@@ -303,15 +303,7 @@ class FixedContextIndex:
             "fine_scores": self.fine_scores,
             "coarse_scores": self.coarse_scores,
         }
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            torch.save(state, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_index_file(path, state)
         return path
 
     @classmethod
@@ -327,12 +319,22 @@ class FixedContextIndex:
 
         Raises:
             FileNotFoundError: no file at `path`.
-            ValueError: unknown format, or built for another model shape / context.
+            ValueError: (naming `path`) an empty, truncated, foreign or corrupted file (checksum), an unknown format
+                version or inconsistent contents; or an index built for another model shape / context.
         """
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no fixed-context index at {path}")
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = read_index_file(path, map_location=map_location)
+        index = _index_from_state(path, state)
+        if model is not None:
+            index.check_model(model)
+        if context_ids is not None:
+            index.check_context(context_ids)
+        return index
+
+
+def _index_from_state(path: Path, state: dict) -> FixedContextIndex:
+    """Rebuild an index from a verified payload; missing or inconsistent fields are one ValueError naming `path`."""
+    try:
         meta = dict(state["metadata"])
         if meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"unsupported index format_version {meta.get('format_version')!r}; expected {FORMAT_VERSION}")
@@ -340,17 +342,22 @@ class FixedContextIndex:
         meta["fine_thresholds"] = {float(k): float(v) for k, v in meta["fine_thresholds"]}
         meta["coarse_thresholds"] = {float(k): float(v) for k, v in meta["coarse_thresholds"]}
         meta["calibration_budgets"] = tuple(meta["calibration_budgets"])
-        index = cls(
-            metadata=IndexMetadata(**meta),
-            layers=[LayerIndex.from_state(s) for s in state["layers"]],
-            fine_scores=state["fine_scores"],
-            coarse_scores=state["coarse_scores"],
+        metadata = IndexMetadata(**meta)
+        layers = [LayerIndex.from_state(s) for s in state["layers"]]
+        shape = metadata.model_shape
+        for i, layer in enumerate(layers):
+            want = (1, shape.num_kv_heads, metadata.context_length, shape.head_dim)
+            if tuple(layer.keys.shape) != want or tuple(layer.values.shape) != want:
+                raise ValueError(f"layer {i}: keys/values of shape {tuple(layer.keys.shape)}, expected {want}")
+            c = layer.centroids.shape[1]
+            labels = layer.key_labels
+            if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= c):
+                raise ValueError(f"layer {i}: cluster labels outside [0, {c})")
+        return FixedContextIndex(
+            metadata=metadata, layers=layers, fine_scores=state["fine_scores"], coarse_scores=state["coarse_scores"]
         )
-        if model is not None:
-            index.check_model(model)
-        if context_ids is not None:
-            index.check_context(context_ids)
-        return index
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{path}: not a valid fixed-context index ({type(err).__name__}: {err})") from None
 
 
 def _key_scores(q_obs, centroids, sizes, labels, scale) -> torch.Tensor:

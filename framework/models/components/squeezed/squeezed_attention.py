@@ -17,6 +17,7 @@ from framework.kernels.squeezed_attention import Selection, centroid_lookup, hie
 from framework.models.components.squeezed.fixed_and_dynamic import attend_fixed_and_dynamic
 from framework.models.components.squeezed.layer_index import LayerIndex
 from framework.models.components.squeezed.selection_tools import frame_selection
+from framework.models.components.squeezed.transformers_backend import check_fixed_prefix
 
 BUDGET_MODES = ("calibrated", "topk")
 KERNEL_BACKENDS = ("auto", "triton", "reference")
@@ -252,11 +253,7 @@ class SqueezedAttention(nn.Module):
         Returns:
             `SqueezedAttentionOutput`.
         """
-        if key.shape[2] < layer.num_tokens:
-            raise ValueError(
-                f"the cache holds {key.shape[2]} tokens but the fixed context has {layer.num_tokens}: "
-                "start from the index's cache (FixedContextIndex.new_cache)"
-            )
+        check_fixed_prefix(query.shape[2], key.shape[2], layer.num_tokens, where="SqueezedAttention.forward")
         scale = query.shape[-1] ** -0.5 if scale is None else scale
         selection = self.select(query, layer, scale=scale)
         result = attend_fixed_and_dynamic(
