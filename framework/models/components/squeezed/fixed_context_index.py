@@ -73,6 +73,24 @@ class IndexMetadata:
     coarse_thresholds: dict[float, float] = field(default_factory=dict)
 
 
+@dataclass
+class ContextPrefill:
+    """KV cache and observation-window queries of one dense prefill of a fixed context (shared by index builds).
+
+    Attributes:
+        keys, values: per layer [1, Hkv, N, D].
+        window_queries: per layer [1, Hq, W, D] fp32 post-RoPE queries of the last W positions (empty if W = 0).
+        observation_window: W.
+        context_fingerprint: `context_fingerprint` of the context ids.
+    """
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    window_queries: list[torch.Tensor]
+    observation_window: int
+    context_fingerprint: str
+
+
 def context_fingerprint(context_ids: torch.Tensor) -> str:
     """sha256 of the context token ids (int64, flattened) and their count."""
     ids = torch.as_tensor(context_ids).reshape(-1).to(torch.int64).cpu().contiguous()
@@ -125,6 +143,7 @@ class FixedContextIndex:
         *,
         attention: SqueezedAttention | None = None,
         calibration_budgets: tuple[float, ...] = DEFAULT_CALIBRATION_BUDGETS,
+        prefill: "ContextPrefill | None" = None,
     ) -> "FixedContextIndex":
         """Prefill `context_ids` with `model`, cluster the keys and calibrate thresholds.
 
@@ -134,6 +153,8 @@ class FixedContextIndex:
             attention: build settings (centroid_fraction, levels, coarse_fraction, observation_window, kmeans_*);
                 default `SqueezedAttention()`.
             calibration_budgets: keep fractions whose thresholds are stored in the metadata, each in (0, 1].
+            prefill: a `ContextPrefill` of the same model and context (from `FixedContextIndex.prefill`), reused
+                instead of running the model again (several indexes of one context, e.g. with and without sinks).
 
         Returns:
             the built index.
@@ -155,11 +176,13 @@ class FixedContextIndex:
             if not (isinstance(b, (int, float)) and 0.0 < float(b) <= 1.0):
                 raise ValueError(f"calibration budgets must be in (0, 1], got {b!r}")
         shape = ModelShape.of(model)
-        device = next(model.parameters()).device
-        # Our own cache object, filled in place: no reliance on the output's (deprecated) `past_key_values` field.
-        cache = DynamicCache()
-        with capture_queries(model, w) as capture:
-            model(input_ids=ids.to(device), cache=cache, use_cache=True)
+        if prefill is None:
+            prefill = cls.prefill(model, ids, observation_window=w)
+        elif prefill.observation_window != w or prefill.context_fingerprint != context_fingerprint(ids):
+            raise ValueError(
+                f"the given prefill (window {prefill.observation_window}) is not of this context with "
+                f"observation_window={w}"
+            )
         num_clustered = n - w - sinks
         num_fine = max(1, math.floor(attention.centroid_fraction * num_clustered))
         num_coarse = max(1, math.floor(attention.coarse_fraction * num_clustered))
@@ -167,8 +190,7 @@ class FixedContextIndex:
         scale = shape.head_dim**-0.5
         # All (layer, KV head) pairs are clustered in one batched k-means call: heads are independent, and batching
         # amortises the sequential k-means++ seeding loop over every layer (30x fewer steps for a 30-layer model).
-        all_keys = [cache.layers[i].keys.detach() for i in range(shape.num_layers)]
-        all_values = [cache.layers[i].values.detach() for i in range(shape.num_layers)]
+        all_keys, all_values = prefill.keys, prefill.values
         hkv = shape.num_kv_heads
         stacked = torch.cat([k[0, :, sinks : sinks + num_clustered].float() for k in all_keys])  # [L*Hkv, N', D]
         fine_all = kmeans(stacked, num_fine, iters=attention.kmeans_iters, seed=attention.kmeans_seed)
@@ -191,7 +213,7 @@ class FixedContextIndex:
         fine_pool, coarse_pool = [], []
         for layer_idx, layer in enumerate(layers):
             if w > 0:
-                q_obs = capture.queries[layer_idx].to(layer.keys.device)
+                q_obs = prefill.window_queries[layer_idx].to(layer.keys.device)
                 fine_pool.append(_key_scores(q_obs, layer.centroids, layer.cluster_sizes, layer.key_labels, scale))
                 if attention.levels == 2:
                     coarse_labels = layer.fine_to_coarse.gather(1, layer.key_labels)
@@ -230,6 +252,33 @@ class FixedContextIndex:
                 if attention.levels == 2:
                     metadata.coarse_thresholds[b] = index.threshold_for(b, level="coarse")
         return index
+
+    @staticmethod
+    @torch.no_grad()
+    def prefill(model: nn.Module, context_ids: torch.Tensor, *, observation_window: int) -> "ContextPrefill":
+        """One dense forward over the context: its KV cache and the post-RoPE queries of the last W positions.
+
+        Args:
+            model: Transformers causal LM.
+            context_ids: [1, N] or [N] token ids.
+            observation_window: W, queries recorded per layer.
+        """
+        ids = torch.as_tensor(context_ids)
+        if ids.dim() == 1:
+            ids = ids.unsqueeze(0)
+        device = next(model.parameters()).device
+        # Our own cache object, filled in place: no reliance on the output's (deprecated) `past_key_values` field.
+        cache = DynamicCache()
+        with capture_queries(model, observation_window) as capture:
+            model(input_ids=ids.to(device), cache=cache, use_cache=True)
+        n_layers = ModelShape.of(model).num_layers
+        return ContextPrefill(
+            keys=[cache.layers[i].keys.detach() for i in range(n_layers)],
+            values=[cache.layers[i].values.detach() for i in range(n_layers)],
+            window_queries=[capture.queries[i] for i in range(n_layers)] if observation_window > 0 else [],
+            observation_window=observation_window,
+            context_fingerprint=context_fingerprint(ids),
+        )
 
     # ------------------------------------------------------------------ serving helpers
     def threshold_for(self, keep: float, *, level: str = "fine") -> float:
