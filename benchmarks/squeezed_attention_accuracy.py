@@ -47,12 +47,22 @@ from framework.models.components.squeezed.backbones import load_backbone  # noqa
 from framework.models.components.squeezed.qa_evaluation import BASELINES, evaluate_question  # noqa: E402
 from framework.datamodules.needle_retrieval import build_needle_context  # noqa: E402
 from framework.datamodules.offline_texts import TEXT_SOURCES, source_paragraphs  # noqa: E402
+from framework.models.components.squeezed.answer_scoring import score_answer  # noqa: E402
+from framework.models.components.squeezed.attribution import (  # noqa: E402
+    LayerSubsetSelector,
+    find_subsequence,
+    needle_key_report,
+)
 from framework.models.components.squeezed.needle_evaluation import (  # noqa: E402
     SqueezedVariant,
+    _answer_logprob,
     depth_bin,
     evaluate_methods,
     paired_bootstrap,
+    score_rows,
+    squeezed_selector,
 )
+from framework.models.components.squeezed.transformers_backend import capture_queries  # noqa: E402
 
 # Squeezed Attention rows of the needle suite: the paper's configuration and ours, each change on its own row.
 VARIANTS = {
@@ -163,6 +173,94 @@ def run_needles(args) -> None:
                 print(f"[{time.time() - t_start:.0f} s]   {key} q{i} {q.task} depth {q.depth:.2f}: dense "
                       f"{'ok' if dense_ok else 'MISS'}, {time.time() - t0:.0f} s", flush=True)
             del indexes
+
+
+def run_attribution(args) -> dict:
+    """Attribution on the validation context of the first length: each config sparse in one group of layers (or
+    one KV head in every layer) at a time, the rest dense; plus needle-key diagnostics per (layer, KV head)."""
+    torch.set_num_threads(args.threads)
+    t_start = time.time()
+    tokenizer = SmolLM2Tokenizer()
+    model = load_backbone("smollm2")
+    build = SqueezedAttention(
+        centroid_fraction=args.centroid_fraction, observation_window=args.observation_window,
+        kmeans_iters=args.kmeans_iters,
+    )
+    length, c = args.lengths[0], 0
+    seed = args.seed * 1_000_003 + 7919 * length + c
+    source = TEXT_SOURCES[c % len(TEXT_SOURCES)]
+    key = f"L{length}_c{c}_s{seed}"
+    ctx = build_needle_context(tokenizer, context_tokens=length, seed=seed, paragraphs=source_paragraphs(source),
+                               source=source)
+    ids = torch.tensor([ctx.context_ids])
+    indexes, _ = _build_indexes(model, ids, args, Path(args.index_dir) if args.index_dir else None, key)
+    served = indexes["sinks"]
+    n_layers = len(served.layers)
+    hkv = served.layers[0].keys.shape[1]
+    scale = served.layers[0].keys.shape[-1] ** -0.5
+    groups = [list(range(i, min(n_layers, i + args.attr_group))) for i in range(0, n_layers, args.attr_group)]
+    target = args.attr_budget
+    questions = [q for q in ctx.questions if q.task in ("single", "multi")][: args.attr_questions]
+    out = {"context": key, "source": source, "target_budget": target, "groups": groups, "questions": []}
+    for qi, q in enumerate(questions):
+        dense = score_answer(model, served, q.question_ids, q.answer_ids)
+        with torch.no_grad(), capture_queries(model, len(q.question_ids)) as cap:
+            model(input_ids=torch.tensor([q.question_ids]), cache=served.new_cache(), use_cache=True)
+        start = find_subsequence(ctx.context_ids, q.answer_ids)
+        positions = list(range(start, start + len(q.answer_ids))) if start >= 0 else []
+        rows, stats = [], {}
+        for cname in args.attr_variants:
+            variant = VARIANTS[cname]
+            own = indexes[variant.index]
+            sel = squeezed_selector(variant, build, own, target)
+            rows += [(f"{cname}|layers {g[0]}-{g[-1]}", target, LayerSubsetSelector(sel, layers=g), own)
+                     for g in groups]
+            rows += [(f"{cname}|kv head {h}", target,
+                      LayerSubsetSelector(sel, layers=range(n_layers), kv_heads=[h]), own) for h in range(hkv)]
+            rows.append((f"{cname}|all", target, sel, own))
+            if positions:
+                probe = squeezed_selector(variant, build, own, target)
+                probe.bind(own)
+                report = needle_key_report(own, [cap.queries[i] for i in range(n_layers)], positions, probe,
+                                           scale=scale)
+                stats[cname] = {k: v.tolist() for k, v in vars(report).items()}
+        recs = score_rows(model, served, rows, q.question_ids, q.answer_ids, dense_logits=dense.logits,
+                          chunk_rows=max(1, args.chunk_tokens // length), diagnostics=False)
+        out["questions"].append({
+            "task": q.task, "depth": q.depth, "dense_correct": dense.correct,
+            "dense_logprob": _answer_logprob(dense.logits, q.answer_ids), "needle_positions": positions,
+            "records": [r.as_dict() for r in recs], "needle_stats": stats,
+        })
+        print(f"[{time.time() - t_start:.0f} s] attribution question {qi + 1}/{len(questions)} done", flush=True)
+    return out
+
+
+def attribution_markdown(result: dict) -> str:
+    """Mean KL and answer log-probability change per row name; needle-key facts per layer group."""
+    acc: dict[str, list] = {}
+    for q in result["questions"]:
+        for r in q["records"]:
+            acc.setdefault(r["method"], []).append((r["kl"], r["answer_logprob"] - q["dense_logprob"], r["correct"]))
+    lines = ["| config | sparse part | KL | Δ log P(answer) | accuracy % |", "|---|---|---|---|---|"]
+    for name, vals in acc.items():
+        cfg, part = name.split("|")
+        n = len(vals)
+        lines.append(f"| {cfg} | {part} | {sum(v[0] for v in vals) / n:.3f} | {sum(v[1] for v in vals) / n:+.3f} | "
+                     f"{100 * sum(v[2] for v in vals) / n:.0f} |")
+    lines += ["", "| config | layers | needle mass | needle keys kept | cluster size | score rank (0 best) | radius | "
+              "needle key norm | centroid norm | mean key norm |", "|---|---|---|---|---|---|---|---|---|---|"]
+    cfgs = sorted({c for q in result["questions"] for c in q["needle_stats"]})
+    for cfg in cfgs:
+        per = [q["needle_stats"][cfg] for q in result["questions"] if cfg in q["needle_stats"]]
+        for g in result["groups"]:
+            def mean(field):
+                vals = [sum(st[field][l][h] for l in g for h in range(len(st[field][0]))) /
+                        (len(g) * len(st[field][0])) for st in per]
+                return sum(vals) / len(vals)
+            lines.append(f"| {cfg} | {g[0]}-{g[-1]} | {mean('needle_mass'):.3f} | {mean('kept'):.2f} | "
+                         f"{mean('cluster_size'):.1f} | {mean('score_rank'):.2f} | {mean('radius'):.2f} | "
+                         f"{mean('key_norm'):.2f} | {mean('centroid_norm'):.2f} | {mean('mean_key_norm'):.2f} |")
+    return "\n".join(lines)
 
 
 def summarize_needles(records: list[dict], *, dense_solved_only: bool = False) -> dict:
@@ -351,7 +449,11 @@ def markdown(result: dict) -> str:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--suite", choices=("planted_qa", "needles", "summary"), default="planted_qa",
+    p.add_argument("--attr-variants", nargs="*", default=["sq_paper", "sq_sinks_topk"], choices=list(VARIANTS))
+    p.add_argument("--attr-budget", type=float, default=0.125)
+    p.add_argument("--attr-group", type=int, default=3, help="layers per attribution group")
+    p.add_argument("--attr-questions", type=int, default=8)
+    p.add_argument("--suite", choices=("planted_qa", "needles", "summary", "attribution"), default="planted_qa",
                    help="planted_qa: the original planted-fact QA run; needles: issue 21's evaluation (appends to "
                         "--records); summary: only summarise --records into --out")
     p.add_argument("--records", type=str, default="benchmarks/results/squeezed_needles_records.jsonl")
@@ -382,6 +484,18 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     if args.budgets is None:
         args.budgets = [0.325, 0.125] if args.suite == "needles" else [0.5, 0.325, 0.125]
+    if args.suite == "attribution":
+        result = run_attribution(args)
+        result["command"] = "python benchmarks/squeezed_attention_accuracy.py " + " ".join(sys.argv[1:])
+        print(attribution_markdown(result))
+        if args.out:
+            out = Path(args.out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_suffix(out.suffix + ".tmp")
+            tmp.write_text(json.dumps(result, indent=2))
+            os.replace(tmp, out)
+            print(f"wrote {out}")
+        return result
     if args.suite in ("needles", "summary"):
         if args.suite == "needles":
             run_needles(args)

@@ -123,7 +123,6 @@ def evaluate_methods(
         raise ValueError(f"variants use index variants {missing} that were not built")
     served = next(iter(indexes.values()))
     dense = score_answer_rows(model, served, question_ids, answer_ids, rows=1)[0]
-    nan = float("nan")
     records = [
         MethodRecord("dense", 1.0, dense.correct, dense.token_accuracy, _answer_logprob(dense.logits, answer_ids),
                      0.0, 1.0, 1.0, 0.0, 1.0)
@@ -135,6 +134,30 @@ def evaluate_methods(
             rows.append((name, target, squeezed_selector(variant, build, own, target), own))
         for name in baselines:
             rows.append((name, target, baseline_factories[name](target), served))
+    records += score_rows(model, served, rows, question_ids, answer_ids, dense_logits=dense.logits,
+                          chunk_rows=chunk_rows, diagnostics=diagnostics)
+    return records
+
+
+def score_rows(
+    model: nn.Module,
+    served,
+    rows: list[tuple[str, float, nn.Module, object]],
+    question_ids,
+    answer_ids,
+    *,
+    dense_logits: torch.Tensor,
+    chunk_rows: int = 8,
+    diagnostics: bool = True,
+) -> list[MethodRecord]:
+    """Serve `rows` = (name, target budget, selector, own index) in batched chunks; one record per row.
+
+    Args:
+        served: the index whose fixed-context KV every row attends.
+        dense_logits: [A, V] dense-attention logits of the answer positions (for the KL).
+    """
+    nan = float("nan")
+    out = []
     for start in range(0, len(rows), chunk_rows):
         part = rows[start : start + chunk_rows]
         selector = RowwiseSelector([r[2] for r in part], [r[3] for r in part])
@@ -143,14 +166,14 @@ def evaluate_methods(
         for i, ((name, target, _, _), s) in enumerate(zip(part, scores)):
             rep = session.budget(i)
             diag = session.attention_diagnostics(i) if diagnostics else None
-            records.append(
+            out.append(
                 MethodRecord(
                     name, target, s.correct, s.token_accuracy, _answer_logprob(s.logits, answer_ids),
-                    next_token_kl(dense.logits, s.logits), rep.budget, rep.kept_fraction,
+                    next_token_kl(dense_logits, s.logits), rep.budget, rep.kept_fraction,
                     diag.output_error if diag else nan, diag.mass_recall if diag else nan,
                 )
             )
-    return records
+    return out
 
 
 def paired_bootstrap(method: list[float], reference: list[float], *, resamples: int = 2000, seed: int = 0) -> dict:
