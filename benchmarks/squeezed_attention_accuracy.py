@@ -158,6 +158,8 @@ def run_needles(args) -> None:
                 recs = evaluate_methods(
                     model, indexes, q.question_ids, q.answer_ids, budgets=tuple(args.budgets), variants=variants,
                     build=build, baselines=baselines, chunk_rows=chunk, diagnostics=True,
+                    baseline_budgets={b: tuple(args.floor_budgets) for b in ("window_sinks", "random")}
+                    if args.floor_budgets else None,
                 )
                 line = {
                     "context_key": key, "question": i, "split": split, "length": length,
@@ -449,6 +451,8 @@ def markdown(result: dict) -> str:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--floor-budgets", type=float, nargs="*", default=None,
+                   help="run the floor baselines (window_sinks, random) only at these budgets (needles suite)")
     p.add_argument("--attr-variants", nargs="*", default=["sq_paper", "sq_sinks_topk"], choices=list(VARIANTS))
     p.add_argument("--attr-budget", type=float, default=0.125)
     p.add_argument("--attr-group", type=int, default=3, help="layers per attribution group")

@@ -96,6 +96,7 @@ def evaluate_methods(
     chunk_rows: int = 8,
     diagnostics: bool = True,
     baseline_factories: dict[str, Callable[[float], nn.Module]] = BASELINES,
+    baseline_budgets: dict[str, tuple[float, ...]] | None = None,
 ) -> list[MethodRecord]:
     """Dense + every (method, budget) on one question.
 
@@ -109,6 +110,7 @@ def evaluate_methods(
         baselines: names in `baseline_factories`.
         chunk_rows: rows per batched forward.
         diagnostics: measure output error and attention-mass recall.
+        baseline_budgets: optional baseline name -> the budgets it runs at (default: every budget).
 
     Returns:
         records, dense first.
@@ -133,7 +135,8 @@ def evaluate_methods(
             own = indexes[variant.index]
             rows.append((name, target, squeezed_selector(variant, build, own, target), own))
         for name in baselines:
-            rows.append((name, target, baseline_factories[name](target), served))
+            if baseline_budgets is None or name not in baseline_budgets or target in baseline_budgets[name]:
+                rows.append((name, target, baseline_factories[name](target), served))
     records += score_rows(model, served, rows, question_ids, answer_ids, dense_logits=dense.logits,
                           chunk_rows=chunk_rows, diagnostics=diagnostics)
     return records
