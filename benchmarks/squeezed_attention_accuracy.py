@@ -160,6 +160,7 @@ def run_needles(args) -> None:
                     build=build, baselines=baselines, chunk_rows=chunk, diagnostics=True,
                     baseline_budgets={b: tuple(args.floor_budgets) for b in ("window_sinks", "random")}
                     if args.floor_budgets else None,
+                    only_if_dense_correct=args.dense_solved_only,
                 )
                 line = {
                     "context_key": key, "question": i, "split": split, "length": length,
@@ -451,6 +452,8 @@ def markdown(result: dict) -> str:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dense-solved-only", action="store_true",
+                   help="run the sparse methods only on questions dense attention answers (needles suite)")
     p.add_argument("--floor-budgets", type=float, nargs="*", default=None,
                    help="run the floor baselines (window_sinks, random) only at these budgets (needles suite)")
     p.add_argument("--attr-variants", nargs="*", default=["sq_paper", "sq_sinks_topk"], choices=list(VARIANTS))

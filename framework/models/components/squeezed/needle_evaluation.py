@@ -97,6 +97,7 @@ def evaluate_methods(
     diagnostics: bool = True,
     baseline_factories: dict[str, Callable[[float], nn.Module]] = BASELINES,
     baseline_budgets: dict[str, tuple[float, ...]] | None = None,
+    only_if_dense_correct: bool = False,
 ) -> list[MethodRecord]:
     """Dense + every (method, budget) on one question.
 
@@ -111,6 +112,8 @@ def evaluate_methods(
         chunk_rows: rows per batched forward.
         diagnostics: measure output error and attention-mass recall.
         baseline_budgets: optional baseline name -> the budgets it runs at (default: every budget).
+        only_if_dense_correct: return the dense record alone when dense attention gets the answer wrong (an
+            evaluation on the questions the dense model solves spends nothing on the others).
 
     Returns:
         records, dense first.
@@ -129,6 +132,8 @@ def evaluate_methods(
         MethodRecord("dense", 1.0, dense.correct, dense.token_accuracy, _answer_logprob(dense.logits, answer_ids),
                      0.0, 1.0, 1.0, 0.0, 1.0)
     ]
+    if only_if_dense_correct and not dense.correct:
+        return records
     rows: list[tuple[str, float, nn.Module, object]] = []
     for target in budgets:
         for name, variant in variants.items():
