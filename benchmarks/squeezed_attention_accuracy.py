@@ -227,8 +227,10 @@ def run_attribution(args) -> dict:
                 report = needle_key_report(own, [cap.queries[i] for i in range(n_layers)], positions, probe,
                                            scale=scale)
                 stats[cname] = {k: v.tolist() for k, v in vars(report).items()}
-        recs = score_rows(model, served, rows, q.question_ids, q.answer_ids, dense_logits=dense.logits,
-                          chunk_rows=max(1, args.chunk_tokens // length), diagnostics=False)
+        recs = [] if args.attr_stats_only else score_rows(
+            model, served, rows, q.question_ids, q.answer_ids, dense_logits=dense.logits,
+            chunk_rows=max(1, args.chunk_tokens // length), diagnostics=False,
+        )
         out["questions"].append({
             "task": q.task, "depth": q.depth, "dense_correct": dense.correct,
             "dense_logprob": _answer_logprob(dense.logits, q.answer_ids), "needle_positions": positions,
@@ -250,8 +252,8 @@ def attribution_markdown(result: dict) -> str:
         n = len(vals)
         lines.append(f"| {cfg} | {part} | {sum(v[0] for v in vals) / n:.3f} | {sum(v[1] for v in vals) / n:+.3f} | "
                      f"{100 * sum(v[2] for v in vals) / n:.0f} |")
-    lines += ["", "| config | layers | needle mass | needle keys kept | cluster size | score rank (0 best) | radius | "
-              "needle key norm | centroid norm | mean key norm |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| config | layers | mass recall | needle mass | needle keys kept | cluster size | score rank (0 best) | "
+              "radius | needle key norm | centroid norm | mean key norm |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     cfgs = sorted({c for q in result["questions"] for c in q["needle_stats"]})
     for cfg in cfgs:
         per = [q["needle_stats"][cfg] for q in result["questions"] if cfg in q["needle_stats"]]
@@ -260,7 +262,8 @@ def attribution_markdown(result: dict) -> str:
                 vals = [sum(st[field][l][h] for l in g for h in range(len(st[field][0]))) /
                         (len(g) * len(st[field][0])) for st in per]
                 return sum(vals) / len(vals)
-            lines.append(f"| {cfg} | {g[0]}-{g[-1]} | {mean('needle_mass'):.3f} | {mean('kept'):.2f} | "
+            recall = f"{mean('mass_recall'):.3f}" if "mass_recall" in per[0] else "—"
+            lines.append(f"| {cfg} | {g[0]}-{g[-1]} | {recall} | {mean('needle_mass'):.3f} | {mean('kept'):.2f} | "
                          f"{mean('cluster_size'):.1f} | {mean('score_rank'):.2f} | {mean('radius'):.2f} | "
                          f"{mean('key_norm'):.2f} | {mean('centroid_norm'):.2f} | {mean('mean_key_norm'):.2f} |")
     return "\n".join(lines)
@@ -460,6 +463,7 @@ def main(argv=None) -> dict:
     p.add_argument("--attr-budget", type=float, default=0.125)
     p.add_argument("--attr-group", type=int, default=3, help="layers per attribution group")
     p.add_argument("--attr-questions", type=int, default=8)
+    p.add_argument("--attr-stats-only", action="store_true", help="needle-key / per-layer statistics only (no rows)")
     p.add_argument("--suite", choices=("planted_qa", "needles", "summary", "attribution"), default="planted_qa",
                    help="planted_qa: the original planted-fact QA run; needles: issue 21's evaluation (appends to "
                         "--records); summary: only summarise --records into --out")

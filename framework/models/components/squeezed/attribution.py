@@ -95,6 +95,7 @@ class NeedleKeyStats:
         radius: mean radius of those clusters.
         key_norm: mean norm of the needle keys; centroid_norm: mean norm of their centroids;
         mean_key_norm: mean norm of all clustered keys.
+        mass_recall: exact attention mass (over all fixed-context keys) on the kept keys, mean over T and G.
     """
 
     needle_mass: torch.Tensor
@@ -105,6 +106,7 @@ class NeedleKeyStats:
     key_norm: torch.Tensor
     centroid_norm: torch.Tensor
     mean_key_norm: torch.Tensor
+    mass_recall: torch.Tensor
 
 
 @torch.no_grad()
@@ -149,4 +151,5 @@ def needle_key_report(
                 out["centroid_norm"][li, h] = layer.centroids[h, lab].norm(dim=-1).mean()
             out["key_norm"][li, h] = keys[h, pos].norm(dim=-1).mean()
             out["mean_key_norm"][li, h] = keys[h, s : s + layer.num_clustered].norm(dim=-1).mean()
+            out["mass_recall"][li, h] = (probs[h] * mask[h]).sum()
     return NeedleKeyStats(**out)

@@ -56,6 +56,7 @@ def test_needle_report_against_brute_force(model, context, index):
     positions = [40, 41, 42]
     rep = needle_key_report(index, queries, positions, full, scale=0.25)
     assert torch.all(rep.kept == 1.0)
+    torch.testing.assert_close(rep.mass_recall, torch.ones_like(rep.mass_recall))  # every key kept
     layer = index.layers[1]
     q = queries[1][0, 2:4]  # KV head 1 <- query heads 2, 3
     p = torch.softmax(torch.einsum("gtd,nd->gtn", q, layer.keys[0, 1].float()) * 0.25, -1)
