@@ -136,7 +136,7 @@ def run_needles(args) -> None:
     n_ctx = 0
     for length in args.lengths:
         chunk = max(1, args.chunk_tokens // length)
-        for c in range(args.val_contexts + args.test_contexts):
+        for c in range(args.first_context, args.val_contexts + args.test_contexts):
             n_ctx += 1
             split = "val" if c < args.val_contexts else "test"
             source = TEXT_SOURCES[c % len(TEXT_SOURCES)]
@@ -457,6 +457,8 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dense-solved-only", action="store_true",
                    help="run the sparse methods only on questions dense attention answers (needles suite)")
+    p.add_argument("--first-context", type=int, default=0,
+                   help="start at this context index of every length (split a run over processes; needles suite)")
     p.add_argument("--floor-budgets", type=float, nargs="*", default=None,
                    help="run the floor baselines (window_sinks, random) only at these budgets (needles suite)")
     p.add_argument("--attr-variants", nargs="*", default=["sq_paper", "sq_sinks_topk"], choices=list(VARIANTS))
