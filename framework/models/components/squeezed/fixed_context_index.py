@@ -11,9 +11,9 @@ and always attended. Two levels add coarse centroids clustered from the fine one
 from __future__ import annotations
 
 import hashlib
+import inspect
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,12 +22,13 @@ from torch import nn
 from transformers import DynamicCache
 
 from framework.kernels.squeezed_attention import centroid_lookup, kmeans
+from framework.models.components.squeezed.index_file import read_index_file, write_index_file
 from framework.progress import StageClock
 from framework.models.components.squeezed.layer_index import LayerIndex
 from framework.models.components.squeezed.squeezed_attention import SqueezedAttention
 from framework.models.components.squeezed.transformers_backend import capture_queries
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: checksummed container (index_file.py)
 DEFAULT_CALIBRATION_BUDGETS = (0.5, 0.3, 0.2, 0.1)  # = the paper's quantiles p in {0.5, 0.7, 0.8, 0.9}
 
 
@@ -72,6 +73,24 @@ class IndexMetadata:
     calibration_budgets: tuple[float, ...]
     fine_thresholds: dict[float, float] = field(default_factory=dict)
     coarse_thresholds: dict[float, float] = field(default_factory=dict)
+
+
+@dataclass
+class ContextPrefill:
+    """KV cache and observation-window queries of one dense prefill of a fixed context (shared by index builds).
+
+    Attributes:
+        keys, values: per layer [1, Hkv, N, D].
+        window_queries: per layer [1, Hq, W, D] fp32 post-RoPE queries of the last W positions (empty if W = 0).
+        observation_window: W.
+        context_fingerprint: `context_fingerprint` of the context ids.
+    """
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    window_queries: list[torch.Tensor]
+    observation_window: int
+    context_fingerprint: str
 
 
 def context_fingerprint(context_ids: torch.Tensor) -> str:
@@ -127,6 +146,7 @@ class FixedContextIndex:
         attention: SqueezedAttention | None = None,
         calibration_budgets: tuple[float, ...] = DEFAULT_CALIBRATION_BUDGETS,
         kmeans_init: str = "k-means++",
+        prefill: "ContextPrefill | None" = None,
     ) -> "FixedContextIndex":
         """Prefill `context_ids` with `model`, cluster the keys and calibrate thresholds.
 
@@ -138,6 +158,8 @@ class FixedContextIndex:
             calibration_budgets: keep fractions whose thresholds are stored in the metadata, each in (0, 1].
             kmeans_init: "k-means++" (the paper's) or "random" (one step instead of C passes over the keys, for
                 long contexts; see `framework.kernels.squeezed_attention.kmeans`).
+            prefill: a `ContextPrefill` of the same model and context (from `FixedContextIndex.prefill`), reused
+                instead of running the model again (several indexes of one context, e.g. with and without sinks).
 
         Returns:
             the built index.
@@ -159,13 +181,16 @@ class FixedContextIndex:
             if not (isinstance(b, (int, float)) and 0.0 < float(b) <= 1.0):
                 raise ValueError(f"calibration budgets must be in (0, 1], got {b!r}")
         shape = ModelShape.of(model)
-        device = next(model.parameters()).device
         clock = StageClock(f"building the Squeezed Attention index of a {n}-token context "
                            f"({shape.num_layers} layers x {shape.num_kv_heads} KV heads)")
-        with capture_queries(model, w) as capture:
-            out = model(input_ids=ids.to(device), use_cache=True)
-        cache = out.past_key_values
-        clock.mark("prefill")
+        if prefill is None:
+            prefill = cls.prefill(model, ids, observation_window=w)
+            clock.mark("prefill")
+        elif prefill.observation_window != w or prefill.context_fingerprint != context_fingerprint(ids):
+            raise ValueError(
+                f"the given prefill (window {prefill.observation_window}) is not of this context with "
+                f"observation_window={w}"
+            )
         num_clustered = n - w - sinks
         num_fine = max(1, math.floor(attention.centroid_fraction * num_clustered))
         num_coarse = max(1, math.floor(attention.coarse_fraction * num_clustered))
@@ -173,8 +198,7 @@ class FixedContextIndex:
         scale = shape.head_dim**-0.5
         # All (layer, KV head) pairs are clustered in one batched k-means call: heads are independent, and batching
         # amortises the sequential k-means++ seeding loop over every layer (30x fewer steps for a 30-layer model).
-        all_keys = [cache.layers[i].keys.detach() for i in range(shape.num_layers)]
-        all_values = [cache.layers[i].values.detach() for i in range(shape.num_layers)]
+        all_keys, all_values = prefill.keys, prefill.values
         hkv = shape.num_kv_heads
         stacked = torch.cat([k[0, :, sinks : sinks + num_clustered].float() for k in all_keys])  # [L*Hkv, N', D]
         fine_all = kmeans(
@@ -200,7 +224,7 @@ class FixedContextIndex:
         fine_pool, coarse_pool = [], []
         for layer_idx, layer in enumerate(layers):
             if w > 0:
-                q_obs = capture.queries[layer_idx].to(layer.keys.device)
+                q_obs = prefill.window_queries[layer_idx].to(layer.keys.device)
                 fine_pool.append(_key_scores(q_obs, layer.centroids, layer.cluster_sizes, layer.key_labels, scale))
                 if attention.levels == 2:
                     coarse_labels = layer.fine_to_coarse.gather(1, layer.key_labels)
@@ -241,6 +265,37 @@ class FixedContextIndex:
                     metadata.coarse_thresholds[b] = index.threshold_for(b, level="coarse")
         clock.done()
         return index
+
+    @staticmethod
+    @torch.no_grad()
+    def prefill(model: nn.Module, context_ids: torch.Tensor, *, observation_window: int) -> "ContextPrefill":
+        """One dense forward over the context: its KV cache and the post-RoPE queries of the last W positions.
+
+        Args:
+            model: Transformers causal LM.
+            context_ids: [1, N] or [N] token ids.
+            observation_window: W, queries recorded per layer.
+        """
+        ids = torch.as_tensor(context_ids)
+        if ids.dim() == 1:
+            ids = ids.unsqueeze(0)
+        device = next(model.parameters()).device
+        # Our own cache object, filled in place: no reliance on the output's (deprecated) `past_key_values` field.
+        cache = DynamicCache()
+        # Transformers renamed the cache argument (`past_key_values` -> `cache`); pass it under the name this
+        # version's forward takes, so the cache is filled on either side of the rename.
+        params = inspect.signature(model.forward).parameters
+        cache_arg = "cache" if "cache" in params else "past_key_values"
+        with capture_queries(model, observation_window) as capture:
+            model(input_ids=ids.to(device), use_cache=True, **{cache_arg: cache})
+        n_layers = ModelShape.of(model).num_layers
+        return ContextPrefill(
+            keys=[cache.layers[i].keys.detach() for i in range(n_layers)],
+            values=[cache.layers[i].values.detach() for i in range(n_layers)],
+            window_queries=[capture.queries[i] for i in range(n_layers)] if observation_window > 0 else [],
+            observation_window=observation_window,
+            context_fingerprint=context_fingerprint(ids),
+        )
 
     # ------------------------------------------------------------------ serving helpers
     def threshold_for(self, keep: float, *, level: str = "fine") -> float:
@@ -301,9 +356,8 @@ class FixedContextIndex:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the index atomically (temporary file in the same folder, then `os.replace`)."""
+        """Write the index atomically with a sha256 checksum (`index_file.write_index_file`)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         meta = asdict(self.metadata)
         meta["model_shape"] = asdict(self.metadata.model_shape)
         meta["fine_thresholds"] = [[k, v] for k, v in self.metadata.fine_thresholds.items()]
@@ -315,15 +369,7 @@ class FixedContextIndex:
             "fine_scores": self.fine_scores,
             "coarse_scores": self.coarse_scores,
         }
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            torch.save(state, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_index_file(path, state)
         return path
 
     @classmethod
@@ -339,12 +385,22 @@ class FixedContextIndex:
 
         Raises:
             FileNotFoundError: no file at `path`.
-            ValueError: unknown format, or built for another model shape / context.
+            ValueError: (naming `path`) an empty, truncated, foreign or corrupted file (checksum), an unknown format
+                version or inconsistent contents; or an index built for another model shape / context.
         """
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no fixed-context index at {path}")
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = read_index_file(path, map_location=map_location)
+        index = _index_from_state(path, state)
+        if model is not None:
+            index.check_model(model)
+        if context_ids is not None:
+            index.check_context(context_ids)
+        return index
+
+
+def _index_from_state(path: Path, state: dict) -> FixedContextIndex:
+    """Rebuild an index from a verified payload; missing or inconsistent fields are one ValueError naming `path`."""
+    try:
         meta = dict(state["metadata"])
         if meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"unsupported index format_version {meta.get('format_version')!r}; expected {FORMAT_VERSION}")
@@ -352,17 +408,22 @@ class FixedContextIndex:
         meta["fine_thresholds"] = {float(k): float(v) for k, v in meta["fine_thresholds"]}
         meta["coarse_thresholds"] = {float(k): float(v) for k, v in meta["coarse_thresholds"]}
         meta["calibration_budgets"] = tuple(meta["calibration_budgets"])
-        index = cls(
-            metadata=IndexMetadata(**meta),
-            layers=[LayerIndex.from_state(s) for s in state["layers"]],
-            fine_scores=state["fine_scores"],
-            coarse_scores=state["coarse_scores"],
+        metadata = IndexMetadata(**meta)
+        layers = [LayerIndex.from_state(s) for s in state["layers"]]
+        shape = metadata.model_shape
+        for i, layer in enumerate(layers):
+            want = (1, shape.num_kv_heads, metadata.context_length, shape.head_dim)
+            if tuple(layer.keys.shape) != want or tuple(layer.values.shape) != want:
+                raise ValueError(f"layer {i}: keys/values of shape {tuple(layer.keys.shape)}, expected {want}")
+            c = layer.centroids.shape[1]
+            labels = layer.key_labels
+            if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= c):
+                raise ValueError(f"layer {i}: cluster labels outside [0, {c})")
+        return FixedContextIndex(
+            metadata=metadata, layers=layers, fine_scores=state["fine_scores"], coarse_scores=state["coarse_scores"]
         )
-        if model is not None:
-            index.check_model(model)
-        if context_ids is not None:
-            index.check_context(context_ids)
-        return index
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{path}: not a valid fixed-context index ({type(err).__name__}: {err})") from None
 
 
 def _key_scores(q_obs, centroids, sizes, labels, scale) -> torch.Tensor:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from framework.kernels.squeezed_attention.bounded_scores import cluster_radii
+
 
 @dataclass
 class LayerIndex:
@@ -53,6 +55,16 @@ class LayerIndex:
     def levels(self) -> int:
         """1 for a single-level index, 2 when coarse centroids exist."""
         return 1 if self.coarse_centroids is None else 2
+
+    def cluster_radii(self) -> torch.Tensor:
+        """[Hkv, C] fp32 largest distance of a clustered key to its centroid (computed once, not saved)."""
+        cached = self.__dict__.get("_radii")
+        if cached is None:
+            s = self.attention_sinks
+            keys = self.keys[0, :, s : s + self.num_clustered]
+            cached = cluster_radii(keys, self.key_labels.to(keys.device), self.centroids.to(keys.device))
+            self.__dict__["_radii"] = cached
+        return cached
 
     def metadata_vectors(self, levels: int) -> int:
         """Key-sized vectors per KV head read by a lookup of `levels` levels (fine centroids, plus coarse ones)."""

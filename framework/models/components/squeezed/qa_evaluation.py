@@ -157,5 +157,7 @@ def _with_budget(settings: SqueezedAttention, keep: float) -> SqueezedAttention:
         coarse_keep=settings.coarse_keep,
         kmeans_iters=settings.kmeans_iters,
         kmeans_seed=settings.kmeans_seed,
+        radius_weight=settings.radius_weight,
+        query_aggregation=settings.query_aggregation,
         backend=settings.backend,
     )

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from framework.kernels.squeezed_attention import Selection, centroid_lookup, hierarchical_lookup
+from framework.kernels.squeezed_attention import Selection, centroid_lookup, hierarchical_lookup, select_from_scores
+from framework.kernels.squeezed_attention.bounded_scores import AGGREGATIONS, bounded_cluster_scores_reference
 from framework.models.components.squeezed.fixed_and_dynamic import attend_fixed_and_dynamic
 from framework.models.components.squeezed.layer_index import LayerIndex
 from framework.models.components.squeezed.selection_tools import frame_selection
+from framework.models.components.squeezed.transformers_backend import check_fixed_prefix
 
 BUDGET_MODES = ("calibrated", "topk")
 KERNEL_BACKENDS = ("auto", "triton", "reference")
@@ -75,6 +77,10 @@ class SqueezedAttention(nn.Module):
         coarse_keep: fraction of keys the coarse level keeps on the calibration queries, in (0, 1].
         kmeans_iters: maximum k-means iterations (the note's default is 300).
         kmeans_seed: k-means seed.
+        radius_weight: w in [0, 1]; cluster logits q.c + w ||q|| r (r: the cluster's radius; w = 1 is an upper
+            bound of its best key's logit). 0 = the paper. Ours; needs budget_mode "topk" or a raw threshold.
+        query_aggregation: "mean" (the paper) or "max" of the estimated probabilities over the queries and the
+            query heads of a KV group. Ours; "max" needs budget_mode "topk" or a raw threshold.
         backend: kernel backend, "auto" | "triton" | "reference".
     """
 
@@ -92,6 +98,8 @@ class SqueezedAttention(nn.Module):
         coarse_keep: float = 0.5,
         kmeans_iters: int = 300,
         kmeans_seed: int = 0,
+        radius_weight: float = 0.0,
+        query_aggregation: str = "mean",
         backend: str = "auto",
     ) -> None:
         super().__init__()
@@ -129,6 +137,22 @@ class SqueezedAttention(nn.Module):
             raise ValueError(f"kmeans_iters must be an int >= 1, got {kmeans_iters!r}")
         self.kmeans_iters = kmeans_iters
         self.kmeans_seed = int(kmeans_seed)
+        if isinstance(radius_weight, bool) or not isinstance(radius_weight, (int, float)) or not (
+            0.0 <= float(radius_weight) <= 1.0
+        ):
+            raise ValueError(f"radius_weight must be a number in [0, 1], got {radius_weight!r}")
+        self.radius_weight = float(radius_weight)
+        if query_aggregation not in AGGREGATIONS:
+            raise ValueError(f"query_aggregation must be one of {AGGREGATIONS}, got {query_aggregation!r}")
+        self.query_aggregation = query_aggregation
+        if self.bounded_scores:
+            if self.levels == 2:
+                raise ValueError("radius_weight / query_aggregation='max' support levels=1 only")
+            if self.threshold is None and self.budget_mode == "calibrated":
+                raise ValueError(
+                    "radius_weight > 0 or query_aggregation='max' change the score scale, which the index's "
+                    "calibration does not cover: use budget_mode='topk' or a raw threshold"
+                )
         if backend not in KERNEL_BACKENDS:
             raise ValueError(f"backend must be one of {KERNEL_BACKENDS}, got {backend!r}")
         self.backend = backend
@@ -137,11 +161,18 @@ class SqueezedAttention(nn.Module):
         self._coarse_threshold: float | None = None
         self._bound = False
 
+    @property
+    def bounded_scores(self) -> bool:
+        """True when the cluster scores differ from the paper's (radius bound or max aggregation)."""
+        return self.radius_weight > 0 or self.query_aggregation != "mean"
+
     def extra_repr(self) -> str:
         sel = f"threshold={self.threshold}" if self.threshold is not None else f"budget={self.budget}"
         return (
             f"centroid_fraction={self.centroid_fraction}, levels={self.levels}, "
-            f"observation_window={self.observation_window}, attention_sinks={self.attention_sinks}, {sel}, budget_mode={self.budget_mode}"
+            f"observation_window={self.observation_window}, attention_sinks={self.attention_sinks}, {sel}, "
+            f"budget_mode={self.budget_mode}, radius_weight={self.radius_weight}, "
+            f"query_aggregation={self.query_aggregation}"
         )
 
     def bind(self, index) -> "SqueezedAttention":
@@ -184,8 +215,14 @@ class SqueezedAttention(nn.Module):
         return self
 
     def metadata_vectors(self, layer: LayerIndex) -> int:
-        """Centroids per KV head read by one lookup (fine, plus coarse for two levels), for budget accounting."""
-        return layer.metadata_vectors(self.levels)
+        """Centroids per KV head read by one lookup (fine, plus coarse for two levels), for budget accounting.
+
+        The radius bound also reads one scalar per cluster: C / D key-sized vectors.
+        """
+        vectors = layer.metadata_vectors(self.levels)
+        if self.radius_weight > 0:
+            vectors += layer.centroids.shape[1] / layer.centroids.shape[2]
+        return vectors
 
     def select(self, query: torch.Tensor, layer: LayerIndex, *, scale: float) -> Selection:
         """Pick the fixed-context keys for these queries (one selection per batch row and KV head).
@@ -204,7 +241,18 @@ class SqueezedAttention(nn.Module):
             rule = {"threshold": self._fine_threshold}
         else:
             rule = {"budget": self.budget}
-        if self.levels == 1:
+        if self.bounded_scores:
+            scores = bounded_cluster_scores_reference(
+                query,
+                layer.centroids.to(query.device),
+                layer.cluster_sizes.to(query.device),
+                scale,
+                radii=layer.cluster_radii().to(query.device) if self.radius_weight > 0 else None,
+                radius_weight=self.radius_weight,
+                aggregation=self.query_aggregation,
+            )
+            selection = select_from_scores(scores, layer.key_labels, backend=self.backend, **rule)
+        elif self.levels == 1:
             selection = centroid_lookup(
                 query, layer.centroids, layer.cluster_sizes, layer.key_labels, scale=scale, backend=self.backend, **rule
             )
@@ -252,11 +300,7 @@ class SqueezedAttention(nn.Module):
         Returns:
             `SqueezedAttentionOutput`.
         """
-        if key.shape[2] < layer.num_tokens:
-            raise ValueError(
-                f"the cache holds {key.shape[2]} tokens but the fixed context has {layer.num_tokens}: "
-                "start from the index's cache (FixedContextIndex.new_cache)"
-            )
+        check_fixed_prefix(query.shape[2], key.shape[2], layer.num_tokens, where="SqueezedAttention.forward")
         scale = query.shape[-1] ** -0.5 if scale is None else scale
         selection = self.select(query, layer, scale=scale)
         result = attend_fixed_and_dynamic(

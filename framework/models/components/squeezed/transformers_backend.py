@@ -137,11 +137,7 @@ class ServingSession:
     def __call__(self, module, query, key, value, attention_mask, dropout, scaling, kwargs):
         layer = self.index.layers[module.layer_idx]
         n = layer.num_tokens
-        if key.shape[2] < n:
-            raise ValueError(
-                f"layer {module.layer_idx}: the cache holds {key.shape[2]} tokens but the fixed context has {n}; "
-                "pass cache=index.new_cache(batch_size) and the context tokens before the user input"
-            )
+        check_fixed_prefix(query.shape[2], key.shape[2], n, where=f"layer {module.layer_idx}")
         scale = query.shape[-1] ** -0.5 if scaling is None else scaling
         dynamic_mask = _dynamic_mask(attention_mask, n)
         selection = self.selector.select(query, layer, scale=scale)
@@ -195,6 +191,34 @@ class ServingSession:
         kept_mass = (fixed * keep.repeat_interleave(group, dim=1).unsqueeze(2)).sum(-1)
         recall = (kept_mass / fixed.sum(-1).clamp_min(1e-30)).flatten(1).mean(1).tolist()
         self._acc.add(errors, recall)
+
+
+def check_fixed_prefix(num_queries: int, num_keys: int, num_fixed: int, *, where: str) -> None:
+    """Refuse a forward pass whose cache does not start with the fixed context, or whose queries re-feed it.
+
+    The cache must hold the N fixed-context positions first and the T queries must all come after them
+    (T <= L - N). A forward over `context + question` without `cache=index.new_cache()` has T = L, so its first N
+    queries would be treated as fixed-context positions with no causal mask: wrong outputs, no error. Shape-only
+    (host ints), so it costs nothing and is safe under CUDA-graph capture.
+
+    Args:
+        num_queries: T, query tokens of this forward pass.
+        num_keys: L, keys in the cache including this pass's tokens.
+        num_fixed: N, fixed-context length.
+        where: prefix of the error message (e.g. the layer).
+    """
+    if num_keys < num_fixed:
+        raise ValueError(
+            f"{where}: the cache holds {num_keys} tokens but the fixed context has {num_fixed}; "
+            "pass cache=index.new_cache() (or index.new_cache(batch_size)) and feed only the user input"
+        )
+    if num_queries > num_keys - num_fixed:
+        raise ValueError(
+            f"{where}: this forward pass feeds {num_queries} tokens, but only {num_keys - num_fixed} positions follow "
+            f"the {num_fixed}-token fixed context: the input re-feeds (part of) the fixed context instead of reusing "
+            "the index's KV. Pass cache=index.new_cache() and feed only the user input (model.generate does this "
+            "when given input_ids=context+question and cache=index.new_cache())"
+        )
 
 
 def _dynamic_mask(attention_mask: torch.Tensor | None, num_fixed: int) -> torch.Tensor | None:
