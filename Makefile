@@ -55,7 +55,8 @@ check-latest:
 	$(PYTHON) -m venv $(LATEST_VENV)
 	$(LATEST_BIN)/python -m pip install --upgrade pip setuptools wheel
 	$(LATEST_BIN)/python -m pip install $(PIP_TORCH_ARGS) "$(TORCH_SPEC)"
-	$(LATEST_BIN)/python -m pip install --upgrade --upgrade-strategy eager -e ".[dev]"
+	$(LATEST_BIN)/python -c "import torch; print('torch==' + torch.__version__)" > $(LATEST_VENV)/torch-pin.txt
+	$(LATEST_BIN)/python -m pip install --upgrade --upgrade-strategy eager -c $(LATEST_VENV)/torch-pin.txt -e ".[dev]"
 	$(LATEST_BIN)/python -m pip list --format=freeze > $(LATEST_VENV)/versions.txt
 	$(LATEST_BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider
 
