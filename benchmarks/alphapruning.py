@@ -219,8 +219,8 @@ def run_cpu(args) -> None:
         extra["eval_predicted_tokens"] = int(eval_windows.shape[0] * (eval_windows.shape[1] - 1))
         extra["calibration_tokens"] = int(calibration_windows.numel())
         start = time.perf_counter()
-        dense_nll = window_nll(dense, eval_windows)
-        dense_ppl = math.exp(sum(dense_nll) / len(dense_nll))
+        dense_nll = [] if args.skip_dense else window_nll(dense, eval_windows)
+        dense_ppl = math.exp(sum(dense_nll) / len(dense_nll)) if dense_nll else float("nan")
         extra["dense_perplexity"] = dense_ppl
         extra["dense_window_nll"] = dense_nll
         extra["eval_seconds"] = time.perf_counter() - start
@@ -233,7 +233,7 @@ def run_cpu(args) -> None:
                     "quick": args.quick, "epsilon": {p: _epsilon(args, p) for p in args.pruners}}
         for pruner in args.pruners:
             for sparsity in args.sparsities:
-                for allocation in ("uniform", "alpha"):
+                for allocation in args.allocations:
                     model = copy.deepcopy(dense)
                     start = time.perf_counter()
                     report = alpha_prune(
@@ -288,6 +288,9 @@ def main() -> None:
     parser.add_argument("--eval-windows", type=int, default=32,
                         help="held-out 512-token windows (32 = 16,352 predicted tokens: test, val, then unused train)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--allocations", nargs="+", default=["uniform", "alpha"], choices=["uniform", "alpha"],
+                        help="rows to run (split one comparison over processes; the JSONs keep per-window NLLs)")
+    parser.add_argument("--skip-dense", action="store_true", help="no dense-model perplexity (saves one evaluation)")
     parser.add_argument("--device", default="cuda", help="--gpu-esd device (cpu: dry run)")
     parser.add_argument("--blocks", type=int, default=32, help="--gpu-esd blocks")
     parser.add_argument("--hidden", type=int, default=4096, help="--gpu-esd hidden size (4096 = LLaMA-7B)")
