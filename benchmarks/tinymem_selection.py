@@ -185,6 +185,9 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=10_000, help="same-format candidates per exposure (>= 1e4)")
     parser.add_argument("--exposure-prompts", type=int, default=32, help="test prompts whose exposure is measured")
     parser.add_argument("--max-train-steps", type=int, default=None, help="cap base/reference training (smoke runs)")
+    parser.add_argument("--memorized-set", choices=["memorized", "artifact"], default="memorized",
+                        help="unlearn the backdoored sequences the base model reproduces (default) or all of them "
+                             "(for smoke runs whose short-trained base memorized none)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -236,7 +239,9 @@ def main() -> None:
                                 "sequences (odd indices)"}}
     print(f"base {extra['base']}; reference {extra['reference_no_backdoor']}", flush=True)
     protocol = SelectionProtocol(validation_split=extra["splits"]["validation"], test_split=extra["splits"]["test"])
-    mask = memorized_subset(base, dm)
+    mask = memorized_subset(base, dm) if args.memorized_set == "memorized" else \
+        torch.ones(len(dm.memorized_sequences), dtype=torch.bool)
+    extra["unlearning_set"] = {"kind": args.memorized_set, "rows": int(mask.sum())}
     clean = dm.extra_sequences
     if settings["clean_pool_size"] is not None and len(clean) > settings["clean_pool_size"]:
         pick = torch.randperm(len(clean), generator=torch.Generator().manual_seed(args.seed))
