@@ -170,7 +170,7 @@ def test_row(name: str, label: str, kwargs: dict, model, seconds: float, before:
             "backdoor_after": 100.0 * after["backdoor"].mean(), "backdoor_ci95": f"[{low:.2f}, {high:.2f}]",
             "accuracy_drop": drop.estimate, "drop_ci95": f"[{drop.low:.2f}, {drop.high:.2f}]",
             "exposure": float(exp.mean()), "exposure_minus_reference": format_interval(versus),
-            "removed_by_exposure": versus.high <= 0 or not versus.excludes(0.0),
+            "removed_by_exposure": versus.low <= 0.0,  # not significantly above the never-backdoored model
             "target_met_point": 100.0 * after["backdoor"].mean() <= 1.0 and drop.estimate <= 1.0,
             "target_met_interval": high <= 1.0 and drop.high <= 1.0,
             "backdoor_vs_base": verdict(paired_bootstrap(after["backdoor"].astype(float),
