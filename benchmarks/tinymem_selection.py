@@ -159,7 +159,7 @@ def proportion_interval(successes: np.ndarray) -> tuple[float, float]:
     return 100.0 * ci.low, 100.0 * ci.high
 
 
-def test_row(name: str, label: str, kwargs: dict, model, seconds: float, before: dict, reference_exposure, args,
+def score_on_test(name: str, label: str, kwargs: dict, model, seconds: float, before: dict, reference_exposure, args,
              windows) -> dict:
     after = item_scores(model, args.test_split, args.device)
     drop = paired_bootstrap(before["accuracy"] * 100, after["accuracy"] * 100)
@@ -269,20 +269,20 @@ def main() -> None:
             best_model, best_seconds = trials[chosen]
         if not stages:
             model, seconds = run_method(name, base, dm, data, paper, args, settings)
-            rows.append(test_row(name, "paper (not tuned)", paper, model, seconds, before_test, reference_exposure,
+            rows.append(score_on_test(name, "paper (not tuned)", paper, model, seconds, before_test, reference_exposure,
                                  args, windows))
             print(markdown_table([rows[-1]]).splitlines()[-1], flush=True)
             write_results(args.out, name="tinymem_selection", rows=rows, selection=protocol.to_json(), **extra)
             continue
         label = ", ".join(f"{k}={current[k]}" for k, _, _ in stages)
-        row = test_row(name, f"validated ({label})", current, best_model, best_seconds, before_test,
+        row = score_on_test(name, f"validated ({label})", current, best_model, best_seconds, before_test,
                        reference_exposure, args, windows)
         for knob, _, _ in stages:
             protocol.report(f"{name}: {knob}", row["backdoor_after"] + row["accuracy_drop"])
         rows.append(row)
         if current != paper:
             model, seconds = run_method(name, base, dm, data, paper, args, settings)
-            rows.append(test_row(name, "paper (pre-specified, not selected)", paper, model, seconds, before_test,
+            rows.append(score_on_test(name, "paper (pre-specified, not selected)", paper, model, seconds, before_test,
                                  reference_exposure, args, windows))
         for r in rows[-2:] if current != paper else rows[-1:]:
             print(markdown_table([r]).splitlines()[-1], flush=True)
