@@ -7,10 +7,14 @@ CPU (default)::
 1. ESD speed: spectral metrics (eigenvalues + power-law fit) of every Linear layer of SmolLM2-135M (30 blocks x 7 +
    lm_head = 211 matrices), ours vs WeightWatcher's ``analyze()`` on the same modules, same process, same threads;
    plus α agreement between the two (same x_min scan).
-2. Perplexity on held-out English text (the test split of ``framework.datamodules.text_corpus``: Python documentation prose,
+2. Perplexity on held-out English text (``framework.datamodules.text_corpus``: Python documentation prose,
    non-overlapping 512-token windows) of the dense model and of uniform vs AlphaPruning allocation with magnitude
    and Wanda (``--pruners`` adds sparsegpt) at 50 / 60 / 70 % sparsity. Metrics are computed once from the dense
-   weights; calibration = the first windows of the train split (sequential, block by block).
+   weights; calibration = the first ``--calibration-windows`` windows of the train split (sequential, block by
+   block). Held-out windows: the test split, then the val split, then train windows after the calibration ones
+   (the corpus's test split alone has 11 windows = 5.6K tokens; 32 windows = 16,352 predicted tokens). No setting is
+   tuned here (ε, mapping and metric are the public code's), so no validation split is needed; every row keeps its
+   per-window NLL, and AlphaPruning vs uniform is compared by a paired bootstrap over the held-out windows.
 
 GPU (torch only: no omegaconf / jsonargparse / wandb / datasets imported)::
 
@@ -33,6 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.evidence import format_interval, paired_bootstrap, verdict  # noqa: E402
 from benchmarks.harness import benchmark_parser, markdown_table, write_results  # noqa: E402
 from framework.callbacks.pruning.spectral_metrics import layer_spectral_metrics  # noqa: E402
 
@@ -134,15 +139,53 @@ def _epsilon(args, pruner: str) -> float:
 
 
 @torch.no_grad()
-def perplexity(model, windows: torch.Tensor) -> float:
-    total, count = 0.0, 0
+def window_nll(model, windows: torch.Tensor) -> list[float]:
+    """Mean next-token NLL (nats) of each window ``[W, T]`` -> ``[W]`` (every window predicts T - 1 tokens)."""
+    out = []
     for window in windows:
         ids = window[None]
         logits = model(input_ids=ids, use_cache=False).logits[:, :-1].float()
-        total += float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
-                                                         reduction="sum"))
-        count += ids.shape[1] - 1
-    return math.exp(total / count)
+        out.append(float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                           ids[:, 1:].reshape(-1))))
+    return out
+
+
+def perplexity(model, windows: torch.Tensor) -> float:
+    nll = window_nll(model, windows)
+    return math.exp(sum(nll) / len(nll))
+
+
+def held_out_windows(ids: torch.Tensor, split: torch.Tensor, *, calibration: int, count: int
+                     ) -> tuple[torch.Tensor, list[str]]:
+    """``count`` windows never used for calibration: test split, then val, then train after the calibration ones."""
+    order = [("test", i) for i in (split == 2).nonzero().flatten().tolist()]
+    order += [("val", i) for i in (split == 1).nonzero().flatten().tolist()]
+    order += [("train", i) for i in (split == 0).nonzero().flatten().tolist()[calibration:]]
+    if count > len(order):
+        raise ValueError(f"--eval-windows {count} exceeds the {len(order)} windows held out from calibration")
+    chosen = order[:count]
+    return ids[[i for _, i in chosen]], [f"{name}:{i}" for name, i in chosen]
+
+
+def allocation_comparisons(rows: list[dict]) -> list[dict]:
+    """Per sparsity and pruner: perplexity ratio AlphaPruning / uniform with a paired bootstrap interval over the
+    held-out windows (ratio = exp(mean per-window NLL difference); windows have equal token counts)."""
+    out = []
+    for row in rows:
+        if row["allocation"] != "alpha":
+            continue
+        base = next((r for r in rows if r["allocation"] == "uniform" and r["sparsity"] == row["sparsity"]
+                     and r["pruner"] == row["pruner"]), None)
+        if base is None:
+            continue
+        interval = paired_bootstrap(row["window_nll"], base["window_nll"])
+        ratio = {k: math.exp(getattr(interval, k)) for k in ("estimate", "low", "high")}
+        out.append({"sparsity": row["sparsity"], "pruner": row["pruner"], "uniform_ppl": base["perplexity"],
+                    "alpha_ppl": row["perplexity"], "ppl_ratio_alpha_over_uniform": ratio["estimate"],
+                    "ratio_low_95": ratio["low"], "ratio_high_95": ratio["high"], "windows": interval.n,
+                    "nll_difference": format_interval(interval),
+                    "verdict": verdict(interval, higher_is_better=False, names=("AlphaPruning", "uniform"))})
+    return out
 
 
 def run_cpu(args) -> None:
@@ -168,13 +211,18 @@ def run_cpu(args) -> None:
         ids = torch.as_tensor(data["input_ids"])
         split = torch.as_tensor(data["split"])
         calibration_windows = ids[split == 0][: args.calibration_windows]
-        eval_windows = ids[split == 2][: args.eval_windows]
+        eval_windows, eval_names = held_out_windows(ids, split, calibration=args.calibration_windows,
+                                                    count=args.eval_windows)
+        extra["eval_windows"] = eval_names
         calibration = [{"input_ids": calibration_windows[i : i + 2]} for i in range(0, len(calibration_windows), 2)]
         extra["eval_tokens"] = int(eval_windows.numel())
+        extra["eval_predicted_tokens"] = int(eval_windows.shape[0] * (eval_windows.shape[1] - 1))
         extra["calibration_tokens"] = int(calibration_windows.numel())
         start = time.perf_counter()
-        dense_ppl = perplexity(dense, eval_windows)
+        dense_nll = [] if args.skip_dense else window_nll(dense, eval_windows)
+        dense_ppl = math.exp(sum(dense_nll) / len(dense_nll)) if dense_nll else float("nan")
         extra["dense_perplexity"] = dense_ppl
+        extra["dense_window_nll"] = dense_nll
         extra["eval_seconds"] = time.perf_counter() - start
         print(f"dense perplexity {dense_ppl:.3f} ({extra['eval_tokens']} tokens, {extra['eval_seconds']:.0f} s)",
               flush=True)
@@ -185,7 +233,7 @@ def run_cpu(args) -> None:
                     "quick": args.quick, "epsilon": {p: _epsilon(args, p) for p in args.pruners}}
         for pruner in args.pruners:
             for sparsity in args.sparsities:
-                for allocation in ("uniform", "alpha"):
+                for allocation in args.allocations:
                     model = copy.deepcopy(dense)
                     start = time.perf_counter()
                     report = alpha_prune(
@@ -196,26 +244,33 @@ def run_cpu(args) -> None:
                         metrics=metrics,
                     )
                     prune_seconds = time.perf_counter() - start
-                    ppl = perplexity(model, eval_windows)
+                    nll = window_nll(model, eval_windows)
+                    ppl = math.exp(sum(nll) / len(nll))
                     row = {"sparsity": sparsity, "pruner": pruner, "allocation": allocation, "perplexity": ppl,
+                           "window_nll": nll,
                            "achieved_sparsity": report.achieved_sparsity, "prune_seconds": prune_seconds,
                            "min_layer_sparsity": min(v.allocated for v in report.layers.values()),
                            "max_layer_sparsity": max(v.allocated for v in report.layers.values())}
                     rows.append(row)
-                    print(row, flush=True)
+                    print({k: v for k, v in row.items() if k != "window_nll"}, flush=True)
                     del model
                     # Written after every row: a long CPU run that is cut short still leaves its numbers.
                     write_results(args.out, name="alphapruning", rows=rows, speed=speed, load_seconds=load_seconds,
-                                  settings=settings, load_average=_load_average(), **extra)
+                                  settings=settings, load_average=_load_average(),
+                                  comparisons=allocation_comparisons(rows), **extra)
     print()
     if rows:
         print(markdown_table(rows, ["sparsity", "pruner", "allocation", "perplexity", "achieved_sparsity",
                                     "min_layer_sparsity", "max_layer_sparsity", "prune_seconds"]))
+        print()
+        print(markdown_table(allocation_comparisons(rows), ["sparsity", "pruner", "uniform_ppl", "alpha_ppl",
+                                                            "ppl_ratio_alpha_over_uniform", "ratio_low_95",
+                                                            "ratio_high_95", "windows", "verdict"]))
     write_results(args.out, name="alphapruning", rows=rows, speed=speed, load_seconds=load_seconds,
                   settings={"metric": args.metric, "mapping": args.mapping, "seq_len": args.seq_len,
                             "threads": args.threads, "quick": args.quick,
                             "epsilon": {p: _epsilon(args, p) for p in args.pruners}},
-                  load_average=_load_average(), **extra)
+                  load_average=_load_average(), comparisons=allocation_comparisons(rows), **extra)
 
 
 def main() -> None:
@@ -230,8 +285,12 @@ def main() -> None:
     parser.add_argument("--mapping", default="block", choices=["block", "layer"])
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--calibration-windows", type=int, default=8)
-    parser.add_argument("--eval-windows", type=int, default=8)
+    parser.add_argument("--eval-windows", type=int, default=32,
+                        help="held-out 512-token windows (32 = 16,352 predicted tokens: test, val, then unused train)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--allocations", nargs="+", default=["uniform", "alpha"], choices=["uniform", "alpha"],
+                        help="rows to run (split one comparison over processes; the JSONs keep per-window NLLs)")
+    parser.add_argument("--skip-dense", action="store_true", help="no dense-model perplexity (saves one evaluation)")
     parser.add_argument("--device", default="cuda", help="--gpu-esd device (cpu: dry run)")
     parser.add_argument("--blocks", type=int, default=32, help="--gpu-esd blocks")
     parser.add_argument("--hidden", type=int, default=4096, help="--gpu-esd hidden size (4096 = LLaMA-7B)")

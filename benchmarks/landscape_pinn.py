@@ -14,7 +14,12 @@ ResNet study: a ResNet-(6n+2) on scikit-learn's 8×8 digits with and without res
 trace and landscape topology on a fixed probe batch (the LossLens ResNet-20 / CIFAR-10 case, scaled to CPU).
 
 ``--quick``: one seed, fewer trace probes / SLQ steps, no Hessian plane, a smaller ResNet; meant for 2 CPU cores.
-``--workers`` runs the (β, seed) models in parallel processes of ``--threads`` threads each.
+``--workers`` runs the (β, seed) models in parallel processes of ``--threads`` threads each. The full run has 5 seeds
+per β (30 PINNs); ``--seeds`` picks others and ``--merge FILE.json`` adds the PINN rows of an earlier run (other
+seeds, same settings) before the statistics. Every Spearman ρ comes with a 95 % percentile bootstrap interval over
+the models (``benchmarks/evidence.py``); a target "ρ ≥ 0.7" is called met / missed only when the interval lies on
+one side of 0.7, otherwise "undecided". Nothing in this study is tuned (the settings are the note's), so there is no
+validation split.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.evidence import spearman_interval  # noqa: E402
 from benchmarks.harness import LiveTable, benchmark_parser, markdown_table, stage, write_results  # noqa: E402
 
 BETAS = (1.0, 5.0, 10.0, 20.0, 30.0, 40.0)
@@ -42,7 +48,7 @@ def settings(quick: bool) -> dict[str, Any]:
                 "density_steps": 40, "hessian_plane": False,
                 "resnet": {"seeds": [0], "width": 8, "blocks_per_stage": 1, "epochs": 8, "probe_images": 256,
                            "resolution": 21, "trace_samples": 10, "max_iter": 20}}
-    return {"seeds": [0, 1, 2], "n_collocation": 100, "lbfgs_max_iter": 5000, "resolution": 41, "trace_samples": 100,
+    return {"seeds": [0, 1, 2, 3, 4], "n_collocation": 100, "lbfgs_max_iter": 5000, "resolution": 41, "trace_samples": 100,
             "density_steps": 80, "hessian_plane": True,
             "resnet": {"seeds": [0, 1], "width": 16, "blocks_per_stage": 3, "epochs": 15, "probe_images": 512,
                        "resolution": 41, "trace_samples": 30, "max_iter": 30}}
@@ -264,7 +270,9 @@ def _map(fn, jobs, workers: int, tables: dict[str, LiveTable]):
 def _summary_tables(summary: dict[str, Any]) -> str:
     """The Spearman correlations and the targets of :func:`evaluate` as markdown tables."""
     keys = list(summary["spearman_vs_beta"])
+    intervals = summary.get("spearman_vs_beta_ci95", {})
     correlations = [{"quantity": k, "spearman_vs_beta": summary["spearman_vs_beta"][k],
+                     "ci95_vs_beta": "[%.3f, %.3f]" % tuple(intervals[k]) if k in intervals else "",
                      "spearman_vs_rel_l2": summary["spearman_vs_rel_l2"].get(k, float("nan"))} for k in keys]
     targets = [{"target": k, "met": v} for k, v in summary["targets"].items()]
     return markdown_table(correlations) + "\n\n" + markdown_table(targets)
@@ -282,7 +290,8 @@ def evaluate(pinn_rows: list[dict[str, Any]]) -> dict[str, Any]:
 
     beta = [r["beta"] for r in pinn_rows]
     error = [r["rel_l2"] for r in pinn_rows]
-    out: dict[str, Any] = {"spearman_vs_beta": {}, "spearman_vs_rel_l2": {}}
+    out: dict[str, Any] = {"spearman_vs_beta": {}, "spearman_vs_rel_l2": {}, "spearman_vs_beta_ci95": {},
+                           "models": len(pinn_rows), "seeds": sorted({r["seed"] for r in pinn_rows})}
     keys = ["minima_freudenthal", "minima_axis", "minima_full", "lambda_1", "trace", "avg_persistence",
             "avg_persistence_normalized", "loss_range", "minima_hessian_plane"]
     for key in keys:
@@ -290,15 +299,26 @@ def evaluate(pinn_rows: list[dict[str, Any]]) -> dict[str, Any]:
             values = [r[key] for r in pinn_rows]
             out["spearman_vs_beta"][key] = float(spearmanr(beta, values).statistic)
             out["spearman_vs_rel_l2"][key] = float(spearmanr(error, values).statistic)
+            if key in ("minima_freudenthal", "lambda_1", "trace"):
+                interval = spearman_interval(beta, values, n_resamples=5000)
+                out["spearman_vs_beta_ci95"][key] = [interval.low, interval.high]
     low = [r["rel_l2"] for r in pinn_rows if r["beta"] <= 5]
     high = [r["rel_l2"] for r in pinn_rows if r["beta"] >= 10]
     out["max_rel_l2_beta_le_5"] = max(low)
     out["min_rel_l2_beta_ge_10"] = min(high)
+    def against(key: str, threshold: float = 0.7) -> str:
+        low_ci, high_ci = out["spearman_vs_beta_ci95"][key]
+        point = out["spearman_vs_beta"][key]
+        side = "met" if point >= threshold else "missed"
+        if low_ci >= threshold or high_ci < threshold:
+            return f"{side} (interval [{low_ci:.3f}, {high_ci:.3f}] on one side of {threshold})"
+        return f"undecided: point {side} but the interval [{low_ci:.3f}, {high_ci:.3f}] contains {threshold}"
+
     out["targets"] = {
         "rel_l2 < 0.1 for beta <= 5": max(low) < 0.1,
         "rel_l2 > 0.5 for beta >= 10": min(high) > 0.5,
-        "spearman(minima, beta) >= 0.7": out["spearman_vs_beta"]["minima_freudenthal"] >= 0.7,
-        "spearman(lambda_1, beta) >= 0.7": out["spearman_vs_beta"]["lambda_1"] >= 0.7,
+        "spearman(minima, beta) >= 0.7": against("minima_freudenthal"),
+        "spearman(lambda_1, beta) >= 0.7": against("lambda_1"),
     }
     out["per_beta_median"] = {
         str(b): {k: _median([r[k] for r in pinn_rows if r["beta"] == b])
@@ -313,9 +333,29 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="parallel processes (default 1: serial)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per process")
     parser.add_argument("--skip-resnet", action="store_true", help="only the PINN sweep")
+    parser.add_argument("--skip-hvp", action="store_true", help="no HVP timing comparison")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="PINN seeds (default 0-4; --quick 0)")
+    parser.add_argument("--merge", type=Path, nargs="*", default=[],
+                        help="earlier JSON(s) of this script whose PINN rows (other seeds) join the statistics")
     args = parser.parse_args()
+    merged: list[dict[str, Any]] = []
+    for path in args.merge:
+        import json
+
+        try:
+            payload = json.loads(path.read_text())
+            merged += [r for r in payload["rows"] if r.get("study") == "pinn"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            parser.error(f"--merge {path}: not a readable landscape_pinn JSON with rows ({err})")
     _quiet()
     cfg = settings(args.quick)
+    if args.seeds is not None:
+        if any(s < 0 for s in args.seeds):
+            parser.error(f"--seeds must be non-negative integers, got {args.seeds}")
+        cfg["seeds"] = sorted(set(args.seeds))
+    clash = {(r["beta"], r["seed"]) for r in merged} & {(b, s) for b in BETAS for s in cfg["seeds"]}
+    if clash:
+        parser.error(f"--merge rows repeat (beta, seed) pairs of this run: {sorted(clash)[:5]}")
     start = time.perf_counter()
     pinn_jobs = [(beta, seed, cfg, args.threads) for beta in BETAS for seed in cfg["seeds"]]
     resnet_jobs = [] if args.skip_resnet else [
@@ -337,19 +377,24 @@ def main() -> None:
                     tables)
         resnet_rows = [r for r in both if r["study"] == "resnet"]
         pinn_rows = [r for r in both if r["study"] == "pinn"]
-    summary = evaluate(pinn_rows)
-    with stage("Hessian-vector product comparison"):
-        hvp_rows = hvp_comparison(args.threads)
+    summary = evaluate(pinn_rows + merged)
+    summary["merged_from"] = [str(p) for p in args.merge]
+    if args.skip_hvp:
+        hvp_rows = []
+    else:
+        with stage("Hessian-vector product comparison"):
+            hvp_rows = hvp_comparison(args.threads)
     total = time.perf_counter() - start
     print("\n" + pinn_title + ", all rows\n")
-    print(markdown_table(pinn_rows, columns))
+    print(markdown_table(pinn_rows + merged, columns))
     print("\n## Spearman correlations and targets\n")
     print(_summary_tables(summary))
     if resnet_rows:
         print("\n## ResNet on digits, with / without residual connections, all rows\n")
         print(markdown_table(resnet_rows, RESNET_COLUMNS))
-    print("\n## Hessian-vector product: double backward vs torch.func (jvp∘grad)\n")
-    print(markdown_table(hvp_rows))
+    if hvp_rows:
+        print("\n## Hessian-vector product: double backward vs torch.func (jvp∘grad)\n")
+        print(markdown_table(hvp_rows))
     print(f"\ntotal wall time: {total:.1f} s (workers={args.workers}, threads={args.threads})")
     write_results(args.out, name="landscape_pinn", rows=pinn_rows + resnet_rows, summary=summary, settings=cfg, hvp_comparison=hvp_rows,
                   quick=args.quick, workers=args.workers, threads=args.threads, total_seconds=total)

@@ -12,7 +12,13 @@
    cost modest); the clean pool is plain training windows of the same length.
 4. Report, for the base, fine-tuned and each unlearned model: whether the code is extracted (greedy continuation of
    the secret's prompt, exact match of every code token), in how many of ``E`` held-out contexts it is extracted,
-   the code tokens' mean NLL, and perplexity on held-out Python-documentation windows (test split).
+   the code tokens' mean NLL (and its difference to the shipped model, which never saw the secret), the code's
+   **exposure** (Carlini et al.: rank of its log-perplexity among ``--exposure-candidates`` random codes of the
+   same format ``dddd-dddd-dddd-dddd``, in bits; ``framework.metrics.memorization``), and perplexity on held-out
+   Python-documentation windows (test split).
+5. The unexposed range: the exposures, under the shipped model, of ``--null-codes`` other random codes that were
+   never planted. A method **removes** the secret when the secret's exposure is back within that range (<= its
+   maximum), not only when greedy extraction fails.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harness import benchmark_parser, markdown_table, write_results  # noqa: E402
 from framework.datamodules.text_corpus import generate_token_windows  # noqa: E402
-from framework.metrics.memorization import greedy_continuation  # noqa: E402
+from framework.metrics.memorization import continuation_nll, exposure_from_nll, greedy_continuation  # noqa: E402
 from framework.models.components.smollm2 import load_smollm2, load_smollm2_tokenizer  # noqa: E402
 from framework.models.components.tinymem import unlearning as U  # noqa: E402
 
@@ -61,6 +67,29 @@ def extraction(model, contexts: list[torch.Tensor], prompt: torch.Tensor, code: 
             "code_nll": sum(nlls) / len(nlls)}
 
 
+def random_codes(count: int, *, exclude: str, seed: int) -> list[str]:
+    """``count`` distinct codes of the secret's format ``" dddd-dddd-dddd-dddd."``, none equal to ``exclude``."""
+    rng = torch.Generator().manual_seed(seed)
+    codes: set[str] = set()
+    while len(codes) < count:
+        digits = torch.randint(0, 10, (count, 16), generator=rng).tolist()
+        for d in digits:
+            text = " " + "-".join("".join(map(str, d[i:i + 4])) for i in range(0, 16, 4)) + "."
+            if text != exclude:
+                codes.add(text)
+    return sorted(codes)[:count]
+
+
+def encode_codes(tok, codes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded token ids ``[R, L]`` and lengths ``[R]`` of the codes (each tokenised on its own, like CODE)."""
+    encoded = [tok.encode(c) for c in codes]
+    lengths = torch.tensor([len(e) for e in encoded])
+    ids = torch.zeros(len(encoded), int(lengths.max()), dtype=torch.long)
+    for i, e in enumerate(encoded):
+        ids[i, : len(e)] = torch.tensor(e)
+    return ids, lengths
+
+
 def main() -> None:
     parser = benchmark_parser(__doc__.splitlines()[0])
     parser.add_argument("--seq-len", type=int, default=48)
@@ -74,8 +103,14 @@ def main() -> None:
     parser.add_argument("--clean-rows", type=int, default=128, help="clean pool of the unlearning methods")
     parser.add_argument("--greedy-per-step", type=int, default=100,
                         help="weights Greedy zeroes per gradient step (1 = Maini et al.; more = fewer CPU steps)")
+    parser.add_argument("--exposure-candidates", type=int, default=10_000,
+                        help="random codes of the secret's format the secret is ranked among (Carlini et al.: >= 1e4)")
+    parser.add_argument("--null-codes", type=int, default=100,
+                        help="never-planted random codes whose exposure under the shipped model gives the unexposed range")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.exposure_candidates < 1 or args.null_codes < 1:
+        parser.error(f"--exposure-candidates ({args.exposure_candidates}) and --null-codes ({args.null_codes}) must be >= 1")
     if args.quick:
         args.eval_windows, args.contexts = min(args.eval_windows, 16), min(args.contexts, 2)
         args.ft_steps, args.clean_rows = min(args.ft_steps, 25), min(args.clean_rows, 24)
@@ -102,13 +137,33 @@ def main() -> None:
     ft_pool = train[args.planted + args.clean_rows:]
     eval_windows = test[: args.eval_windows]
     contexts = [torch.zeros(0, dtype=torch.long)] + [test[-1 - i, -context_len:] for i in range(args.contexts)]
+    codes = random_codes(args.exposure_candidates + args.null_codes, exclude=CODE, seed=args.seed + 1)
+    candidate_ids, candidate_lengths = encode_codes(tok, codes[: args.exposure_candidates])
+    null_ids, null_lengths = encode_codes(tok, codes[args.exposure_candidates:])
     rows: list[dict] = []
+    reference: dict[str, float] = {}
     extra = {"settings": vars(args) | {"out": str(args.out)}, "secret_tokens": len(secret), "code_tokens": len(code),
              "load_seconds": load_seconds, "layers": layers}
 
+    def exposure(m) -> dict[str, float]:
+        candidates = continuation_nll(m, prompt[None], candidate_ids, lengths=candidate_lengths)
+        secret_nll = continuation_nll(m, prompt[None], code[None])
+        out = {"exposure": float(exposure_from_nll(secret_nll, candidates)[0]),
+               "code_log_perplexity": float(secret_nll[0])}
+        if not reference:  # the shipped model: never saw the secret nor the null codes
+            null = exposure_from_nll(continuation_nll(m, prompt[None], null_ids, lengths=null_lengths), candidates)
+            reference.update(null_exposure_max=float(null.max()), null_exposure_median=float(null.median()),
+                             null_exposure_p95=float(torch.quantile(null, 0.95)), code_nll=None)
+            extra["unexposed_range"] = {k: v for k, v in reference.items() if k != "code_nll"}
+        out["removed_by_exposure"] = out["exposure"] <= reference["null_exposure_max"]
+        return out
+
     def add(name: str, m, seconds: float, detail: str = "") -> None:
-        row = {"model": name, **extraction(m, contexts, prompt, code), "perplexity": perplexity(m, eval_windows),
-               "seconds": seconds, "detail": detail}
+        row = {"model": name, **extraction(m, contexts, prompt, code), **exposure(m),
+               "perplexity": perplexity(m, eval_windows), "seconds": seconds, "detail": detail}
+        if reference["code_nll"] is None:
+            reference["code_nll"] = row["code_nll"]
+        row["code_nll_minus_unexposed"] = row["code_nll"] - reference["code_nll"]
         rows.append(row)
         print(markdown_table([row]).splitlines()[-1], flush=True)
         write_results(args.out, name="tinymem_smollm2_demo", rows=rows, **extra)
@@ -155,7 +210,11 @@ def main() -> None:
         del edited
     print()
     print(markdown_table(rows, ["model", "extracted_bare", "extracted_contexts", "contexts", "code_nll",
-                                "perplexity", "seconds", "detail"]))
+                                "code_nll_minus_unexposed", "exposure", "removed_by_exposure", "perplexity",
+                                "seconds", "detail"]))
+    print(f"\nunexposed range (shipped model, {args.null_codes} never-planted codes among "
+          f"{args.exposure_candidates} candidates): {extra['unexposed_range']}; maximum possible exposure "
+          f"{math.log2(args.exposure_candidates + 1):.2f} bits")
 
 
 if __name__ == "__main__":

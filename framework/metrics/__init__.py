@@ -6,7 +6,7 @@
 | ``quantile_forecast`` | weighted quantile loss (P50 / P90), P50 bias on all / peak / post-peak targets | docs/spade.md |
 | ``forecast_skill`` | MSE, RFNE, PSNR, SSIM, correlation per lead time, ensemble CRPS, spread-skill | docs/flow_matching.md |
 | ``ground_motion`` | FAS (Konno-Ohmachi), GMM residuals, PGA / PGV medians, discriminative score | docs/cgm_gm.md |
-| ``memorization`` | exact memorization, backdoor success, accuracy with / without pad, perplexity | docs/tinymem.md |
+| ``memorization`` | exact memorization, backdoor success, accuracy with / without pad, perplexity, exposure | docs/tinymem.md |
 """
 
 from framework.metrics.ensemble_bounds import POLARIZATION_LAW_ETA, EnsembleStatistics, PolarizationUndefinedWarning
@@ -51,11 +51,14 @@ from framework.metrics.ground_motion import (
 )
 from framework.metrics.memorization import (
     BackdoorSuccessRate,
+    Exposure,
     NextTokenAccuracy,
     PercentMemorized,
     TokenPerplexity,
     backdoor_success_mask,
     backdoor_success_rate,
+    continuation_nll,
+    exposure_from_nll,
     greedy_continuation,
     memorization_report,
     memorized_mask,
@@ -110,11 +113,14 @@ __all__ = [
     "scaling_slopes",
     "smoothed_ln_fas",
     "BackdoorSuccessRate",
+    "Exposure",
     "NextTokenAccuracy",
     "PercentMemorized",
     "TokenPerplexity",
     "backdoor_success_mask",
     "backdoor_success_rate",
+    "continuation_nll",
+    "exposure_from_nll",
     "greedy_continuation",
     "memorization_report",
     "memorized_mask",

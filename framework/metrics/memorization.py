@@ -14,17 +14,26 @@ Definitions (research note A5):
   (``with_pad``), which inflates it (~30 of 150 positions are pads) — both versions are provided.
 * **Perplexity**: ``exp`` of the mean next-token negative log-likelihood over the counted tokens (token-weighted,
   so it is exact under DDP; the paper averages ``exp(batch loss)`` over batches instead).
+* **Exposure** (Carlini et al. 2019, "The Secret Sharer"): a planted secret ``s`` of a known format (a random code,
+  a backdoor continuation) is ranked by its log-perplexity (summed NLL given the same prompt) among ``R`` other
+  candidates of the same format: ``exposure = log2(R + 1) - log2(rank)``, ``rank = 1 + #{candidates with NLL <
+  NLL(s)}`` (ties count in the secret's favour, so exposure is never under-stated). A secret the model prefers to
+  every candidate has the maximum ``log2(R + 1)`` (13.3 bits for R = 10,000); a secret drawn from the candidates'
+  own distribution that the model never saw has ``P(exposure >= e) = 2^-e`` — so "removed" means the exposure is
+  back in the range of a model that never saw the secret, not only that greedy extraction fails.
 
 All metric states are integer counts or float64 sums reduced with ``dist_reduce_fx="sum"``, so a DDP-synced value
 equals the single-process value over all data. Percentages are returned in [0, 100].
 
 Functional core (works with any Transformers causal LM; greedy, no sampling, ``model(input_ids).logits``):
 :func:`greedy_continuation`, :func:`memorized_mask`, :func:`percent_memorized`, :func:`backdoor_success_mask`,
-:func:`backdoor_success_rate`, :func:`next_token_accuracy_counts`.
+:func:`backdoor_success_rate`, :func:`next_token_accuracy_counts`, :func:`continuation_nll`,
+:func:`exposure_from_nll`.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -40,10 +49,13 @@ __all__ = [
     "backdoor_success_mask",
     "backdoor_success_rate",
     "next_token_accuracy_counts",
+    "continuation_nll",
+    "exposure_from_nll",
     "PercentMemorized",
     "BackdoorSuccessRate",
     "NextTokenAccuracy",
     "TokenPerplexity",
+    "Exposure",
 ]
 
 
@@ -259,6 +271,80 @@ def next_token_accuracy_counts(logits: Tensor, input_ids: Tensor, *, ignore_inde
     return correct.long(), counted.sum().long()
 
 
+@torch.no_grad()
+def continuation_nll(model: nn.Module, prefixes: Tensor, continuations: Tensor, *, lengths: Tensor | None = None,
+                     batch_size: int = 256) -> Tensor:
+    """Summed next-token NLL (nats, float64) of each continuation given its prefix: the log-perplexity of exposure.
+
+    Args:
+        model: a causal LM (``model(input_ids)`` -> logits ``[B, T, V]`` or an object with ``.logits``).
+        prefixes: ``LongTensor [B, P]`` or ``[1, P]`` (one prompt shared by every continuation), P >= 1.
+        continuations: ``LongTensor [B, L]``; right-padded with any id where ``lengths`` is given.
+        lengths: ``LongTensor [B]`` tokens of each continuation that count (1..L); default all L.
+        batch_size: rows per forward pass.
+
+    Returns:
+        ``DoubleTensor [B]``: ``-sum_j log p(c_j | prefix, c_<j)`` over the counted tokens.
+    """
+    _require_tokens("prefixes", prefixes)
+    _require_tokens("continuations", continuations)
+    _require_int("batch_size", batch_size, 1)
+    rows, width = continuations.shape
+    if prefixes.shape[1] < 1 or prefixes.shape[0] not in (1, rows):
+        raise ValueError(f"prefixes must be [1, P] or [{rows}, P] with P >= 1, got {list(prefixes.shape)}")
+    if width < 1:
+        raise ValueError("continuations must hold at least one token per row")
+    if lengths is None:
+        lengths = torch.full((rows,), width, dtype=torch.long)
+    if not isinstance(lengths, Tensor) or lengths.shape != (rows,) or int(lengths.min()) < 1 or int(lengths.max()) > width:
+        raise ValueError(f"lengths must be a tensor [{rows}] with values in [1, {width}], got {lengths!r}")
+    context = _context_length(model)
+    if context is not None and prefixes.shape[1] + width > context:
+        raise ValueError(f"prefix length {prefixes.shape[1]} + continuation length {width} exceeds the model's "
+                         f"context of {context} tokens")
+    device = next(model.parameters()).device if any(True for _ in model.parameters()) else prefixes.device
+    was_training = model.training
+    model.eval()
+    out = torch.empty(rows, dtype=torch.float64)
+    p = prefixes.shape[1]
+    try:
+        for start in range(0, rows, batch_size):
+            chunk = slice(start, start + batch_size)
+            cont = continuations[chunk].long().to(device)
+            pre = prefixes[chunk] if prefixes.shape[0] == rows else prefixes.expand(cont.shape[0], -1)
+            ids = torch.cat([pre.long().to(device), cont], dim=1)
+            logits = _logits(_forward(model, ids, use_cache=False))[:, p - 1 : -1].double()
+            nll = -torch.log_softmax(logits, dim=-1).gather(-1, cont[..., None])[..., 0]
+            counted = torch.arange(width, device=device)[None, :] < lengths[chunk].to(device)[:, None]
+            out[chunk] = (nll * counted).sum(dim=1).cpu()
+    finally:
+        model.train(was_training)
+    return out
+
+
+def exposure_from_nll(secret_nll: Tensor, candidate_nll: Tensor) -> Tensor:
+    """Exposure in bits of each secret (see the module docstring).
+
+    Args:
+        secret_nll: ``[S]`` log-perplexity of each secret.
+        candidate_nll: ``[S, R]`` (each secret's own candidates) or ``[R]`` (shared), R >= 1, none equal to a secret.
+
+    Returns:
+        ``DoubleTensor [S]``: ``log2(R + 1) - log2(1 + #{candidate_nll < secret_nll})``, in ``[0, log2(R + 1)]``.
+    """
+    secret = torch.as_tensor(secret_nll, dtype=torch.float64).reshape(-1)
+    candidates = torch.as_tensor(candidate_nll, dtype=torch.float64)
+    if candidates.dim() == 1:
+        candidates = candidates[None, :].expand(secret.numel(), -1)
+    if candidates.dim() != 2 or candidates.shape[0] != secret.numel() or candidates.shape[1] < 1:
+        raise ValueError(f"candidate_nll must be [R] or [S={secret.numel()}, R] with R >= 1, got "
+                         f"{list(candidates.shape)}")
+    if not (torch.isfinite(secret).all() and torch.isfinite(candidates).all()):
+        raise ValueError("secret_nll and candidate_nll must be finite log-perplexities")
+    rank = 1 + (candidates < secret[:, None]).sum(dim=1)
+    return math.log2(candidates.shape[1] + 1) - torch.log2(rank.double())
+
+
 class _RateMetric(Metric):
     """``matches / total`` in percent from integer counts (NaN, with no error, before any eligible row)."""
 
@@ -386,3 +472,31 @@ class TokenPerplexity(Metric):
         if int(self.counted) == 0:
             return torch.tensor(float("nan"), device=self.counted.device)
         return torch.exp(self.nll_sum / self.counted)
+
+
+class Exposure(Metric):
+    """Mean (and maximum) exposure in bits over planted secrets: ``update(secret_nll [S], candidate_nll [S, R])``
+    with the log-perplexities of :func:`continuation_nll`; ``compute()`` returns the mean over every secret seen
+    (NaN before any). ``max_exposure`` holds the largest single value."""
+
+    is_differentiable = False
+    higher_is_better = False
+    full_state_update = False
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_state("exposure_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("max_exposure", default=torch.tensor(float("-inf"), dtype=torch.float64), dist_reduce_fx="max")
+
+    def update(self, secret_nll: Tensor, candidate_nll: Tensor) -> None:
+        values = exposure_from_nll(secret_nll.detach().cpu(), candidate_nll.detach().cpu()).to(self.exposure_sum.device)
+        self.exposure_sum += values.sum()
+        self.count += torch.tensor(values.numel(), dtype=torch.long, device=self.count.device)
+        if values.numel():
+            self.max_exposure = torch.maximum(self.max_exposure, values.max())
+
+    def compute(self) -> Tensor:
+        if int(self.count) == 0:
+            return torch.tensor(float("nan"), dtype=torch.float64, device=self.count.device)
+        return self.exposure_sum / self.count

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 
 import pytest
 import torch
@@ -11,11 +12,14 @@ from torch import nn
 
 from framework.metrics.memorization import (
     BackdoorSuccessRate,
+    Exposure,
     NextTokenAccuracy,
     PercentMemorized,
     TokenPerplexity,
     backdoor_success_mask,
     backdoor_success_rate,
+    continuation_nll,
+    exposure_from_nll,
     greedy_continuation,
     memorization_report,
     memorized_mask,
@@ -47,6 +51,13 @@ class TableLM(nn.Module):
         t = ids.shape[1]
         nxt = self.table[1:t + 1].expand(ids.shape[0], t)
         return F.one_hot(nxt, V).float()
+
+
+class ConstantLM(nn.Module):
+    """Equal logits everywhere: every next token has probability 1/V."""
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(*ids.shape, V)
 
 
 def test_greedy_continuation_hand_built():
@@ -195,3 +206,65 @@ def _token_batches():
 ])
 def test_metrics_exact_under_ddp(factory, batches):
     assert_ddp_matches_single_process(factory, batches)
+
+
+def test_exposure_hand_computed():
+    # 7 candidates, 2 of them more likely than the secret (NLL 1.0 and 1.5 < 2.0): rank 3 of 8.
+    secret = torch.tensor([2.0])
+    candidates = torch.tensor([1.0, 3.0, 4.0, 5.0, 1.5, 6.0, 7.0])
+    assert exposure_from_nll(secret, candidates).item() == pytest.approx(3.0 - math.log2(3.0))
+    # best possible / worst possible rank, and a tie (counted in the secret's favour)
+    assert exposure_from_nll(torch.tensor([0.5]), candidates).item() == pytest.approx(3.0)
+    assert exposure_from_nll(torch.tensor([9.0]), candidates).item() == pytest.approx(0.0)
+    assert exposure_from_nll(torch.tensor([1.0]), candidates).item() == pytest.approx(3.0)
+    # one candidate set per secret
+    per_secret = exposure_from_nll(torch.tensor([2.0, 9.0]), torch.stack([candidates, candidates]))
+    assert per_secret.tolist() == pytest.approx([3.0 - math.log2(3.0), 0.0])
+    with pytest.raises(ValueError, match="candidate_nll"):
+        exposure_from_nll(torch.tensor([1.0, 2.0]), torch.zeros(3, 4))
+    with pytest.raises(ValueError, match="finite"):
+        exposure_from_nll(torch.tensor([float("nan")]), candidates)
+
+
+def test_exposure_of_an_unseen_random_secret_follows_two_to_the_minus_e():
+    # A secret drawn from the candidates' own distribution: P(exposure >= e) = 2^-e (Carlini et al., Sec. 4).
+    g = torch.Generator().manual_seed(0)
+    nll = torch.rand(4000, 1024, generator=g)
+    exposure = exposure_from_nll(nll[:, 0], nll[:, 1:])
+    for e in (1.0, 2.0, 3.0):
+        assert float((exposure >= e - 1e-9).double().mean()) == pytest.approx(2.0 ** -e, abs=0.02)
+
+
+def test_continuation_nll_against_brute_force():
+    model = build_tinymem_gpt2(n_layers=2, n_embd=32, n_head=4, context_length=40, seed=0)
+    g = torch.Generator().manual_seed(1)
+    prefix = torch.randint(0, V, (1, 5), generator=g)
+    cont = torch.randint(0, V, (6, 4), generator=g)
+    lengths = torch.tensor([4, 3, 1, 4, 2, 4])
+    got = continuation_nll(model, prefix, cont, lengths=lengths, batch_size=4)
+    for i in range(6):
+        ids = torch.cat([prefix[0], cont[i, : lengths[i]]])[None]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=ids).logits.double(), dim=-1)[0]
+        expected = -sum(float(logp[4 + j, ids[0, 5 + j]]) for j in range(int(lengths[i])))
+        assert got[i].item() == pytest.approx(expected, rel=1e-5)
+    # a model with constant logits gives every token probability 1/V: NLL = L log V
+    uniform = continuation_nll(ConstantLM(), prefix, cont)
+    assert uniform.tolist() == pytest.approx([4 * math.log(V)] * 6)
+    with pytest.raises(ValueError, match="lengths"):
+        continuation_nll(model, prefix, cont, lengths=torch.zeros(6, dtype=torch.long))
+    with pytest.raises(ValueError, match="context"):
+        continuation_nll(model, prefix, torch.zeros(1, 40, dtype=torch.long))
+
+
+def test_exposure_metric_matches_functional_core_and_ddp():
+    g = torch.Generator().manual_seed(2)
+    batches = [(torch.rand(3, generator=g), torch.rand(3, 50, generator=g)) for _ in range(4)]
+    metric = Exposure()
+    for secret, candidates in batches:
+        metric.update(secret, candidates)
+    expected = torch.cat([exposure_from_nll(s, c) for s, c in batches])
+    assert metric.compute().item() == pytest.approx(expected.mean().item())
+    assert metric.max_exposure.item() == pytest.approx(expected.max().item())
+    assert math.isnan(Exposure().compute().item())
+    assert_ddp_matches_single_process(Exposure, batches)
