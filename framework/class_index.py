@@ -58,6 +58,7 @@ CLASS_INDEX: dict[str, tuple[str, ...]] = {
     'EqualityConstrainedProblem': ('framework.optim.constrained_protocol',),
     'EqualityConstrainedTestProblem': ('framework.models.components.trsqp.test_problems',),
     'ExampleTiedDropout': ('framework.models.components.tinymem.regularizers',),
+    'Exposure': ('framework.metrics.memorization',),
     'FASResiduals': ('framework.metrics.ground_motion',),
     'FilterableConvolution': ('framework.models.components.ssm.filter_protocol',),
     'FineTuneResult': ('framework.models.components.tinymem.fine_tuning',),
