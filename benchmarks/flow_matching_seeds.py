@@ -23,16 +23,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harness import markdown_table, write_results  # noqa: E402
+from framework.metrics.intervals import mean_se  # noqa: E402
 
 
 def mean_and_standard_error(values: list[float]) -> tuple[float, float]:
-    """Mean and standard error (sample standard deviation / √n; NaN for one value)."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, math.nan
-    variance = sum((v - mean) ** 2 for v in values) / (n - 1)
-    return mean, math.sqrt(variance / n)
+    """Mean and standard error over seeds (``nan`` for one seed), via :func:`framework.metrics.intervals.mean_se`."""
+    summary = mean_se(values)
+    return summary.mean, summary.se
 
 
 def pool(runs: dict[int, list[dict]], intervals: int) -> tuple[list[dict], list[dict]]:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from framework.metrics import intervals
 from framework.models.components.squeezed.answer_scoring import next_token_kl, score_answer_rows
 from framework.models.components.squeezed.baselines import RowwiseSelector
 from framework.models.components.squeezed.qa_evaluation import BASELINES, keep_fraction_for_budget
@@ -185,7 +186,8 @@ def score_rows(
 
 
 def paired_bootstrap(method: list[float], reference: list[float], *, resamples: int = 2000, seed: int = 0) -> dict:
-    """Mean difference method - reference over paired items with a 95 % percentile bootstrap interval.
+    """Mean difference method - reference over paired items with a 95 % percentile bootstrap interval
+    (:func:`framework.metrics.intervals.paired_bootstrap`), as the dict the accuracy tables use.
 
     Args:
         method, reference: per-item values (same items, same order).
@@ -195,12 +197,11 @@ def paired_bootstrap(method: list[float], reference: list[float], *, resamples: 
     """
     if len(method) != len(reference) or not method:
         raise ValueError(f"need two non-empty paired lists, got {len(method)} and {len(reference)} items")
-    diff = torch.tensor(method, dtype=torch.float64) - torch.tensor(reference, dtype=torch.float64)
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, len(diff), (resamples, len(diff)), generator=g)
-    means = diff[idx].mean(1)
-    lo, hi = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
-    return {"delta": float(diff.mean()), "low": lo, "high": hi, "n": len(diff)}
+    if len(method) == 1:
+        delta = float(method[0]) - float(reference[0])
+        return {"delta": delta, "low": delta, "high": delta, "n": 1}
+    interval = intervals.paired_bootstrap(method, reference, n_resamples=max(resamples, 100), seed=seed)
+    return {"delta": interval.estimate, "low": interval.low, "high": interval.high, "n": interval.n}
 
 
 def depth_bin(depth: float, bins: int = 5) -> int:
