@@ -341,9 +341,9 @@ def test_removed_wandb_flag_is_caught(tmp_path):
 
 
 def test_failing_python_block_fails(tmp_path):
-    block = DocBlock(REPO_ROOT / "X.md", 1, "python", "from framework.callbacks import PolarizationMonitor\n"
-                     "PolarizationMonitor()\n", None)
-    with pytest.raises(DocBlockError, match="num_classes"):
+    block = DocBlock(REPO_ROOT / "X.md", 1, "python", "from framework.callbacks import AlphaPruning\n"
+                     "AlphaPruning(target_sparsity=1.5)\n", None)
+    with pytest.raises(DocBlockError, match="target_sparsity"):
         run_block(block, tmp_path)
 
 

@@ -73,9 +73,11 @@ def test_landscape_benchmark_prints_markdown_not_dicts(capsys):
     assert "| 5 | 0.5 |" in out.out
     assert "model 2/2 done in" in out.err
     summary = {"spearman_vs_beta": {"lambda_1": 0.9}, "spearman_vs_rel_l2": {"lambda_1": 0.8},
+               "spearman_vs_beta_ci95": {"lambda_1": [0.5, 0.99]},
                "targets": {"spearman(lambda_1, beta) >= 0.7": True}}
     text = _summary_tables(summary)
-    assert "| lambda_1 | 0.9 | 0.8 |" in text and "| spearman(lambda_1, beta) >= 0.7 | True |" in text
+    assert "| lambda_1 | 0.9 | [0.500, 0.990] | 0.8 |" in text
+    assert "| spearman(lambda_1, beta) >= 0.7 | True |" in text
 
 
 def test_squeezed_index_build_shows_its_phases(capsys):
