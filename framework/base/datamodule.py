@@ -117,6 +117,10 @@ class FrameworkDataModule(pl.LightningDataModule):
         generator.manual_seed(self.seed)
         if shuffle:
             sampler = EpochSeededRandomSampler(dataset, seed=self.seed)
+            # Lightning builds the iterator (and, with workers, draws the first batches) before it calls set_epoch:
+            # a run resumed at epoch e must shuffle epoch e's order from its first batch, not epoch 0's.
+            if self.trainer is not None:
+                sampler.set_epoch(self.trainer.current_epoch)
         elif self.world_size > 1:
             if len(dataset) < self.world_size:
                 raise ValueError(

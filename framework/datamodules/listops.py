@@ -275,12 +275,7 @@ class ListOps(FrameworkDataModule):
                                                            self.length_buckets))
 
     def train_dataloader(self):
-        loader = self._loader("train", True)
-        # Lightning builds the iterator (and, with workers, draws the first batches) before it calls set_epoch; a
-        # run resumed at epoch e must shuffle epoch e's order from the start, not epoch 0's.
-        if self.trainer is not None and hasattr(loader.sampler, "set_epoch"):
-            loader.sampler.set_epoch(self.trainer.current_epoch)
-        return loader
+        return self._loader("train", True)
 
     def val_dataloader(self):
         return self._loader("val", False)
