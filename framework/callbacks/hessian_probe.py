@@ -18,7 +18,7 @@ first probe and keeps the faster one; both timings are logged).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -199,21 +199,10 @@ class HessianProbe(ProbeCallback):
         density_bins: int = 10_000,
         density_sigma_squared: float = 1e-5,
         hvp_method: str = "auto",
-        probe_batches: int = 1,
-        dataloader: str = "train",
-        probe_data: Sequence[Any] | None = None,
-        loss_fn: LossFunction | None = None,
-        epochs: Iterable[int] | None = None,
-        every_n_epochs: int | None = None,
-        at_fit_end: bool = True,
-        eval_mode: bool = True,
-        log_figures: bool = True,
-        output_dir: str | None = None,
-        seed: int = 0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(probe_batches=probe_batches, dataloader=dataloader, probe_data=probe_data, loss_fn=loss_fn,
-                         epochs=epochs, every_n_epochs=every_n_epochs, at_fit_end=at_fit_end, eval_mode=eval_mode,
-                         log_figures=log_figures, output_dir=output_dir, seed=seed)
+        # The probing schedule and data options are ProbeCallback's (LightningCLI follows **kwargs into it).
+        super().__init__(**kwargs)
         if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
         require_choice("eigen_method", eigen_method, EIGEN_METHODS)

@@ -18,7 +18,7 @@ each probe holds the raw grid plus the summaries under all three rules, so a stu
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,21 +182,10 @@ class LossLandscapeProbe(ProbeCallback):
         hessian_tol: float = 1e-3,
         hvp_method: str = "auto",
         surface: bool = True,
-        probe_batches: int = 1,
-        dataloader: str = "train",
-        probe_data: Sequence[Any] | None = None,
-        loss_fn: LossFunction | None = None,
-        epochs: Iterable[int] | None = None,
-        every_n_epochs: int | None = None,
-        at_fit_end: bool = True,
-        eval_mode: bool = True,
-        log_figures: bool = True,
-        output_dir: str | None = None,
-        seed: int = 0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(probe_batches=probe_batches, dataloader=dataloader, probe_data=probe_data, loss_fn=loss_fn,
-                         epochs=epochs, every_n_epochs=every_n_epochs, at_fit_end=at_fit_end, eval_mode=eval_mode,
-                         log_figures=log_figures, output_dir=output_dir, seed=seed)
+        # The probing schedule and data options are ProbeCallback's (LightningCLI follows **kwargs into it).
+        super().__init__(**kwargs)
         if dims not in (1, 2):
             raise ValueError(f"dims must be 1 or 2, got {dims!r}")
         if not isinstance(resolution, int) or isinstance(resolution, bool) or resolution < 3:
