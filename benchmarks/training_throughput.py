@@ -23,7 +23,13 @@ step cost does not depend on them):
 
 Variants: ``before`` (the config as shipped), ``eager_nosync`` (no per-step host syncs: progress bar off, fused
 optimizer, pinned memory; ListOps length buckets; bf16-mixed where the config has none), ``compiled`` (plus
-``torch.compile`` of the model's hot module) and ``cudagraphs`` (plus compile mode ``reduce-overhead``).
+``torch.compile`` of the model's hot module) and ``cudagraphs`` (plus compile mode ``reduce-overhead``) add up in
+this order. ``static``: no per-step host syncs (as ``eager_nosync``) and one input shape for the whole run (ListOps:
+every batch padded to ``seq_len``; 6 loader workers); ``graphed``: ``static`` plus
+``framework.callbacks.cuda_graph_modules.CUDAGraphModules`` on the hot module (ListOps ``backbone``, CGM-GM
+``network.prior``: its 131-step GRU unroll), whose forward and backward replay as two CUDA graphs;
+``static_cudagraphs``: ``static`` plus ``torch.compile`` mode ``reduce-overhead`` (one shape, so one compilation).
+The JSON is rewritten after every row (``complete: false`` until the end), so a call cut short keeps its rows.
 """
 
 from __future__ import annotations
@@ -48,7 +54,8 @@ CONFIGS = {
     "flow_matching": "configs/flow_matching/navier_stokes_bridge.yaml",
     "tinymem": "configs/tinymem/train_mult_noise_4layer.yaml",
 }
-VARIANTS = ("before", "eager_nosync", "compiled", "cudagraphs")
+CUMULATIVE = ("before", "eager_nosync", "compiled", "cudagraphs")
+VARIANTS = (*CUMULATIVE, "static", "graphed", "static_cudagraphs")
 LISTOPS_BUCKETS = "[1280,1536,1792]"  # + seq_len 2048: four static shapes, so few recompilations
 
 # Overrides that every variant of a config gets (data sizes; see the module docstring).
@@ -82,11 +89,37 @@ CUDAGRAPHS = {
 }
 
 
+# One input shape for the whole run (ListOps: every batch padded to seq_len 2048; the others have static shapes), no
+# per-step host syncs: the base of the CUDA-graph variants.
+STATIC = {
+    "listops": [*NOSYNC_COMMON, "--data.init_args.pin_memory=true", "--data.init_args.pad_to_seq_len=true",
+                "--data.init_args.num_workers=6"],
+    "cgm_gm": [*NOSYNC_COMMON],
+    "flow_matching": [*NOSYNC_COMMON, "--trainer.precision=bf16-mixed"],
+    "tinymem": [*NOSYNC_COMMON, "--trainer.precision=bf16-mixed"],
+}
+GRAPHED_MODULES = {"listops": "[backbone]", "cgm_gm": "[network.prior]", "flow_matching": "[vector_field]",
+                   "tinymem": "[model]"}
+
+
 def variant_overrides(config: str, variant: str) -> list[str]:
-    """The CLI overrides of ``variant`` for ``config`` (cumulative: each variant adds to the previous one)."""
+    """The CLI overrides of ``variant`` for ``config``.
+
+    ``before`` .. ``cudagraphs`` are cumulative (each adds to the previous one); ``static`` is ``STATIC``; ``graphed``
+    adds ``CUDAGraphModules`` (the hot module's forward + backward replayed as CUDA graphs) to ``static``;
+    ``static_cudagraphs`` adds ``torch.compile`` mode ``reduce-overhead`` to ``static``.
+    """
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose from {list(VARIANTS)}")
-    steps = VARIANTS[: VARIANTS.index(variant) + 1]
+    if variant == "static":
+        return [*BASE[config], *STATIC[config]]
+    if variant == "graphed":
+        return [*BASE[config], *STATIC[config],
+                "--trainer.callbacks+=framework.callbacks.cuda_graph_modules.CUDAGraphModules",
+                f"--trainer.callbacks.modules={GRAPHED_MODULES[config]}"]
+    if variant == "static_cudagraphs":
+        return [*BASE[config], *STATIC[config], *COMPILE[config], *CUDAGRAPHS[config]]
+    steps = CUMULATIVE[: CUMULATIVE.index(variant) + 1]
     args = list(BASE[config])
     for name, table in (("eager_nosync", NOSYNC), ("compiled", COMPILE), ("cudagraphs", CUDAGRAPHS)):
         if name in steps:
@@ -229,6 +262,9 @@ def run_child(config: str, variant: str, steps: int, warmup: int, result: Path, 
     timing = _timing_callback(warmup, record)
     cli.trainer.callbacks.append(timing)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    graphs = [c.final_stats for c in cli.trainer.callbacks if type(c).__name__ == "CUDAGraphModules"]
+    if graphs:
+        record["cuda_graphs"] = graphs[0]  # captured signatures, replays and eager calls per module
     record["last_loss"] = float(cli.trainer.callback_metrics.get("train/loss", torch.tensor(float("nan"))))
     record.pop("_t0")
     record["overrides"] = variant_overrides(config, variant)
@@ -271,22 +307,31 @@ def main() -> None:
                 if failed:
                     print(tail, flush=True)
                     rows.append({"config": config, "variant": variant, "error": tail.strip().splitlines()[-1:]})
-                    continue
-                row = json.loads(result.read_text())
-                row["wall_seconds"] = round(time.perf_counter() - t0, 1)
-                rows.append(row)
-                print(f"   {row['steps_per_second']} steps/s, peak {row.get('peak_memory_gib')} GiB, "
-                      f"util {row.get('gpu_utilisation_percent')}", flush=True)
+                else:
+                    row = json.loads(result.read_text())
+                    row["wall_seconds"] = round(time.perf_counter() - t0, 1)
+                    rows.append(row)
+                    print(f"   {row['steps_per_second']} steps/s, peak {row.get('peak_memory_gib')} GiB, "
+                          f"util {row.get('gpu_utilisation_percent')}", flush=True)
+                _add_speedups(rows)  # written after every row: a call cut short keeps what it measured
+                write_results(args.out, name="training_throughput", rows=rows, steps=args.steps, warmup=args.warmup,
+                              wall_seconds=round(time.perf_counter() - started, 1), complete=False)
+    _add_speedups(rows)
+    columns = ["config", "variant", "steps_per_second", "ms_per_step", "speedup", "gpu_utilisation_percent",
+               "peak_memory_gib", "seconds_to_first_step", "warmup_seconds", "first_loss", "last_loss", "wall_seconds"]
+    print(markdown_table(rows, columns))
+    write_results(args.out, name="training_throughput", rows=rows, steps=args.steps, warmup=args.warmup,
+                  wall_seconds=round(time.perf_counter() - started, 1), complete=True,
+                  child_environment=environment())
+
+
+def _add_speedups(rows: list[dict]) -> None:
+    """``speedup``: steps/s over the same config's ``before`` row of this run."""
     for row in rows:
         base = next((r for r in rows if r["config"] == row["config"] and r["variant"] == "before"
                      and "steps_per_second" in r), None)
         if base is not None and "steps_per_second" in row:
             row["speedup"] = round(row["steps_per_second"] / base["steps_per_second"], 2)
-    columns = ["config", "variant", "steps_per_second", "ms_per_step", "speedup", "gpu_utilisation_percent",
-               "peak_memory_gib", "seconds_to_first_step", "warmup_seconds", "first_loss", "last_loss", "wall_seconds"]
-    print(markdown_table(rows, columns))
-    write_results(args.out, name="training_throughput", rows=rows, steps=args.steps, warmup=args.warmup,
-                  wall_seconds=round(time.perf_counter() - started, 1), child_environment=environment())
 
 
 def argparse_suppress():

@@ -21,6 +21,7 @@ CLASS_INDEX: dict[str, tuple[str, ...]] = {
     'ByteTokenizer': ('framework.datamodules.long_context_qa', 'framework.datamodules.text_corpus',),
     'CBound': ('framework.metrics.ensemble_polarization',),
     'CGMGM': ('framework.models.cgm_gm',),
+    'CUDAGraphModules': ('framework.callbacks.cuda_graph_modules',),
     'CapturedDecode': ('framework.models.components.squeezed.static_decoding',),
     'CausalConvEncoder': ('framework.models.components.forecasting.causal_conv',),
     'CausalLMEvaluation': ('framework.models.causal_lm_evaluation',),

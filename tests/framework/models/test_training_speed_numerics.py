@@ -119,3 +119,71 @@ def test_compiled_cgm_gm_follows_the_eager_loss_curve():
     spread = max(tail) - min(tail)
     assert all(math.isfinite(v) for v in compiled)
     assert abs(float(np.mean(compiled[-10:])) - float(np.mean(tail))) <= max(2 * spread, 0.05 * float(np.mean(tail)))
+
+
+def _per_frame_prior(prior, cond, faithful, generator):
+    """The prior as first written (one noise draw per frame, two head matmuls): the reference for the batched one."""
+    batch, frames, _ = cond.shape
+    z = torch.randn(batch, prior.z_dim, generator=generator)
+    h = cond.new_zeros(batch, prior.rnn_dim)
+    samples, means, logvars = [], [], []
+    for t in range(frames):
+        h = prior.cell(torch.cat([z, cond[:, t]], dim=-1), h)
+        mean, logvar = prior.mean(h), prior.logvar(h)
+        std = 0.5 * torch.exp(logvar) if faithful else torch.exp(0.5 * logvar)
+        z = mean + std * torch.randn(mean.shape, generator=generator)
+        samples.append(z)
+        means.append(mean)
+        logvars.append(logvar)
+    return torch.stack(samples, 1), torch.stack(means, 1), torch.stack(logvars, 1)
+
+
+@pytest.mark.parametrize("faithful", [False, True])
+def test_prior_with_noise_drawn_at_once_equals_the_per_frame_prior(faithful):
+    # On CPU one draw of (T+1)·B·z normals equals T+1 draws of B·z (B·z a multiple of 16), so the two unrolls see the
+    # same noise: outputs and gradients agree to float32 rounding over all 131 frames.
+    torch.manual_seed(0)
+    prior = GroundMotionDVAE().prior
+    cond = torch.randn(8, 1, 16).expand(8, 131, 16)
+    results = []
+    for unroll in (lambda c, g: prior(c, faithful=faithful, generator=g),
+                   lambda c, g: _per_frame_prior(prior, c, faithful, g)):
+        leaf = cond.clone().requires_grad_(True)
+        samples, means, logvars = unroll(leaf, torch.Generator().manual_seed(3))
+        prior.zero_grad()
+        (samples.square().sum() + means.sum() + logvars.exp().sum()).backward()
+        results.append([samples, means, logvars, leaf.grad, prior.cell.weight_hh.grad, prior.mean.weight.grad])
+    for got, expected in zip(*results):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_kernels_of_all_layers_in_one_pass_equal_the_per_layer_kernels(bidirectional, monkeypatch):
+    from framework.callbacks.sobolev_filter import SobolevFilter
+    from framework.models.components.ssm.s4d_layer import S4D
+
+    torch.manual_seed(0)
+    model = SSMSequenceModel(task="classification", num_classes=10, vocab_size=16, seq_len=96, d_model=12, n_layers=3,
+                             state_size=6, channels=2, bidirectional=bidirectional, alpha=3.0, norm="batch",
+                             mixing="glu", real_transform="softplus")
+    SobolevFilter(beta=0.0, learnable=True).attach(model)
+    with torch.no_grad():
+        for layer in model.ssm_layers():
+            layer.spectral_filter.beta.uniform_(-1.0, 1.0)
+    x, lengths = torch.randint(1, 16, (4, 80)), torch.tensor([80, 50, 31, 77])
+    y = torch.randint(0, 10, (4,))
+    results = []
+    for batched in (True, False):
+        if not batched:  # the reference: every layer computes its own kernel and FFT
+            monkeypatch.setattr(S4D, "kernel_spectra", staticmethod(lambda layers, length: None))
+        model.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x, lengths), y)
+        loss.backward()
+        results.append([loss.detach()] + [p.grad.clone() for p in model.parameters()])
+    stacked = torch.stack([layer.kernel(80) for layer in model.ssm_layers()])
+    from framework.models.components.ssm.s4d_kernel import stacked_s4d_kernels
+
+    torch.testing.assert_close(stacked_s4d_kernels([l.kernel for l in model.ssm_layers()], 80), stacked.detach(),
+                               rtol=1e-5, atol=1e-6)
+    for got, expected in zip(*results):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max()))

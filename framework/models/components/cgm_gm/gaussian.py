@@ -8,16 +8,20 @@ from torch import Tensor
 __all__ = ["gaussian_kl", "reparameterize"]
 
 
-def reparameterize(mean: Tensor, logvar: Tensor, *, faithful: bool = False, generator: torch.Generator | None = None
-                   ) -> Tensor:
+def reparameterize(mean: Tensor, logvar: Tensor, *, faithful: bool = False, generator: torch.Generator | None = None,
+                   noise: Tensor | None = None) -> Tensor:
     """``z = μ + σ ε``, ``ε ~ N(0, I)``; any shape.
 
     ``σ = exp(logvar / 2)``. ``faithful=True`` reproduces the released CGM-GM code, which uses
-    ``σ = 0.5 · exp(logvar)`` (inconsistent with the KL term it trains against).
+    ``σ = 0.5 · exp(logvar)`` (inconsistent with the KL term it trains against). ``noise``: ε drawn by the caller
+    (same shape; a sequential sampler draws all its steps' noise in one call), else drawn here from ``generator``.
     """
     std = 0.5 * torch.exp(logvar) if faithful else torch.exp(0.5 * logvar)
-    noise = torch.randn(mean.shape, dtype=mean.dtype, device=mean.device, generator=generator)
-    return mean + std * noise
+    if noise is None:
+        noise = torch.randn(mean.shape, dtype=mean.dtype, device=mean.device, generator=generator)
+    elif noise.shape != mean.shape:
+        raise ValueError(f"noise must have the mean's shape {tuple(mean.shape)}, got {tuple(noise.shape)}")
+    return torch.addcmul(mean, std, noise)
 
 
 def gaussian_kl(mean_q: Tensor, logvar_q: Tensor, mean_p: Tensor, logvar_p: Tensor) -> Tensor:

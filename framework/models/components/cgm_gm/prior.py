@@ -14,7 +14,8 @@ class SequentialPrior(nn.Module):
     """``h_t = GRUCell([z_{t-1} ‖ c_t], h_{t-1})``, ``(μ_t, log σ_t²) = Linear(h_t)``, ``z_t ~ N(μ_t, σ_t²)``.
 
     ``z_0 ~ N(0, I)`` and ``h_0 = 0``; the chain is sampled step by step (as in S3VAE / C-DSVAE), so the prior of
-    frame t depends on the condition and on the prior's own earlier samples.
+    frame t depends on the condition and on the prior's own earlier samples. The noise of all steps is one draw
+    ``ε [T + 1, B, z_dim]`` from ``generator`` (``ε_0`` gives ``z_0``, ``ε_t`` the sample of frame t).
 
     Args:
         z_dim: latent size per frame.
@@ -33,13 +34,18 @@ class SequentialPrior(nn.Module):
                 ) -> tuple[Tensor, Tensor, Tensor]:
         """``cond [B, T, n_cond]`` -> ``samples, means, logvars`` each ``[B, T, z_dim]``."""
         batch, frames, _ = cond.shape
-        z = torch.randn(batch, self.z_dim, dtype=cond.dtype, device=cond.device, generator=generator)
+        # The unroll is launch-bound (a few tiny kernels per frame, 131 frames): all frames' noise is drawn in one
+        # call (on CPU the same numbers as one draw per frame) and the two heads are one matmul.
+        noise = torch.randn(frames + 1, batch, self.z_dim, dtype=cond.dtype, device=cond.device, generator=generator)
+        head_weight = torch.cat([self.mean.weight, self.logvar.weight])
+        head_bias = torch.cat([self.mean.bias, self.logvar.bias])
+        z = noise[0]
         h = cond.new_zeros(batch, self.rnn_dim)
         samples, means, logvars = [], [], []
         for t in range(frames):
             h = self.cell(torch.cat([z, cond[:, t]], dim=-1), h)
-            mean, logvar = self.mean(h), self.logvar(h)
-            z = reparameterize(mean, logvar, faithful=faithful, generator=generator)
+            mean, logvar = torch.nn.functional.linear(h, head_weight, head_bias).split(self.z_dim, dim=-1)
+            z = reparameterize(mean, logvar, faithful=faithful, noise=noise[t + 1])
             samples.append(z)
             means.append(mean)
             logvars.append(logvar)

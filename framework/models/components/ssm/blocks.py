@@ -59,9 +59,10 @@ class SSMBlock(nn.Module):
         else:
             self.mix = nn.Identity()
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, kernel_spectrum: Tensor | None = None) -> Tensor:
+        """``kernel_spectrum``: the S4D layer's precomputed kernel rFFT (``S4D.kernel_spectra``), or None."""
         z = self.norm(x) if self.prenorm else x
-        z = self.dropout(self.activation(self.ssm(z)))
+        z = self.dropout(self.activation(self.ssm(z, kernel_spectrum)))
         z = self.dropout(self.mix(z))
         if self.residual:
             z = z + x
@@ -110,8 +111,10 @@ class DeepSSM(nn.Module):
     def features(self, x: Tensor) -> Tensor:
         """Per-step features ``[B, L, d_model]`` after the last block."""
         z = self.encode(x)
-        for block in self.blocks:
-            z = block(z)
+        # All layers' kernels (and their FFTs) in one batched pass: 1/n_layers of the kernel launches.
+        spectra = S4D.kernel_spectra(self.ssm_layers(), z.shape[1]) or [None] * len(self.blocks)
+        for block, spectrum in zip(self.blocks, spectra):
+            z = block(z, spectrum)
         return self.final_norm(z)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:

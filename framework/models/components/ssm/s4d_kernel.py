@@ -21,13 +21,57 @@ from torch import Tensor, nn
 
 from framework.validation import require_choice, require_positive
 
-__all__ = ["S4DKernel", "REAL_TRANSFORMS"]
+__all__ = ["S4DKernel", "REAL_TRANSFORMS", "s4d_kernel", "stacked_s4d_kernels"]
 
 REAL_TRANSFORMS = ("exp", "softplus")
 
 
 def _inverse_softplus(x: Tensor) -> Tensor:
     return x + torch.log(-torch.expm1(-x))
+
+
+def s4d_kernel(log_dt: Tensor, a_real_raw: Tensor, a_imag: Tensor, c: Tensor, length: int,
+               real_transform: str = "exp") -> Tensor:
+    """``K [..., C, H, L] = 2 Re Σ_n C_n (e^{ΔA_n} − 1)/A_n · e^{ΔA_n ℓ}`` from the stored parameters.
+
+    Shapes: ``log_dt [..., H]``, ``a_real_raw`` and ``a_imag [..., H, N]``, ``c [..., C, H, N, 2]`` (real view of
+    complex C); the leading dimensions ``...`` (none for one layer, the layer index for a stack) batch the whole
+    computation, so a stack of layers costs the kernel launches of one.
+    """
+    dt = log_dt.exp()[..., None]  # [..., H, 1]
+    positive = a_real_raw.exp() if real_transform == "exp" else nn.functional.softplus(a_real_raw)
+    a = torch.complex(-positive, a_imag)  # [..., H, N]
+    dta = dt * a
+    steps = torch.arange(length, device=dta.device, dtype=torch.float32)
+    # Re Σ_n w_n λ_n^ℓ in real arithmetic: λ_n^ℓ = e^{ℓ Re(ΔA)} (cos ℓ Im(ΔA) + i sin ℓ Im(ΔA)). Same numbers as
+    # the complex Vandermonde product, but torch.compile fuses the real exp/cos/sin into one kernel (it generates
+    # no code for complex tensors) and the sum over modes is one real batched matmul.
+    decay = torch.exp(dta.real[..., None] * steps)  # [..., H, N, L]
+    angle = dta.imag[..., None] * steps
+    vandermonde = torch.cat([decay * torch.cos(angle), decay * torch.sin(angle)], dim=-2)  # [..., H, 2N, L]
+    weights = torch.view_as_complex(c) * (torch.exp(dta) - 1.0).unsqueeze(-3) / a.unsqueeze(-3)  # [..., C, H, N]
+    weights = torch.cat([weights.real, -weights.imag], dim=-1)  # [..., C, H, 2N]
+    kernel = torch.einsum("...chn,...hnl->...chl", weights, vandermonde)
+    return 2.0 * kernel
+
+
+def stacked_s4d_kernels(kernels: list[S4DKernel], length: int) -> Tensor:
+    """``K [layers, C, H, L]`` of several :class:`S4DKernel` of the same sizes in one batched computation (float32).
+
+    The parameters are stacked (gradients flow back to each layer's own), so the result equals
+    ``torch.stack([k(length) for k in kernels])`` up to float32 rounding, with the launches of one layer.
+    """
+    if not kernels:
+        raise ValueError("stacked_s4d_kernels needs at least one kernel")
+    first = kernels[0]
+    sizes = {(k.d_model, k.state_size, k.channels, k.real_transform) for k in kernels}
+    if len(sizes) != 1:
+        raise ValueError(f"stacked kernels must share (d_model, state_size, channels, real_transform), got {sizes}")
+    for k in kernels:
+        k.check_length(length)
+    with torch.autocast(device_type=first.c.device.type, enabled=False):
+        stack = [torch.stack([getattr(k, name) for k in kernels]) for name in ("log_dt", "a_real_raw", "a_imag", "c")]
+        return s4d_kernel(*stack, length, first.real_transform)
 
 
 class S4DKernel(nn.Module):
@@ -140,18 +184,7 @@ class S4DKernel(nn.Module):
         """Kernel ``K [channels, H, L]`` (float32) for ``L = length``; always computed in float32 (also under autocast)."""
         self.check_length(length)
         with torch.autocast(device_type=self.c.device.type, enabled=False):
-            dta = self.dt[:, None] * self.a  # [H, N]
-            steps = torch.arange(length, device=dta.device, dtype=torch.float32)
-            # Re Σ_n w_n λ_n^ℓ in real arithmetic: λ_n^ℓ = e^{ℓ Re(ΔA)} (cos ℓ Im(ΔA) + i sin ℓ Im(ΔA)). Same numbers as
-            # the complex Vandermonde product, but torch.compile fuses the real exp/cos/sin into one kernel (it
-            # generates no code for complex tensors) and the sum over modes is one real batched matmul.
-            decay = torch.exp(dta.real[..., None] * steps)  # [H, N, L]
-            angle = dta.imag[..., None] * steps
-            vandermonde = torch.cat([decay * torch.cos(angle), decay * torch.sin(angle)], dim=1)  # [H, 2N, L]
-            weights = self.discrete_input_weights()  # [C, H, N]
-            weights = torch.cat([weights.real, -weights.imag], dim=-1)  # [C, H, 2N]
-            kernel = torch.einsum("chn,hnl->chl", weights, vandermonde)
-            return 2.0 * kernel
+            return s4d_kernel(self.log_dt, self.a_real_raw, self.a_imag, self.c, length, self.real_transform)
 
     def transfer_function(self, omega: Tensor) -> Tensor:
         """Discrete-time transfer function ``G(e^{iω}) [channels, H, F]`` of the kernel (D excluded) at ω ``[F]``

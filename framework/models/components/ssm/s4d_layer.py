@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from framework.models.components.ssm.filter_protocol import SpectralFilter, frequency_product
-from framework.models.components.ssm.s4d_kernel import S4DKernel
+from framework.models.components.ssm.s4d_kernel import S4DKernel, stacked_s4d_kernels
 
 __all__ = ["S4D"]
 
@@ -54,14 +54,33 @@ class S4D(nn.Module):
 
     def convolution_kernel(self, length: int) -> Tensor:
         """The full kernel ``[channels, H, 2L]`` as used by the FFT (causal part, then the anti-causal part)."""
-        k = self.kernel(length)
+        return self._circular_layout(self.kernel(length), length)
+
+    def _circular_layout(self, k: Tensor, length: int) -> Tensor:
+        """``[..., kernel channels, H, L]`` -> ``[..., channels, H, L or 2L]`` (bidirectional: both directions)."""
         if not self.bidirectional:
             return k
-        forward, backward = k[: self.channels], k[self.channels:]
+        forward, backward = k[..., : self.channels, :, :], k[..., self.channels:, :, :]
         # Circular layout of length 2L: lags 0..L-1 causal; the reversed backward kernel fills lags -L..-1.
         return F.pad(forward, (0, length)) + F.pad(backward.flip(-1), (length, 0))
 
-    def forward(self, u: Tensor) -> Tensor:
+    @staticmethod
+    def kernel_spectra(layers: list[S4D], length: int) -> list[Tensor] | None:
+        """The rFFT ``k_f [channels, H, L + 1]`` of every layer's convolution kernel, computed for all layers in one
+        batched pass (kernel, layout, FFT); ``None`` unless the layers share sizes and direction. Pass each to
+        ``forward(u, kernel_spectrum=...)``: a deep stack then launches the kernel computation once, not per layer."""
+        if not layers or len({(l.bidirectional, l.channels, l.d_model) for l in layers}) != 1:
+            return None
+        kernels = [l.kernel for l in layers]
+        if len({(k.state_size, k.real_transform) for k in kernels}) != 1:
+            return None
+        with torch.autocast(device_type=kernels[0].c.device.type, enabled=False):
+            k = layers[0]._circular_layout(stacked_s4d_kernels(kernels, length), length)
+            return list(torch.fft.rfft(k, n=2 * length).unbind(0))
+
+    def forward(self, u: Tensor, kernel_spectrum: Tensor | None = None) -> Tensor:
+        """``u [B, L, H]`` -> ``[B, L, channels·H]``; ``kernel_spectrum``: this layer's entry of
+        :meth:`kernel_spectra` for ``L`` (else the kernel is computed here)."""
         if u.dim() != 3 or u.shape[-1] != self.d_model:
             raise ValueError(f"S4D expects input [B, L, H={self.d_model}], got {list(u.shape)}")
         length = u.shape[1]
@@ -69,7 +88,12 @@ class S4D(nn.Module):
         with torch.autocast(device_type=u.device.type, enabled=False):
             x = u.to(torch.promote_types(u.dtype, torch.float32)).transpose(1, 2)  # [B, H, L]
             n_fft = 2 * length
-            k_f = torch.fft.rfft(self.convolution_kernel(length), n=n_fft)  # [C, H, F]
+            if kernel_spectrum is None:
+                kernel_spectrum = torch.fft.rfft(self.convolution_kernel(length), n=n_fft)  # [C, H, F]
+            elif kernel_spectrum.shape != (self.channels, self.d_model, n_fft // 2 + 1):
+                raise ValueError(f"kernel_spectrum must be [{self.channels}, {self.d_model}, {n_fft // 2 + 1}] for "
+                                 f"length {length}, got {list(kernel_spectrum.shape)}")
+            k_f = kernel_spectrum
             x_f = torch.fft.rfft(x, n=n_fft)[:, None]  # [B, 1, H, F]
             y = torch.fft.irfft(frequency_product(x_f, k_f, n_fft, self.spectral_filter), n=n_fft)[..., :length]
             y = y + self.d[None, :, :, None] * x[:, None]  # D skip, never filtered  [B, C, H, L]

@@ -95,7 +95,8 @@ class SobolevSpectralFilter(nn.Module):
                 f"{w.shape[-1]} rFFT bins (n_fft={n_fft}) last"
             )
         if self.mode == "forward":
-            return x_f * k_f * w
+            # (k_f · w) first: a [C, H, F] product instead of a second pass over the [B, C, H, F] spectrum.
+            return x_f * (k_f * w)
         return x_f * _ReweightGradient.apply(k_f, w.detach())
 
     def extra_repr(self) -> str:

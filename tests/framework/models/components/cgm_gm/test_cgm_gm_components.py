@@ -85,7 +85,7 @@ def test_prior_unrolls_on_its_own_samples():
     # Replay step 2 by hand from the step-1 sample: the prior of frame t depends on z_{t-1}.
     h_true = torch.zeros(2, 8)
     g = torch.Generator().manual_seed(1)
-    z0 = torch.randn(2, 4, generator=g)
+    z0 = torch.randn(6, 2, 4, generator=g)[0]  # the noise of all T + 1 = 6 draws comes from one call, z_0's first
     h_true = prior.cell(torch.cat([z0, cond[:, 0]], -1), h_true)
     torch.testing.assert_close(prior.mean(h_true), mean[:, 0])
     h_true = prior.cell(torch.cat([z[:, 0], cond[:, 1]], -1), h_true)

@@ -1,0 +1,157 @@
+"""Replay the training forward and backward of chosen sub-modules as CUDA graphs, from a config:
+
+    trainer:
+      callbacks:
+        - class_path: framework.callbacks.cuda_graph_modules.CUDAGraphModules
+          init_args: {modules: [backbone]}
+
+A launch-bound step (hundreds of small kernels, each costing the host more than the GPU) becomes two graph launches
+per module: ``torch.cuda.make_graphed_callables`` captures the module's forward and its backward once per input
+signature (shapes, dtypes, ``requires_grad``, keyword arguments, autocast state) at the first training call, and
+replays them afterwards. Use it with static shapes (``ListOps(pad_to_seq_len=True)`` or a few ``length_buckets``;
+the last, smaller batch of an epoch is one more signature). Everything else runs the module's own forward: eval mode,
+``torch.no_grad`` (validation, generation), CPU tensors, non-tensor positional arguments, tensor or object keyword
+arguments (e.g. a ``torch.Generator``), and signatures beyond ``max_graphs``.
+
+Numerics: the graphs run the same kernels as eager. Capturing runs ``warmup_iters`` untimed forward/backward passes
+on the first batch of each signature; the module's buffers (BatchNorm running statistics) are restored afterwards,
+but those passes consume random numbers, so dropout / sampling noise differs from an eager run's draws (same
+distribution). Constraints (PyTorch's): no host synchronisation inside the module (``.item()``, data-dependent
+shapes), parameters updated in place (every ``torch.optim`` optimizer does), one device (no DDP / FSDP), outputs a
+tensor or a tuple / list / dict of tensors. Outputs live in the graph's static memory and are overwritten by the next
+replay: a training step that keeps them past its own backward must clone them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor, nn
+
+__all__ = ["CUDAGraphModules"]
+
+_PLAIN = (bool, int, float, str, type(None))
+
+
+class _BoundForward(nn.Module):
+    """``module``'s original forward with fixed keyword arguments; its parameters are ``module``'s."""
+
+    def __init__(self, module: nn.Module, forward: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+        super().__init__()
+        self.inner = module
+        self._call = forward
+        self._kwargs = kwargs
+
+    def forward(self, *args: Tensor) -> Any:
+        return self._call(*args, **self._kwargs)
+
+
+class _GraphedForward:
+    """Replaces ``module.forward``: captures and replays graphs for training calls, the original forward otherwise."""
+
+    device_type = "cuda"  # where graphs are captured (tests substitute a fake capture on CPU)
+
+    def __init__(self, module: nn.Module, max_graphs: int, warmup_iters: int) -> None:
+        self.module = module
+        self.eager = module.forward
+        self.max_graphs, self.warmup_iters = max_graphs, warmup_iters
+        self.graphs: dict[tuple, Callable[..., Any]] = {}
+        self.replays = 0
+        self.eager_calls = 0
+
+    def _eligible(self, args: tuple, kwargs: dict) -> bool:
+        return (self.module.training and torch.is_grad_enabled() and bool(args)
+                and all(isinstance(a, Tensor) and a.device.type == self.device_type for a in args)
+                and all(isinstance(v, _PLAIN) for v in kwargs.values()))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not self._eligible(args, kwargs):
+            self.eager_calls += 1
+            return self.eager(*args, **kwargs)
+        autocast = (torch.is_autocast_enabled(self.device_type), torch.get_autocast_dtype(self.device_type))
+        key = (tuple((tuple(a.shape), a.dtype, a.requires_grad) for a in args), tuple(sorted(kwargs.items())), autocast)
+        graphed = self.graphs.get(key)
+        if graphed is None:
+            if len(self.graphs) >= self.max_graphs:
+                self.eager_calls += 1
+                return self.eager(*args, **kwargs)
+            graphed = self._capture(args, kwargs, autocast)
+            self.graphs[key] = graphed
+        self.replays += 1
+        return graphed(*args)
+
+    def _capture(self, args: tuple, kwargs: dict, autocast: tuple[bool, torch.dtype]) -> Callable[..., Any]:
+        bound = _BoundForward(self.module, self.eager, dict(kwargs))
+        sample = tuple(a.detach().clone().requires_grad_(a.requires_grad) for a in args)
+        buffers = [b.detach().clone() for b in self.module.buffers()]
+        # PyTorch refuses to capture under autocast's weight-cast cache; the captured casts are recomputed per replay.
+        with torch.autocast(self.device_type, dtype=autocast[1], enabled=autocast[0], cache_enabled=False):
+            graphed = torch.cuda.make_graphed_callables(bound, sample, num_warmup_iters=self.warmup_iters,
+                                                        allow_unused_input=True)
+        with torch.no_grad():  # the warm-up passes updated BatchNorm statistics; the real step has not run yet
+            for buffer, saved in zip(self.module.buffers(), buffers):
+                buffer.copy_(saved)
+        return graphed.forward
+
+
+def _resolve(pl_module: nn.Module, path: str) -> nn.Module:
+    module = pl_module
+    for name in path.split("."):
+        if not hasattr(module, name):
+            raise ValueError(f"CUDAGraphModules: {type(pl_module).__name__} has no sub-module {path!r}")
+        module = getattr(module, name)
+    if not isinstance(module, nn.Module):
+        raise ValueError(f"CUDAGraphModules: {path!r} is a {type(module).__name__}, not an nn.Module")
+    return module
+
+
+class CUDAGraphModules(pl.Callback):
+    """Train the sub-modules ``modules`` through CUDA graphs (see the module docstring).
+
+    Args:
+        modules: attribute paths from the LightningModule (e.g. ``backbone``, ``network.prior``); each an ``nn.Module``
+            with no forward hooks of its own.
+        max_graphs: input signatures captured per module; later ones run eagerly.
+        warmup_iters: eager passes before each capture (PyTorch's ``num_warmup_iters``; cuDNN / cuFFT plans and
+            autotuning happen there, outside the graph).
+    """
+
+    def __init__(self, *, modules: list[str], max_graphs: int = 8, warmup_iters: int = 3) -> None:
+        super().__init__()
+        if not isinstance(modules, (list, tuple)) or not modules or not all(isinstance(m, str) and m for m in modules):
+            raise ValueError(f"modules must be a non-empty list of attribute paths, got {modules!r}")
+        for name, value in (("max_graphs", max_graphs), ("warmup_iters", warmup_iters)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        self.modules, self.max_graphs, self.warmup_iters = list(modules), max_graphs, warmup_iters
+        self.wrappers: dict[str, _GraphedForward] = {}
+        self.final_stats: dict[str, dict[str, int]] = {}
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if trainer.world_size > 1:
+            raise ValueError(f"CUDAGraphModules runs on one device; this trainer has world_size={trainer.world_size} "
+                             "(drop the callback, or train on one GPU)")
+        for path in self.modules:
+            module = _resolve(pl_module, path)
+            if isinstance(module.__dict__.get("forward"), _GraphedForward):
+                continue  # already wrapped (a second fit on the same model)
+            if module._forward_hooks or module._forward_pre_hooks or module._backward_hooks:
+                raise ValueError(f"CUDAGraphModules: {path!r} has hooks registered; CUDA graphs cannot capture them")
+            self.wrappers[path] = module.forward = _GraphedForward(module, self.max_graphs, self.warmup_iters)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Restore the plain forwards (and free the graphs) so the model pickles and runs anywhere."""
+        self.final_stats = self.stats()
+        for path in self.wrappers:
+            module = _resolve(pl_module, path)
+            if isinstance(module.__dict__.get("forward"), _GraphedForward):
+                del module.forward
+        self.wrappers = {}
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """``{path: {"graphs", "replays", "eager_calls"}}`` since setup."""
+        return {path: {"graphs": len(w.graphs), "replays": w.replays, "eager_calls": w.eager_calls}
+                for path, w in self.wrappers.items()}
