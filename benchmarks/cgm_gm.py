@@ -56,7 +56,8 @@ def settings(quick: bool) -> dict:
 
 def train(data: GroundMotionCatalog, cfg: dict, seed: int, device: str,
           max_minutes: float | None = None, *, chunk_dir: Path | None = None, chunk_seconds: float | None = None,
-          compile: bool = False, compile_mode: str | None = None, fused: bool = False) -> tuple[CGMGM, float]:
+          compile: bool = False, compile_mode: str | None = None, fused: bool = False,
+          cuda_graphs: bool = False) -> tuple[CGMGM, float]:
     """Train; with ``chunk_dir`` the fit is one slot of a longer run: it resumes from ``chunk_dir/chunk.ckpt`` when
     present, stops at the last epoch end that fits ``chunk_seconds`` and leaves the checkpoint there
     (``cfg["chunk_finished"]`` says whether all steps are done)."""
@@ -77,6 +78,10 @@ def train(data: GroundMotionCatalog, cfg: dict, seed: int, device: str,
                   compile=compile, compile_mode=compile_mode,
                   optimizer=lambda p: torch.optim.Adam(p, lr=cfg["lr"], weight_decay=1e-5, fused=fused or None))
     callbacks: list = [Progress()]
+    if cuda_graphs:  # the 131-frame prior unroll's forward and backward as two CUDA graph launches (issue 24)
+        from framework.callbacks.cuda_graph_modules import CUDAGraphModules
+
+        callbacks.append(CUDAGraphModules(modules=["network.prior"]))
     ckpt_path = None
     if chunk_dir is not None:
         limit = EpochBoundaryTimeLimit(seconds=chunk_seconds, checkpoint_path=str(chunk_dir / "chunk.ckpt"))
@@ -174,6 +179,8 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the dynamic VAE (issue 24)")
     parser.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. reduce-overhead")
     parser.add_argument("--fused", action="store_true", help="fused Adam (CUDA)")
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="replay the prior's unroll as CUDA graphs (framework.callbacks.cuda_graph_modules)")
     parser.add_argument("--oracle-only", action="store_true",
                         help="no training: score Griffin-Lim of the true held-out amplitudes (the pipeline's floor)")
     args = parser.parse_args()
@@ -209,7 +216,7 @@ def main() -> None:
             cfg["chunks"] = json.loads(history.read_text())
     model, train_seconds = train(data, cfg, args.seed, args.device, args.max_train_minutes, chunk_dir=args.chunk_dir,
                                  chunk_seconds=args.chunk_seconds, compile=args.compile,
-                                 compile_mode=args.compile_mode, fused=args.fused)
+                                 compile_mode=args.compile_mode, fused=args.fused, cuda_graphs=args.cuda_graphs)
     if args.chunk_dir is not None:
         (args.chunk_dir / "chunks.json").write_text(json.dumps(cfg["chunks"], indent=1))
         if not cfg["chunk_finished"]:

@@ -14,9 +14,9 @@ the last, smaller batch of an epoch is one more signature). Everything else runs
 arguments (e.g. a ``torch.Generator``), and signatures beyond ``max_graphs``.
 
 Numerics: the graphs run the same kernels as eager. Capturing runs ``warmup_iters`` untimed forward/backward passes
-on the first batch of each signature; the module's buffers (BatchNorm running statistics) are restored afterwards,
-but those passes consume random numbers, so dropout / sampling noise differs from an eager run's draws (same
-distribution). Constraints (PyTorch's): no host synchronisation inside the module (``.item()``, data-dependent
+on the first batch of each signature; afterwards the module's buffers (BatchNorm running statistics) and the
+device's random-number generator state are restored, so the first replay starts from the state the eager step would
+have seen (philox offsets advance per replay as they do per eager call). Constraints (PyTorch's): no host synchronisation inside the module (``.item()``, data-dependent
 shapes), parameters updated in place (every ``torch.optim`` optimizer does), one device (no DDP / FSDP), outputs a
 tensor or a tuple / list / dict of tensors. Outputs live in the graph's static memory and are overwritten by the next
 replay: a training step that keeps them past its own backward must clone them.
@@ -87,13 +87,21 @@ class _GraphedForward:
         bound = _BoundForward(self.module, self.eager, dict(kwargs))
         sample = tuple(a.detach().clone().requires_grad_(a.requires_grad) for a in args)
         buffers = [b.detach().clone() for b in self.module.buffers()]
+        device = args[0].device
+        rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
         # PyTorch refuses to capture under autocast's weight-cast cache; the captured casts are recomputed per replay.
         with torch.autocast(self.device_type, dtype=autocast[1], enabled=autocast[0], cache_enabled=False):
             graphed = torch.cuda.make_graphed_callables(bound, sample, num_warmup_iters=self.warmup_iters,
                                                         allow_unused_input=True)
-        with torch.no_grad():  # the warm-up passes updated BatchNorm statistics; the real step has not run yet
+        # The warm-up passes updated BatchNorm statistics and drew random numbers; the real step has not run yet.
+        # Restored, the first replay starts from the generator state the eager step would have seen.
+        with torch.no_grad():
             for buffer, saved in zip(self.module.buffers(), buffers):
                 buffer.copy_(saved)
+        if device.type == "cuda":
+            torch.cuda.set_rng_state(rng, device)
+        else:
+            torch.set_rng_state(rng)
         return graphed.forward
 
 

@@ -95,18 +95,22 @@ def test_capture_bookkeeping_with_a_stand_in_capture(monkeypatch):
     monkeypatch.setattr(_GraphedForward, "device_type", "cpu")
     torch.manual_seed(0)
     body = _Body()
+    reference = _Body()
+    reference.load_state_dict(body.state_dict())
     wrapper = _GraphedForward(body, max_graphs=2, warmup_iters=3)
     x = torch.randn(16, 3)
-    before = body.net[1].running_mean.clone()
-    out = wrapper(x, scale=2.0)
-    # The three warm-up passes were undone: exactly one BatchNorm update (the real call), as in eager.
-    reference = _Body()
-    reference.load_state_dict({**body.state_dict(), "net.1.running_mean": before,
-                               "net.1.num_batches_tracked": torch.tensor(0)})
     torch.manual_seed(5)
-    reference(x, scale=2.0)
-    assert torch.allclose(body.net[1].running_mean, reference.net[1].running_mean)
-    assert int(body.net[1].num_batches_tracked) == 1 and out.shape == (16, 2)
+    out = wrapper(x, scale=2.0)
+    after_wrapped = torch.rand(1)
+    torch.manual_seed(5)
+    expected = reference(x, scale=2.0)
+    after_eager = torch.rand(1)
+    # The three warm-up passes were undone: one BatchNorm update (the real call) and the same dropout mask and RNG
+    # stream afterwards as the eager call.
+    torch.testing.assert_close(body.net[1].running_mean, reference.net[1].running_mean)
+    assert int(body.net[1].num_batches_tracked) == 1
+    torch.testing.assert_close(out, expected)
+    assert torch.equal(after_wrapped, after_eager)
     wrapper(torch.randn(16, 3), scale=2.0)  # same signature: replayed, no new capture
     wrapper(torch.randn(8, 3), scale=2.0)  # new shape: second capture
     wrapper(torch.randn(4, 3), scale=2.0)  # beyond max_graphs: eager
