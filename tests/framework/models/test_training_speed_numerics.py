@@ -1,5 +1,5 @@
-"""The speed changes of issue 24 against the eager / unpadded path: the S4D kernel in real arithmetic equals the
-complex Vandermonde sum; ListOps length buckets and ``torch.compile`` keep the loss curve within the noise of a
+"""The speed changes of issue 24 against the eager / unpadded path: the S4D kernel (blocked powers) equals the
+complex128 Vandermonde sum; ListOps length buckets and ``torch.compile`` keep the loss curve within the noise of a
 change of seed (same data order, same steps)."""
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ from framework.models.components.ssm.s4d_kernel import S4DKernel
 from framework.models.ssm_sequence_model import SSMSequenceModel
 
 
-def test_real_arithmetic_kernel_matches_complex_vandermonde():
+@pytest.mark.parametrize("length, state_size", [(1, 7), (2, 7), (7, 7), (300, 7), (2048, 64)])
+def test_blocked_power_kernel_matches_complex128_vandermonde(length, state_size):
+    # Lengths around and between the √L blocks (1, 2, 7; 300 = 10 blocks of 32, sliced) and the ListOps
+    # layer (N = 64 modes, α = 3, L = 2048: arguments ΔA·ℓ up to ~10^5 rad, where float32 phase rounding matters).
     torch.manual_seed(0)
-    kernel = S4DKernel(d_model=5, state_size=7, channels=2, alpha=3.0, dt_min=1e-3, dt_max=1e-1)
-    length = 300
+    kernel = S4DKernel(d_model=5, state_size=state_size, channels=2, alpha=3.0, dt_min=1e-3, dt_max=1e-1)
     got = kernel(length).detach().double()
     # Independent reference: K[l] = 2 Re Σ_n C_n (e^{ΔA_n} − 1)/A_n e^{ΔA_n l}, in complex128 numpy.
     a = kernel.a.detach().numpy().astype(np.complex128)
@@ -29,6 +31,18 @@ def test_real_arithmetic_kernel_matches_complex_vandermonde():
     steps = np.arange(length)
     expected = 2.0 * np.einsum("chn,hnl->chl", weights, np.exp((dt * a)[..., None] * steps)).real
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("real_transform", ["exp", "softplus"])
+def test_blocked_power_kernel_gradients_match_finite_differences(real_transform):
+    from framework.models.components.ssm.s4d_kernel import s4d_kernel
+
+    torch.manual_seed(0)
+    log_dt = (torch.rand(3, dtype=torch.float64) * 3 - 5).requires_grad_(True)
+    raw = (torch.rand(3, 4, dtype=torch.float64) - 1).requires_grad_(True)
+    imag = (torch.rand(3, 4, dtype=torch.float64) * 10).requires_grad_(True)
+    c = torch.randn(2, 3, 4, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *p: s4d_kernel(*p, 37, real_transform), (log_dt, raw, imag, c))
 
 
 def test_length_buckets_pad_to_the_smallest_bucket_that_fits():
