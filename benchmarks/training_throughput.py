@@ -25,7 +25,7 @@ Variants: ``before`` (the config as shipped), ``eager_nosync`` (no per-step host
 optimizer, pinned memory; ListOps length buckets; bf16-mixed where the config has none), ``compiled`` (plus
 ``torch.compile`` of the model's hot module) and ``cudagraphs`` (plus compile mode ``reduce-overhead``) add up in
 this order. ``static``: no per-step host syncs (as ``eager_nosync``) and one input shape for the whole run (ListOps:
-every batch padded to ``seq_len``; 6 loader workers); ``graphed``: ``static`` plus
+every batch padded to ``seq_len``; 6 loader workers; CGM-GM: 4 loader workers for the per-batch STFT); ``graphed``: ``static`` plus
 ``framework.callbacks.cuda_graph_modules.CUDAGraphModules`` on the hot module (ListOps ``backbone``, CGM-GM
 ``network.prior``: its 131-step GRU unroll), whose forward and backward replay as two CUDA graphs;
 ``static_cudagraphs``: ``static`` plus ``torch.compile`` mode ``reduce-overhead`` (one shape, so one compilation).
@@ -94,7 +94,7 @@ CUDAGRAPHS = {
 STATIC = {
     "listops": [*NOSYNC_COMMON, "--data.init_args.pin_memory=true", "--data.init_args.pad_to_seq_len=true",
                 "--data.init_args.num_workers=6"],
-    "cgm_gm": [*NOSYNC_COMMON],
+    "cgm_gm": [*NOSYNC_COMMON, "--data.init_args.num_workers=4", "--data.init_args.pin_memory=true"],
     "flow_matching": [*NOSYNC_COMMON, "--trainer.precision=bf16-mixed"],
     "tinymem": [*NOSYNC_COMMON, "--trainer.precision=bf16-mixed"],
 }

@@ -58,13 +58,21 @@ class GroundMotionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.waveforms)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, index: int | torch.Tensor) -> dict[str, torch.Tensor]:
+        """One record (``index`` an int) or a stack of them (``index [B]``: every entry gains a leading B)."""
         waveform = self.waveforms[index]
         spec = self.transform(waveform)
         item = {"spectrogram": self.scaler.normalize(spec).float(), "phase": torch.angle(spec).float(),
                 "waveform": waveform, "condition": self.conditions[index]}
         item.update({k: v[index] for k, v in self.metadata.items()})
         return item
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, torch.Tensor]]:
+        """The DataLoader's batched fetch: one STFT for the whole batch instead of one per record (per-record STFTs
+        on the loading process were most of a CGM-GM step's host time), split back into the items it collates."""
+        batch = self[torch.as_tensor(list(indices), dtype=torch.long)]
+        columns = {k: v.unbind(0) for k, v in batch.items()}
+        return [{k: v[i] for k, v in columns.items()} for i in range(len(indices))]
 
 
 class GroundMotionCatalog(FrameworkDataModule):

@@ -157,6 +157,25 @@ def test_datamodule_batches_and_event_disjoint_splits(tmp_path):
     assert norm["log_min"] < norm["log_max"] and norm["condition_names"][0] == "magnitude"
 
 
+def test_batched_fetch_equals_one_record_at_a_time(tmp_path):
+    # The DataLoader fetches a batch through __getitems__ (one STFT for the batch); each item must equal the record's
+    # own __getitem__ (one STFT per record), and so must the collated batch.
+    dm = GroundMotionCatalog(num_records=80, batch_size=8, cache_dir=str(tmp_path))
+    dm.prepare_data()
+    dm.setup("fit")
+    dataset = dm.datasets["train"]
+    indices = [5, 0, 17, 3]
+    for got, index in zip(dataset.__getitems__(indices), indices):
+        expected = dataset[index]
+        assert got.keys() == expected.keys()
+        for key in expected:
+            torch.testing.assert_close(got[key], expected[key], rtol=1e-6, atol=1e-7, msg=key)
+    batch = next(iter(torch.utils.data.DataLoader(dataset, batch_size=4)))
+    single = torch.utils.data.default_collate([dataset[i] for i in range(4)])
+    for key in single:
+        torch.testing.assert_close(batch[key], single[key], rtol=1e-6, atol=1e-7, msg=key)
+
+
 def test_datamodule_rejects_bad_arguments():
     with pytest.raises(ValueError, match="needs records_path"):
         GroundMotionCatalog(source="csv")
