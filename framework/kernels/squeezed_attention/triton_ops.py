@@ -69,6 +69,8 @@ CONFIG = {
     # hierarchical first level: 1 = parallel survivor compaction (block counts + prefix), 0 = one serial program
     "parallel_compact": 1,
     "compact_block": 1024,
+    # pruned (hierarchical) selections take the parallel take+expand too (0 = the serial select + expand kernels)
+    "parallel_expand_alive": 1,
 }
 _INTERPRET_CONFIG = {
     "lookup_block_c": 16, "rows_block_m": 16, "rows_block_c": 16, "decode_block_n": 16, "prefill_block_m": 16,
@@ -346,7 +348,8 @@ def select_from_scores(
     single = triton.next_power_of_2(c) <= _cfg("select_single_max")
     li = logits_info
     alive_t = alive if has_alive else take
-    if st.offsets is not None and (budget_mode or not sync) and _cfg("parallel_expand"):
+    if (st.offsets is not None and (budget_mode or not sync) and _cfg("parallel_expand")
+            and (not has_alive or _cfg("parallel_expand_alive"))):
         # everything sized in advance: parallel take + expansion (budget mode keeps one serial search kernel)
         block = _cfg("take_block")
         nblk = triton.cdiv(c, block)
