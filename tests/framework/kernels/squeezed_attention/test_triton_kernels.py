@@ -308,7 +308,9 @@ class _PoisonedTorch:
 
     @staticmethod
     def _poison(t):
-        return t.fill_(float("nan") if t.dtype.is_floating_point else -7777)
+        if t.dtype.is_floating_point:
+            return t.fill_(float("nan"))
+        return t.fill_(True if t.dtype == torch.bool else max(-7777, torch.iinfo(t.dtype).min))
 
     def empty(self, *args, **kwargs):
         return self._poison(torch.empty(*args, **kwargs))
