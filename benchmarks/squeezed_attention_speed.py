@@ -428,9 +428,10 @@ def bench_targets(timer, paths, smoke: bool):
     from framework.kernels.squeezed_attention import triton_ops
 
     k_ = 1024
-    n128, n512 = (2 * k_, 4 * k_) if smoke else (128 * k_, 512 * k_)
+    n128, n512 = (1 * k_, 2 * k_) if smoke else (128 * k_, 512 * k_)
+    mha, gqa = (4, 2) if smoke else (32, 8)
     rows = []
-    for hkv, n, hier in ((32, n128, False), (8, n128, False), (32, n512, True), (8, n512, True)):
+    for hkv, n, hier in ((mha, n128, False), (gqa, n128, False), (mha, n512, True), (gqa, n512, True)):
         ctx = make_context(1, hkv, n, 0.05, seed=n + hkv + 1)
         q = torch.randn(1, HQ, 1, D, generator=torch.Generator(device=DEVICE).manual_seed(n + 1), device=DEVICE,
                         dtype=DT)
@@ -599,7 +600,7 @@ def main(argv=None):
         global DEVICE, DT, HQ, D, WINDOW, BACKEND
         if os.environ.get("TRITON_INTERPRET") != "1":
             raise SystemExit("--smoke runs the kernels in Triton's CPU interpreter: set TRITON_INTERPRET=1")
-        DEVICE, DT, HQ, D, WINDOW, BACKEND = "cpu", torch.float32, 32, 32, 16, "triton"
+        DEVICE, DT, HQ, D, WINDOW, BACKEND = "cpu", torch.float32, 8, 16, 16, "triton"
         started = time.time()
         rows = bench_targets(Timer(1), paths, smoke=True)
         return write_targets(args, argv, rows, started)
