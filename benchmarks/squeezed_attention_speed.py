@@ -392,8 +392,9 @@ def tune(timer):
 
 # ------------------------------------------------------------------------------------------- issue-23 targets
 
-def _time_paths(timer, q, ctx, budget, thr, paths, row, prefix=""):
-    """Lookup / attention / total (budget mode) and lookup / total (threshold mode) under each decode path."""
+def _time_paths(timer, q, ctx, budget, thr, paths, row, prefix="", totals_only=False):
+    """Lookup / attention / total (budget mode) and lookup / total (threshold mode) under each decode path
+    (``totals_only``: the two totals)."""
     from framework.kernels.squeezed_attention import set_decode_path
 
     lay = ctx["layout"]
@@ -412,11 +413,12 @@ def _time_paths(timer, q, ctx, budget, thr, paths, row, prefix=""):
         tlook = lambda: centroid_lookup(q, ctx["centroids"], ctx["sizes"], lay.key_labels, threshold=thr,  # noqa
                                         layout=lay, sync=False, backend=BACKEND)
         key = f"{prefix}{path}_"
-        row[key + "lookup_us"] = timer(look)
-        row[key + "attention_us"] = timer(lambda: sparse_attention(q, k, v, sel, backend=BACKEND))
+        if not totals_only:
+            row[key + "lookup_us"] = timer(look)
+            row[key + "attention_us"] = timer(lambda: sparse_attention(q, k, v, sel, backend=BACKEND))
+            row[key + "thr_kept_keys"] = tlook().key_counts.float().mean().item()
+            row[key + "thr_lookup_us"] = timer(tlook)
         row[key + "total_us"] = timer(lambda: sparse_attention(q, k, v, look(), backend=BACKEND))
-        row[key + "thr_kept_keys"] = tlook().key_counts.float().mean().item()
-        row[key + "thr_lookup_us"] = timer(tlook)
         row[key + "thr_total_us"] = timer(lambda: sparse_attention(q, k, v, tlook(), backend=BACKEND))
     set_decode_path("split")
     row["kept_keys"] = want.float().mean().item()
@@ -446,17 +448,28 @@ def bench_targets(timer, paths, smoke: bool):
         thr = calibrate_thresholds(ctx, 1, 1, 0.1, seed=17)
         row = {"mode": "decode", "batch": 1, "kv_heads": hkv, "q_heads": HQ, "context": n, "budget": 0.1,
                "centroids": ctx["c"], "dense_us": dense[best], "dense_best": best, "dense_all_us": dense}
-        _time_paths(timer, q, ctx, 0.1, thr, paths, row)
-        if "fused" in paths:  # the fused lookup's finishing program does serial work: 4 vs 8 warps
+        for path in paths:  # one failing path must not lose the other's numbers
+            try:
+                _time_paths(timer, q, ctx, 0.1, thr, [path], row)
+            except Exception as exc:  # noqa: BLE001
+                row[f"{path}_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+                print(f"  {path} path failed: {row[f'{path}_error']}", flush=True)
+        if "fused" in paths:  # the fused lookup's finishing program does serial work: other warp counts
             saved = triton_ops.CONFIG["fused_lookup_warps"]
-            triton_ops.CONFIG["fused_lookup_warps"] = 8 if saved != 8 else 4
-            _time_paths(timer, q, ctx, 0.1, thr, ["fused"], row, prefix=f"w{triton_ops.CONFIG['fused_lookup_warps']}_")
+            for warps in (w for w in (4, 8, 16) if w != saved):
+                triton_ops.CONFIG["fused_lookup_warps"] = warps
+                try:
+                    _time_paths(timer, q, ctx, 0.1, thr, ["fused"], row, prefix=f"w{warps}_", totals_only=True)
+                except Exception as exc:  # noqa: BLE001 - a tile configuration that does not compile is reported
+                    row[f"w{warps}_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+                    print(f"  fused lookup with {warps} warps failed: {row[f'w{warps}_error']}", flush=True)
             triton_ops.CONFIG["fused_lookup_warps"] = saved
-        sel_bytes = 2 * hkv * row["kept_keys"] * D * q.element_size()
+        ok_paths = [p_ for p_ in paths if f"{p_}_total_us" in row]
+        sel_bytes = 2 * hkv * row.get("kept_keys", 0.1 * n) * D * q.element_size()
         if COPY_BW:
             row.update(copy_tbps=COPY_BW / 1e12, dense_floor_us=kv_bytes / COPY_BW * 1e6,
                        floor_us=(sel_bytes + cent_bytes) / COPY_BW * 1e6)
-        for path in paths:
+        for path in ok_paths:
             row[f"{path}_speedup"] = row["dense_us"] / row[f"{path}_total_us"]
             row[f"{path}_thr_speedup"] = row["dense_us"] / row[f"{path}_thr_total_us"]
         if hier:
@@ -470,14 +483,19 @@ def bench_targets(timer, paths, smoke: bool):
                     hl = lambda: hierarchical_lookup(  # noqa: E731
                         q, h["coarse"], h["coarse_sizes"], h["f2c"], ctx["centroids"], ctx["sizes"], lay.key_labels,
                         coarse_threshold=h["thr"], layout=lay, backend=BACKEND, **kw)
-                    row[f"{label}_{sel_mode}_lookup_us"] = timer(hl)
-                    row[f"{label}_{sel_mode}_total_us"] = timer(lambda: sparse_attention(q, ctx["k"], ctx["v"], hl(), backend=BACKEND))
+                    try:
+                        row[f"{label}_{sel_mode}_lookup_us"] = timer(hl)
+                        row[f"{label}_{sel_mode}_total_us"] = timer(
+                            lambda: sparse_attention(q, ctx["k"], ctx["v"], hl(), backend=BACKEND))
+                    except Exception as exc:  # noqa: BLE001
+                        row[f"{label}_{sel_mode}_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+                        print(f"  {label} {sel_mode} failed: {row[f'{label}_{sel_mode}_error']}", flush=True)
             triton_ops.CONFIG["parallel_compact"] = 1
             triton_ops.CONFIG["parallel_expand_alive"] = 1
             row["hier_fine_alive"] = (hl().cluster_scores > 0).float().sum(-1).mean().item()
             row["hier_coarse_centroids"] = h["c1"]
         rows.append(row)
-        print(fmt_target(row, paths), flush=True)
+        print(fmt_target(row, ok_paths), flush=True)
         del ctx
         if DEVICE == "cuda":
             torch.cuda.empty_cache()
@@ -492,11 +510,11 @@ def fmt_target(r, paths) -> str:
         parts.append(f"{p}: lookup {r[p + '_lookup_us']:.1f} + attention {r[p + '_attention_us']:.1f}, total "
                      f"{r[p + '_total_us']:.1f} us = {r[p + '_speedup']:.2f}x; threshold total "
                      f"{r[p + '_thr_total_us']:.1f} us = {r[p + '_thr_speedup']:.2f}x")
-    for w in ("w8_", "w4_"):
+    for w in ("w4_", "w8_", "w16_"):
         if w + "fused_total_us" in r:
-            parts.append(f"fused with {w[1]} warps: total {r[w + 'fused_total_us']:.1f}, threshold "
+            parts.append(f"fused lookup with {w[1:-1]} warps: total {r[w + 'fused_total_us']:.1f}, threshold "
                          f"{r[w + 'fused_thr_total_us']:.1f} us")
-    if "hier_new_budget_lookup_us" in r:
+    if all(f"hier_{v}_{m}_lookup_us" in r for v in ("new", "old") for m in ("budget", "thr")) and paths:
         flat = r[paths[0] + "_lookup_us"]
         flat_thr = r[paths[0] + "_thr_lookup_us"]
         parts.append(

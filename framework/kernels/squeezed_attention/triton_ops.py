@@ -93,6 +93,7 @@ def decode_path() -> str:
 
 DECODE_PATHS = ("split", "fused")
 _LOCKS: dict = {}
+_RETIRED_LOCKS: list = []
 
 
 def _lock_buffer(device: torch.device, size: int, tag: str) -> torch.Tensor:
@@ -107,6 +108,8 @@ def _lock_buffer(device: torch.device, size: int, tag: str) -> torch.Tensor:
     if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
         return torch.zeros(size, dtype=torch.int32, device=device)
     buf = torch.zeros(max(size, 1024), dtype=torch.int32, device=device)
+    if key in _LOCKS:  # a captured CUDA graph may still point at the smaller buffer: keep it alive
+        _RETIRED_LOCKS.append(_LOCKS[key])
     _LOCKS[key] = buf
     return buf[:size]
 
