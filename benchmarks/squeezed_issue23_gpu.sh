@@ -10,7 +10,7 @@ export PYTHONPATH=$PWD HF_HUB_OFFLINE=1 WANDB_MODE=disabled TRITON_INTERPRET=0
 stage() { local limit=$1 name=$2; shift 2; local t=$SECONDS
   timeout "$limit" "$@" > "$OUT/$name.log" 2>&1; echo "$name: rc=$? $((SECONDS - t)) s" | tee -a "$OUT/stages.txt"; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$OUT/gpu.txt" 2>&1
-stage 140 gpu_tests python -m pytest -m gpu -q -p no:cacheprovider -rf tests/framework/kernels/squeezed_attention \
+stage 140 gpu_tests python -m pytest -m gpu -v -p no:cacheprovider -rf --durations=5 tests/framework/kernels/squeezed_attention \
   tests/framework/models/components/squeezed/test_static_decoding_gpu.py
 stage 110 speed_targets python benchmarks/squeezed_attention_speed.py --targets --reps 20 \
   --out "$OUT/speed_targets.json"
