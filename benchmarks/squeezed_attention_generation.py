@@ -53,6 +53,8 @@ import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+from framework.kernels.squeezed_attention import set_decode_path  # noqa: E402
+from framework.kernels.squeezed_attention.ops import DECODE_PATHS  # noqa: E402
 from framework.models.components.squeezed import FixedContextIndex, SqueezedAttention, serve  # noqa: E402
 from framework.models.components.squeezed.static_decoding import (  # noqa: E402
     SelectionRule,
@@ -114,12 +116,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/squeezed_attention_generation.json)")
     p.add_argument("--render", default=None, help="print the markdown tables of a JSON written by this script")
     p.add_argument("--tiny", action="store_true", help="tiny model on CPU (smoke test of the whole script)")
+    p.add_argument("--decode-paths", default="split,fused",
+                   help="Triton decode kernels to measure the graph-captured decode with: 'split' (separate lookup, "
+                        "selection, expansion, attention and reduce launches) and/or 'fused' (one lookup launch + "
+                        "expansion, reduce inside the attention kernel); the dense baseline takes the faster")
     a = p.parse_args(argv)
     a.contexts = _int_list("contexts", a.contexts, low=WINDOW + 2)
     a.batches = _int_list("batches", a.batches)
     a.budgets = _budget_list(a.budgets)
     a.inputs = _int_list("inputs", a.inputs)
     a.modes = [m.strip() for m in a.modes.split(",") if m.strip()]
+    a.decode_paths = [m.strip() for m in a.decode_paths.split(",") if m.strip()]
+    if not a.decode_paths or any(m not in DECODE_PATHS for m in a.decode_paths):
+        raise SystemExit(f"--decode-paths must be a comma-separated subset of {DECODE_PATHS}, got {a.decode_paths}")
     if not a.modes or any(m not in MODES for m in a.modes):
         raise SystemExit(f"--modes must be a comma-separated subset of {MODES}, got {a.modes}")
     for name in ("new_tokens", "kmeans_iters", "reps"):
@@ -292,8 +301,48 @@ def prefill_ceiling(cfg, params: int, n: int, b: int, t: int, kept: float, c: in
 
 # ------------------------------------------------------------------------------------------------- measurements
 
+def attention_kernel_names() -> set[str]:
+    """Names of the Triton kernels a decode step launches for attention (lookup, selection, sparse and dense
+    attention; not the RoPE + cache write): Triton launches bypass PyTorch's op dispatcher, so the profiler does not
+    charge them to the enclosing ``record_function`` range (the squeezed rows read 0 µs before this fix)."""
+    from framework.kernels.squeezed_attention import triton_attention, triton_fused, triton_lookup, triton_select
+
+    return {name for mod in (triton_attention, triton_fused, triton_lookup, triton_select)
+            for name, obj in vars(mod).items() if name.endswith("_kernel") and hasattr(obj, "run")}
+
+
+def attribute_kernels(ranges: list[tuple[int, int]], launches: dict[int, int],
+                      kernels: list[tuple[str, int, float]], names: set[str]) -> dict:
+    """GPU time of the kernels launched inside the attention ranges.
+
+    Args:
+        ranges: CPU ``(start_ns, end_ns)`` of every attention ``record_function`` range.
+        launches: correlation id -> CPU start (ns) of the runtime / driver call that launched the kernel.
+        kernels: ``(name, correlation id, GPU µs)`` of every kernel.
+        names: kernel names that are attention by construction (used for kernels whose launch is not recorded).
+
+    Returns: ``{"attention_us", "by_launch_us", "by_name_us", "unmatched"}`` — a kernel counts as attention when
+    its launch lies in a range (correlation), or, when its launch was not recorded, when its name is an attention
+    kernel's."""
+    ranges = sorted(ranges)
+    by_launch = by_name = 0.0
+    unmatched = 0
+    for name, corr, us in kernels:
+        start = launches.get(corr)
+        if start is None:
+            unmatched += 1
+            if name in names:
+                by_name += us
+            continue
+        if any(lo <= start <= hi for lo, hi in ranges):
+            by_launch += us
+    return {"attention_us": by_launch + by_name, "by_launch_us": by_launch, "by_name_us": by_name,
+            "unmatched": unmatched}
+
+
 def attention_share(runner: StaticLlamaRunner, device: torch.device) -> dict:
-    """One eager decode step under torch.profiler: GPU time of kernels inside the runner's attention ranges."""
+    """One eager decode step under torch.profiler: GPU time of the attention kernels (launched inside the
+    runner's attention ranges, matched by correlation id; by kernel name where a launch was not recorded)."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
@@ -314,16 +363,32 @@ def attention_share(runner: StaticLlamaRunner, device: torch.device) -> dict:
         runner.annotate = False
     kernels = [e for e in events if e.device_type == DeviceType.CUDA]
     total = sum(e.time_range.elapsed_us() for e in kernels)
-    in_attention = 0.0
-    for e in events:
-        if e.name == ATTENTION_RANGE and e.device_type == DeviceType.CPU:
-            in_attention += getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0.0)
+    names = attention_kernel_names()
+    try:  # raw kineto events carry the correlation ids linking each kernel to its launch call
+        ranges, launches, kern = [], {}, []
+        for e in prof.profiler.kineto_results.events():
+            if e.device_type() == DeviceType.CUDA:
+                kern.append((e.name(), e.correlation_id(), e.duration_ns() / 1e3))
+            elif e.name() == ATTENTION_RANGE:
+                ranges.append((e.start_ns(), e.start_ns() + e.duration_ns()))
+            elif "aunch" in e.name() and e.correlation_id():  # cudaLaunchKernel, cuLaunchKernel(Ex), ...
+                launches[e.correlation_id()] = e.start_ns()
+        att = attribute_kernels(ranges, launches, kern, names)
+        att["method"] = "correlation"
+    except Exception as exc:  # noqa: BLE001 - fall back to names alone
+        log(f"profiler correlation unavailable ({type(exc).__name__}: {exc}); attributing kernels by name")
+        by_name = sum(e.time_range.elapsed_us() for e in kernels if e.name in names)
+        att = {"attention_us": by_name, "by_launch_us": None, "by_name_us": by_name, "unmatched": None,
+               "method": "name"}
+    in_attention = att["attention_us"]
     by_name: dict[str, float] = {}
     for e in kernels:
         by_name[e.name] = by_name.get(e.name, 0.0) + e.time_range.elapsed_us()
     top = sorted(by_name.items(), key=lambda kv: -kv[1])[:12]
     gemm = sum(v for k, v in by_name.items() if any(w in k.lower() for w in GEMM_NAMES))
+    named = sum(v for k, v in by_name.items() if k in names)
     return {"kernel_us": total, "attention_us": in_attention, "share": in_attention / total if total else None,
+            "attention_attribution": att, "attention_named_kernels_us": named,
             "gemm_us": gemm, "other_us": total - gemm - in_attention, "kernels_per_step": len(kernels),
             "top_kernels": [[k[:90], round(v, 1)] for k, v in top]}
 
@@ -424,9 +489,9 @@ def render(doc: dict) -> str:
                 f"| {n} | {r['batch']} | {r['input']} | {dense} | {r['mode']} | {r['budget']:.0%} | {kept} | "
                 f"{r['ms']:.1f} | {speed} | {r['ceiling']:.2f}x | {frac} |")
     lines += ["", "Decode (CUDA graph per step, greedy, per-token latency over the generated tokens):", "",
-              "| N | B | dense ms/token | dense tok/s | squeezed | budget | kept | ms/token | tok/s | speedup | "
+              "| N | B | dense ms/token | dense tok/s | squeezed | kernels | budget | kept | ms/token | tok/s | speedup | "
               "byte ceiling | % of ceiling | attention share dense / squeezed | peak GB dense / squeezed (runner; all) |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for n, ctx in doc["contexts"].items():
         for r in ctx["static"]:
             if r.get("kind") != "decode" or r["attention"] != "squeezed":
@@ -435,7 +500,7 @@ def render(doc: dict) -> str:
             kept = "–" if r["kept"] is None else f"{r['kept']:.1%}"
             lines.append(
                 f"| {n} | {r['batch']} | {r['dense_ms']:.2f} | {r['dense_tps']:.0f} | {r['mode']} | "
-                f"{r['budget']:.0%} | {kept} | {r['ms']:.2f} | {r['tps']:.0f} | **{r['speedup']:.2f}x** | "
+                f"{r.get('decode_path', 'split')} | {r['budget']:.0%} | {kept} | {r['ms']:.2f} | {r['tps']:.0f} | **{r['speedup']:.2f}x** | "
                 f"{r['ceiling']:.2f}x | {r['speedup'] / r['ceiling']:.0%} | {share(r.get('dense_share'))} / "
                 f"{share(r.get('share'))} | {r.get('dense_peak_gb')} / {r.get('peak_gb')} "
                 f"({r.get('dense_peak_total_gb')} / {r.get('peak_total_gb')}) |")
@@ -446,7 +511,7 @@ def render(doc: dict) -> str:
             p = r.get("profile") or {}
             if not p.get("kernel_us"):
                 continue
-            name = "dense" if r["kind"] == "dense" else f"squeezed ({r['mode']})"
+            name = "dense" if r["kind"] == "dense" else f"squeezed ({r['mode']}, {r.get('decode_path', 'split')})"
             budget = "–" if r["kind"] == "dense" else f"{r['budget']:.0%}"
             lines.append(f"| {n} | {r['batch']} | {name} | {budget} | {p['kernels_per_step']} | {p['kernel_us']:.0f} | "
                          f"{p['attention_us']:.0f} | {p['gemm_us']:.0f} | {p['other_us']:.0f} |")
@@ -502,10 +567,24 @@ def _dense_rows(args, model, compiled, questions: dict, sizes: dict, device, clo
         del runner
     base = reset_peak(device)
     runner = StaticLlamaRunner(model, compiled, batch_size=b, capacity=capacity, attention="dense")
-    dec = time_graph_decode(runner, questions[args.inputs[0]], args.new_tokens, clock)
+    per_path = {}
+    for path in args.decode_paths:  # the dense split-K decode has its own reduce: time it fused and split
+        set_decode_path(path)
+        try:
+            per_path[path] = time_graph_decode(runner, questions[args.inputs[0]], args.new_tokens, clock)
+        except Exception as exc:  # noqa: BLE001 - the other path still gives a baseline
+            log(f"N={n} B={b} dense decode with the {path} kernels failed: {type(exc).__name__}: {exc}")
+    set_decode_path("split")
+    if not per_path:
+        raise RuntimeError("dense decode failed with every decode path")
+    best_path = min(per_path, key=lambda p_: per_path[p_]["ms_per_token"])
+    dec = dict(per_path[best_path], decode_path=best_path,
+               ms_per_token_by_path={p_: d["ms_per_token"] for p_, d in per_path.items()})
     dec["peak_gb"] = peak_gb(device, base)
     dec["peak_total_gb"] = total_peak_gb(device)
+    set_decode_path(best_path)
     prof = attention_share(runner, device) if _profile(args, b) else {}
+    set_decode_path("split")
     del runner
     free_bytes(device)
     log(f"N={n} B={b} dense: decode {dec['ms_per_token']:.2f} ms/token (graph {dec['graph']}); TTFT "
@@ -518,8 +597,9 @@ def _profile(args, b: int) -> bool:
 
 
 def _squeezed_rows(args, model, compiled, questions: dict, sizes: dict, rule: SelectionRule, dense: dict, device,
-                   clock: Clock, wbytes: int, bw) -> list[dict]:
-    """One squeezed runner: TTFT per input length, graph decode, profile; rows with speedups and ceilings."""
+                   clock: Clock, wbytes: int, bw, path: str = "split", ttft: bool = True) -> list[dict]:
+    """One squeezed runner: TTFT per input length (``ttft``), graph decode with the decode kernels of ``path``,
+    profile; rows with speedups and ceilings."""
     cfg = model.config
     n, b, c, capacity = sizes["n"], sizes["b"], sizes["c"], sizes["capacity"]
     params = sum(p.numel() for p in model.parameters()) - model.model.embed_tokens.weight.numel()
@@ -527,7 +607,8 @@ def _squeezed_rows(args, model, compiled, questions: dict, sizes: dict, rule: Se
     rows = []
     base = reset_peak(device)
     runner = StaticLlamaRunner(model, compiled, batch_size=b, capacity=capacity, rule=rule)
-    for t_in, q in questions.items():
+    set_decode_path(path)
+    for t_in, q in (questions.items() if ttft else ()):
         ms = time_prefill(runner, q, clock, args.reps) * 1e3
         kept = kept_fraction(runner, n)
         variants = dense["ttft_ms"].get(t_in) or {}
@@ -542,6 +623,7 @@ def _squeezed_rows(args, model, compiled, questions: dict, sizes: dict, rule: Se
     runner.decode_step()
     kept = kept_fraction(runner, n)
     prof = attention_share(runner, device) if _profile(args, b) else {}
+    set_decode_path("split")
     peak, peak_total = peak_gb(device, base), total_peak_gb(device)
     del runner
     free_bytes(device)
@@ -549,6 +631,7 @@ def _squeezed_rows(args, model, compiled, questions: dict, sizes: dict, rule: Se
                           kept if kept is not None else budget, c)
     dd = dense["decode"]
     row = {"kind": "decode", "attention": "squeezed", "batch": b, "mode": mode, "budget": budget, "kept": kept,
+           "decode_path": path, "dense_decode_path": dd.get("decode_path", "split"),
            "ms": dec["ms_per_token"], "tps": dec["tokens_per_s"], "graph": dec["graph"],
            "graph_error": dec["graph_error"], "dense_graph": dd["graph"],
            "dense_ms": dd["ms_per_token"], "dense_tps": dd["tokens_per_s"],
@@ -557,7 +640,7 @@ def _squeezed_rows(args, model, compiled, questions: dict, sizes: dict, rule: Se
            "peak_gb": peak, "dense_peak_gb": dd["peak_gb"], "peak_total_gb": peak_total,
            "dense_peak_total_gb": dd["peak_total_gb"]}
     rows.append(row)
-    log(f"N={n} B={b} decode {mode} {budget:.0%}: {dec['ms_per_token']:.2f} ms/token vs {dd['ms_per_token']:.2f} = "
+    log(f"N={n} B={b} decode {mode} {budget:.0%} ({path} kernels): {dec['ms_per_token']:.2f} ms/token vs {dd['ms_per_token']:.2f} = "
         f"{row['speedup']:.2f}x (byte ceiling {ceil['ceiling']:.2f}x), attention share {prof.get('share')}")
     return rows
 
@@ -620,15 +703,18 @@ def run_context(args, model, n: int, device: torch.device, res: Results, clock: 
         res.save()
         for budget in args.budgets:
             for mode in args.modes:
-                try:
-                    rows = _squeezed_rows(args, model, compiled, questions, sizes, SelectionRule(budget, mode),
-                                          dense, device, clock, wbytes, bw)
-                except Exception as exc:  # noqa: BLE001 - one failing configuration must not lose the others
-                    skip(res, n, f"squeezed B={b} {mode} {budget}", f"failed: {type(exc).__name__}: {str(exc)[:300]}")
-                    free_bytes(device)
-                    continue
-                ctx_doc["static"].extend(rows)
-                res.save()
+                for i, path in enumerate(args.decode_paths):
+                    try:
+                        rows = _squeezed_rows(args, model, compiled, questions, sizes, SelectionRule(budget, mode),
+                                              dense, device, clock, wbytes, bw, path=path, ttft=i == 0)
+                    except Exception as exc:  # noqa: BLE001 - one failing configuration must not lose the others
+                        set_decode_path("split")
+                        skip(res, n, f"squeezed B={b} {mode} {budget} ({path} kernels)",
+                             f"failed: {type(exc).__name__}: {str(exc)[:300]}")
+                        free_bytes(device)
+                        continue
+                    ctx_doc["static"].extend(rows)
+                    res.save()
     del compiled  # the eager runs read the index; its copy of the context is enough
     free_bytes(device)
     # ---- eager Transformers generate(), both attentions (needs the index; the DynamicCache copies the context).

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import pathlib
 import platform
 import statistics
@@ -44,6 +45,8 @@ from framework.kernels.squeezed_attention import (  # noqa: E402
 )
 from framework.kernels.squeezed_attention import reference as ref  # noqa: E402
 
+BACKEND = "auto"  # "triton" with --smoke (CPU tensors would otherwise take the PyTorch reference)
+DEVICE = "cuda"  # "cpu" only for --smoke (Triton interpreter, tiny sizes: checks the script, times nothing real)
 PEAK_BW = 4.8e12
 COPY_BW: float | None = None  # device-to-device copy bandwidth measured at start (bytes/s), for the byte floors
 HQ, D = 32, 128
@@ -58,9 +61,13 @@ class Timer:
 
     def __init__(self, reps: int):
         self.reps = reps
-        self.flush = torch.empty(256 * 1024 * 1024, dtype=torch.int8, device="cuda")
+        self.flush = torch.empty(256 * 1024 * 1024 if DEVICE == "cuda" else 1, dtype=torch.int8, device=DEVICE)
 
     def __call__(self, fn) -> float:
+        if DEVICE == "cpu":  # --smoke: one eager call (the interpreter's time means nothing)
+            start = time.perf_counter()
+            fn()
+            return (time.perf_counter() - start) * 1e6
         for _ in range(2):
             fn()
         torch.cuda.synchronize()
@@ -98,22 +105,22 @@ class Timer:
 
 def make_context(b: int, hkv: int, n: int, frac: float, seed: int):
     """Random fixed context in cluster-contiguous layout; the last WINDOW keys are the always-kept window."""
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    k = torch.randn(b, hkv, n, D, generator=g, device="cuda", dtype=DT)
-    v = torch.randn(b, hkv, n, D, generator=g, device="cuda", dtype=DT)
+    g = torch.Generator(device=DEVICE).manual_seed(seed)
+    k = torch.randn(b, hkv, n, D, generator=g, device=DEVICE, dtype=DT)
+    v = torch.randn(b, hkv, n, D, generator=g, device=DEVICE, dtype=DT)
     nc = n - WINDOW
     c = max(1, int(frac * nc))
-    labels = torch.randint(0, c, (hkv, nc), generator=g, device="cuda").sort(dim=1).values
-    sizes = torch.zeros(hkv, c, dtype=torch.long, device="cuda").scatter_add_(1, labels, torch.ones_like(labels))
-    labels_all = torch.cat([labels, torch.zeros(hkv, WINDOW, dtype=torch.long, device="cuda")], 1)
-    offsets = torch.zeros(hkv, c + 1, dtype=torch.int32, device="cuda")
+    labels = torch.randint(0, c, (hkv, nc), generator=g, device=DEVICE).sort(dim=1).values
+    sizes = torch.zeros(hkv, c, dtype=torch.long, device=DEVICE).scatter_add_(1, labels, torch.ones_like(labels))
+    labels_all = torch.cat([labels, torch.zeros(hkv, WINDOW, dtype=torch.long, device=DEVICE)], 1)
+    offsets = torch.zeros(hkv, c + 1, dtype=torch.int32, device=DEVICE)
     offsets[:, 1:] = sizes.cumsum(1).to(torch.int32)
-    always = torch.zeros(hkv, n, dtype=torch.bool, device="cuda")
+    always = torch.zeros(hkv, n, dtype=torch.bool, device=DEVICE)
     always[:, nc:] = True
-    layout = ClusterLayout(k=k, v=v, key_labels=labels_all, permutation=torch.arange(n, device="cuda").expand(hkv, n),
+    layout = ClusterLayout(k=k, v=v, key_labels=labels_all, permutation=torch.arange(n, device=DEVICE).expand(hkv, n),
                            cluster_offsets=offsets, always_keep=always, num_always=WINDOW)
     # keys of a cluster scatter around their centroid; centroids are random directions with key-like norms
-    cent = torch.randn(hkv, c, D, generator=g, device="cuda").to(DT)
+    cent = torch.randn(hkv, c, D, generator=g, device=DEVICE).to(DT)
     return {"k": k, "v": v, "labels": labels_all, "sizes": sizes, "centroids": cent, "layout": layout, "c": c}
 
 
@@ -121,10 +128,10 @@ def make_hierarchy(ctx, frac_coarse: float, n: int, seed: int):
     """Coarse level over the fine centroids: fine ids are grouped by coarse parent (sorted map)."""
     hkv, c2 = ctx["sizes"].shape
     c1 = max(1, int(frac_coarse * (n - WINDOW)))
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    f2c = torch.randint(0, c1, (hkv, c2), generator=g, device="cuda").sort(dim=1).values
-    coarse_sizes = torch.zeros(hkv, c1, dtype=torch.long, device="cuda").scatter_add_(1, f2c, ctx["sizes"])
-    coarse = torch.randn(hkv, c1, D, generator=g, device="cuda").to(DT)
+    g = torch.Generator(device=DEVICE).manual_seed(seed)
+    f2c = torch.randint(0, c1, (hkv, c2), generator=g, device=DEVICE).sort(dim=1).values
+    coarse_sizes = torch.zeros(hkv, c1, dtype=torch.long, device=DEVICE).scatter_add_(1, f2c, ctx["sizes"])
+    coarse = torch.randn(hkv, c1, D, generator=g, device=DEVICE).to(DT)
     return {"f2c": f2c, "coarse_sizes": coarse_sizes, "coarse": coarse, "c1": c1}
 
 
@@ -163,8 +170,8 @@ def sdpa_flash(q, k, v):
 # ---------------------------------------------------------------------------------------------------- runs
 
 def bench_config(timer, mode, b, hkv, n, t, budgets, ctx, rows, hier=None):
-    g_ = torch.Generator(device="cuda").manual_seed(n + t + b)
-    q = torch.randn(b, HQ, t, D, generator=g_, device="cuda", dtype=DT)
+    g_ = torch.Generator(device=DEVICE).manual_seed(n + t + b)
+    q = torch.randn(b, HQ, t, D, generator=g_, device=DEVICE, dtype=DT)
     k, v, lay = ctx["k"], ctx["v"], ctx["layout"]
     kv_bytes = 2 * b * hkv * n * D * 2
     cent_bytes = hkv * ctx["c"] * D * 2
@@ -236,8 +243,8 @@ def bench_config(timer, mode, b, hkv, n, t, budgets, ctx, rows, hier=None):
 def calibrate_thresholds(ctx, b, t, budget, seed):
     """Per-head score threshold keeping about ``budget`` of the keys for an independent calibration query (the
     paper calibrates on observation-window queries; the test query then keeps a data-dependent fraction)."""
-    g_ = torch.Generator(device="cuda").manual_seed(seed)
-    qc = torch.randn(b, HQ, t, D, generator=g_, device="cuda", dtype=DT)
+    g_ = torch.Generator(device=DEVICE).manual_seed(seed)
+    qc = torch.randn(b, HQ, t, D, generator=g_, device=DEVICE, dtype=DT)
     lay = ctx["layout"]
     sel = centroid_lookup(qc, ctx["centroids"], ctx["sizes"], lay.key_labels, budget=budget,
                           layout=lay)
@@ -253,8 +260,8 @@ def calibrate_thresholds(ctx, b, t, budget, seed):
 
 def calibrate_coarse_threshold(ctx, hier, b, t, seed):
     """Per-head median coarse score of an independent calibration query (keeps about half the coarse clusters)."""
-    g_ = torch.Generator(device="cuda").manual_seed(seed)
-    qc = torch.randn(b, HQ, t, D, generator=g_, device="cuda", dtype=DT)
+    g_ = torch.Generator(device=DEVICE).manual_seed(seed)
+    qc = torch.randn(b, HQ, t, D, generator=g_, device=DEVICE, dtype=DT)
     scores = ref.cluster_scores_reference(qc[:, :, : min(t, 64)], hier["coarse"], hier["coarse_sizes"], D ** -0.5)
     return scores.median(dim=-1).values.median(dim=0).values.contiguous()
 
@@ -306,7 +313,7 @@ def profile_breakdown(timer):
                                    ("prefill", 32, 1024, "budget")):
         n = 128 * 1024
         ctx = make_context(1, hkv, n, 0.05, seed=3)
-        q = torch.randn(1, HQ, t, D, device="cuda", dtype=DT)
+        q = torch.randn(1, HQ, t, D, device=DEVICE, dtype=DT)
         lay = ctx["layout"]
         kw = {"budget": 0.1} if sel_mode == "budget" else {
             "threshold": calibrate_thresholds(ctx, 1, t, 0.1, seed=4), "sync": False}
@@ -366,7 +373,7 @@ def tune(timer):
            for bn, w, st, pf in ((64, 4, 2, 1), (64, 4, 2, 0), (32, 4, 3, 1), (64, 4, 3, 1), (32, 4, 2, 1))]
     for hkv, b in ((32, 1), (8, 1), (32, 8)):
         ctx = make_context(b, hkv, n, 0.05, seed=5)
-        q = torch.randn(b, HQ, 1, D, device="cuda", dtype=DT)
+        q = torch.randn(b, HQ, 1, D, device=DEVICE, dtype=DT)
         lay = ctx["layout"]
         sel = centroid_lookup(q, ctx["centroids"], ctx["sizes"], lay.key_labels, budget=0.1, layout=lay)
         sweep(f"decode_attention_h{hkv}_b{b}", lambda: sparse_attention(q, ctx["k"], ctx["v"], sel), dec)
@@ -383,9 +390,144 @@ def tune(timer):
     return results
 
 
+# ------------------------------------------------------------------------------------------- issue-23 targets
+
+def _time_paths(timer, q, ctx, budget, thr, paths, row, prefix="", totals_only=False):
+    """Lookup / attention / total (budget mode) and lookup / total (threshold mode) under each decode path
+    (``totals_only``: the two totals)."""
+    from framework.kernels.squeezed_attention import set_decode_path
+
+    lay = ctx["layout"]
+    k, v = ctx["k"], ctx["v"]
+    want = None
+    for path in paths:
+        set_decode_path(path)
+        look = lambda: centroid_lookup(q, ctx["centroids"], ctx["sizes"], lay.key_labels, budget=budget,  # noqa
+                                       layout=lay, backend=BACKEND)
+        sel = look()
+        counts = sel.key_counts.clone()
+        if want is None:
+            want = counts
+        elif not torch.equal(counts, want):
+            raise RuntimeError(f"decode path {path!r} selected other key counts than {paths[0]!r}")
+        tlook = lambda: centroid_lookup(q, ctx["centroids"], ctx["sizes"], lay.key_labels, threshold=thr,  # noqa
+                                        layout=lay, sync=False, backend=BACKEND)
+        key = f"{prefix}{path}_"
+        if not totals_only:
+            row[key + "lookup_us"] = timer(look)
+            row[key + "attention_us"] = timer(lambda: sparse_attention(q, k, v, sel, backend=BACKEND))
+            row[key + "thr_kept_keys"] = tlook().key_counts.float().mean().item()
+            row[key + "thr_lookup_us"] = timer(tlook)
+        row[key + "total_us"] = timer(lambda: sparse_attention(q, k, v, look(), backend=BACKEND))
+        row[key + "thr_total_us"] = timer(lambda: sparse_attention(q, k, v, tlook(), backend=BACKEND))
+    set_decode_path("split")
+    row["kept_keys"] = want.float().mean().item()
+
+
+def bench_targets(timer, paths, smoke: bool):
+    """The issue-23 kernel targets: 128K, 10 %, batch 1, 32 and 8 KV heads, each decode path against the best dense
+    kernel; hierarchical vs flat lookup at 512K (new parallel compaction + expansion and the old serial kernels)."""
+    from framework.kernels.squeezed_attention import triton_ops
+
+    k_ = 1024
+    n128, n512 = (1 * k_, 2 * k_) if smoke else (128 * k_, 512 * k_)
+    mha, gqa = (4, 2) if smoke else (32, 8)
+    rows = []
+    for hkv, n, hier in ((mha, n128, False), (gqa, n128, False), (mha, n512, True), (gqa, n512, True)):
+        ctx = make_context(1, hkv, n, 0.05, seed=n + hkv + 1)
+        q = torch.randn(1, HQ, 1, D, generator=torch.Generator(device=DEVICE).manual_seed(n + 1), device=DEVICE,
+                        dtype=DT)
+        kv_bytes = 2 * hkv * n * D * q.element_size()
+        cent_bytes = hkv * ctx["c"] * D * q.element_size()
+        dense = {}
+        if not smoke:
+            for name, fn in sdpa_flash(q, ctx["k"], ctx["v"]).items():
+                dense["sdpa_" + name] = timer(fn)
+        dense["ours_split_k"] = timer(lambda: dense_attention(q, ctx["k"], ctx["v"], causal=False, backend=BACKEND))
+        best = min(dense, key=dense.get)
+        thr = calibrate_thresholds(ctx, 1, 1, 0.1, seed=17)
+        row = {"mode": "decode", "batch": 1, "kv_heads": hkv, "q_heads": HQ, "context": n, "budget": 0.1,
+               "centroids": ctx["c"], "dense_us": dense[best], "dense_best": best, "dense_all_us": dense}
+        for path in paths:  # one failing path must not lose the other's numbers
+            try:
+                _time_paths(timer, q, ctx, 0.1, thr, [path], row)
+            except Exception as exc:  # noqa: BLE001
+                row[f"{path}_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+                print(f"  {path} path failed: {row[f'{path}_error']}", flush=True)
+        if "fused" in paths:  # the fused lookup's finishing program does serial work: other warp counts
+            saved = triton_ops.CONFIG["fused_lookup_warps"]
+            for warps in (w for w in (4, 8, 16) if w != saved):
+                triton_ops.CONFIG["fused_lookup_warps"] = warps
+                try:
+                    _time_paths(timer, q, ctx, 0.1, thr, ["fused"], row, prefix=f"w{warps}_", totals_only=True)
+                except Exception as exc:  # noqa: BLE001 - a tile configuration that does not compile is reported
+                    row[f"w{warps}_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+                    print(f"  fused lookup with {warps} warps failed: {row[f'w{warps}_error']}", flush=True)
+            triton_ops.CONFIG["fused_lookup_warps"] = saved
+        ok_paths = [p_ for p_ in paths if f"{p_}_total_us" in row]
+        sel_bytes = 2 * hkv * row.get("kept_keys", 0.1 * n) * D * q.element_size()
+        if COPY_BW:
+            row.update(copy_tbps=COPY_BW / 1e12, dense_floor_us=kv_bytes / COPY_BW * 1e6,
+                       floor_us=(sel_bytes + cent_bytes) / COPY_BW * 1e6)
+        for path in ok_paths:
+            row[f"{path}_speedup"] = row["dense_us"] / row[f"{path}_total_us"]
+            row[f"{path}_thr_speedup"] = row["dense_us"] / row[f"{path}_thr_total_us"]
+        if hier:
+            h = make_hierarchy(ctx, 0.01, n, seed=7)
+            h["thr"] = calibrate_coarse_threshold(ctx, h, 1, 1, seed=99)
+            lay = ctx["layout"]
+            for label, compact, expand_alive in (("hier_new", 1, 1), ("hier_old", 0, 0)):
+                triton_ops.CONFIG["parallel_compact"] = compact
+                triton_ops.CONFIG["parallel_expand_alive"] = expand_alive
+                for sel_mode, kw in (("budget", {"budget": 0.1}), ("thr", {"threshold": thr, "sync": False})):
+                    hl = lambda: hierarchical_lookup(  # noqa: E731
+                        q, h["coarse"], h["coarse_sizes"], h["f2c"], ctx["centroids"], ctx["sizes"], lay.key_labels,
+                        coarse_threshold=h["thr"], layout=lay, backend=BACKEND, **kw)
+                    try:
+                        row[f"{label}_{sel_mode}_lookup_us"] = timer(hl)
+                        row[f"{label}_{sel_mode}_total_us"] = timer(
+                            lambda: sparse_attention(q, ctx["k"], ctx["v"], hl(), backend=BACKEND))
+                    except Exception as exc:  # noqa: BLE001
+                        row[f"{label}_{sel_mode}_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+                        print(f"  {label} {sel_mode} failed: {row[f'{label}_{sel_mode}_error']}", flush=True)
+            triton_ops.CONFIG["parallel_compact"] = 1
+            triton_ops.CONFIG["parallel_expand_alive"] = 1
+            row["hier_fine_alive"] = (hl().cluster_scores > 0).float().sum(-1).mean().item()
+            row["hier_coarse_centroids"] = h["c1"]
+        rows.append(row)
+        print(fmt_target(row, ok_paths), flush=True)
+        del ctx
+        if DEVICE == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
+def fmt_target(r, paths) -> str:
+    parts = [f"N={r['context'] // 1024}K Hkv={r['kv_heads']}: dense {r['dense_us']:.1f} us ({r['dense_best']})"]
+    if "floor_us" in r:
+        parts.append(f"byte floor {r['floor_us']:.1f} us (dense floor {r['dense_floor_us']:.1f})")
+    for p in paths:
+        parts.append(f"{p}: lookup {r[p + '_lookup_us']:.1f} + attention {r[p + '_attention_us']:.1f}, total "
+                     f"{r[p + '_total_us']:.1f} us = {r[p + '_speedup']:.2f}x; threshold total "
+                     f"{r[p + '_thr_total_us']:.1f} us = {r[p + '_thr_speedup']:.2f}x")
+    for w in ("w4_", "w8_", "w16_"):
+        if w + "fused_total_us" in r:
+            parts.append(f"fused lookup with {w[1:-1]} warps: total {r[w + 'fused_total_us']:.1f}, threshold "
+                         f"{r[w + 'fused_thr_total_us']:.1f} us")
+    if all(f"hier_{v}_{m}_lookup_us" in r for v in ("new", "old") for m in ("budget", "thr")) and paths:
+        flat = r[paths[0] + "_lookup_us"]
+        flat_thr = r[paths[0] + "_thr_lookup_us"]
+        parts.append(
+            f"lookup flat {flat:.1f} / hier new {r['hier_new_budget_lookup_us']:.1f} / hier old "
+            f"{r['hier_old_budget_lookup_us']:.1f} us (budget); flat {flat_thr:.1f} / hier new "
+            f"{r['hier_new_thr_lookup_us']:.1f} / hier old {r['hier_old_thr_lookup_us']:.1f} us (threshold); "
+            f"fine clusters alive {r['hier_fine_alive']:.0f} / {r['centroids']}")
+    return "\n  ".join(parts)
+
+
 def measure_copy_bandwidth() -> float:
     """Bytes read + written per second by a 1 GiB device-to-device copy (median of 10 after 2 warm-ups)."""
-    x = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
+    x = torch.empty(1 << 30, dtype=torch.uint8, device=DEVICE)
     y = torch.empty_like(x)
     times = []
     for _ in range(12):
@@ -459,10 +601,27 @@ def main(argv=None):
     parser.add_argument("--tune", action="store_true", help="sweep kernel tile configurations at 128K and exit")
     parser.add_argument("--render", type=pathlib.Path, default=None,
                         help="print the markdown tables of an earlier --out JSON and exit (no GPU needed)")
+    parser.add_argument("--targets", action="store_true",
+                        help="only the issue-23 targets: 128K/10%%/batch 1 at 32 and 8 KV heads for each --paths, "
+                             "and hierarchical vs flat lookup at 512K")
+    parser.add_argument("--paths", default="split,fused", help="decode paths to compare with --targets")
+    parser.add_argument("--smoke", action="store_true",
+                        help="--targets at tiny sizes on the CPU under TRITON_INTERPRET=1 (checks the script only)")
     args = parser.parse_args(argv)
     if args.render is not None:
         print(render_markdown(json.loads(args.render.read_text())))
         return None
+    paths = [p for p in args.paths.split(",") if p]
+    if not paths or any(p not in ("split", "fused") for p in paths):
+        raise SystemExit(f"--paths must list 'split' and/or 'fused', got {args.paths!r}")
+    if args.smoke:
+        global DEVICE, DT, HQ, D, WINDOW, BACKEND
+        if os.environ.get("TRITON_INTERPRET") != "1":
+            raise SystemExit("--smoke runs the kernels in Triton's CPU interpreter: set TRITON_INTERPRET=1")
+        DEVICE, DT, HQ, D, WINDOW, BACKEND = "cpu", torch.float32, 8, 16, 16, "triton"
+        started = time.time()
+        rows = bench_targets(Timer(1), paths, smoke=True)
+        return write_targets(args, argv, rows, started)
     if not torch.cuda.is_available():
         raise SystemExit("needs a CUDA GPU")
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -470,6 +629,10 @@ def main(argv=None):
     global COPY_BW
     COPY_BW = measure_copy_bandwidth()
     print(f"device-to-device copy bandwidth: {COPY_BW / 1e12:.2f} TB/s (read + write)", flush=True)
+    if args.targets:
+        started = time.time()
+        rows = bench_targets(timer, paths, smoke=False)
+        return write_targets(args, argv, rows, started)
     if args.profile or args.tune:
         extra = {}
         if args.profile:
@@ -502,6 +665,25 @@ def main(argv=None):
             print(f"| {mode} | {b} | {hkv} | {n // 1024}K | {t} | out of memory: {exc} |", flush=True)
         write_result(args, argv, rows, started)  # partial results survive a time limit
     return write_result(args, argv, rows, started)
+
+
+def write_targets(args, argv, rows, started):
+    result = {
+        "benchmark": "squeezed_attention_speed --targets",
+        "command": " ".join([pathlib.Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
+        "device": torch.cuda.get_device_name(0) if DEVICE == "cuda" else "cpu (Triton interpreter, smoke)",
+        "torch": torch.__version__, "triton": triton.__version__, "dtype": str(DT), "head_dim": D,
+        "timing": f"CUDA graph replay, L2 flushed before each, median of {args.reps}" if DEVICE == "cuda"
+        else "one eager call (meaningless)",
+        "copy_bandwidth_tbps": None if COPY_BW is None else COPY_BW / 1e12,
+        "wall_s": time.time() - started, "rows": rows,
+    }
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.out.with_suffix(args.out.suffix + ".tmp")
+        tmp.write_text(json.dumps(result, indent=1))
+        tmp.replace(args.out)
+    return result
 
 
 def write_result(args, argv, rows, started):

@@ -46,11 +46,30 @@ __all__ = [
     "dense_attention",
     "cluster_contiguous_layout",
     "unpermute_indices",
+    "set_decode_path",
+    "decode_path",
     "KMeansResult",
     "Selection",
     "AttentionResult",
     "ClusterLayout",
 ]
+
+
+DECODE_PATHS = ("split", "fused")
+
+
+def set_decode_path(path: str) -> None:
+    """Select the Triton decode kernels: "split" (default; logits, scores, budget search, expansion and split-K
+    attention + reduce as separate launches) or "fused" (one lookup launch + the parallel expansion, the split-K
+    reduce inside the attention kernel; ``triton_fused.py``). Both compute the same selection and output."""
+    if path not in DECODE_PATHS:
+        raise ValueError(f"decode path must be one of {DECODE_PATHS}, got {path!r}")
+    _triton().set_decode_path(path)
+
+
+def decode_path() -> str:
+    """The Triton decode path in use ("split" or "fused")."""
+    return _triton().decode_path()
 
 
 def _triton():

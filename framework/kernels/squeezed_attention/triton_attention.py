@@ -25,10 +25,15 @@ def _decode_kernel(
     sqb, sqh, skb, skh, skn, svb, svh, svn,
     NSPLIT, NS_STRIDE, SPLIT0, D: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr,
     DENSE: tl.constexpr, PREFETCH: tl.constexpr,
+    FUSED_REDUCE: tl.constexpr = False, lock_ptr=None, o_ptr=None, lse_ptr=None, sob=0, soh=0, slb=0, slh=0,
 ):
     """Partials go to split slots ``SPLIT0 .. SPLIT0 + NSPLIT - 1`` of ``NS_STRIDE`` per (batch, KV head): a second
     launch over another key source (the user-input / generated tail) can fill the other slots, and one reduce merges
-    both (no separate merge)."""
+    both (no separate merge).
+
+    With FUSED_REDUCE there is no reduce launch: every program counts itself in ``lock [B*Hkv]`` (zero on entry)
+    after its partial is stored, and the program that completes the NS_STRIDE slots of its (batch, KV head) merges
+    them, writes ``o``/``lse`` and resets the counter (so the next launch or graph replay starts from zero)."""
     pid_s = tl.program_id(0)
     bh = tl.program_id(1)
     b = (bh // H).to(tl.int64)  # 64-bit bases: B * Hkv * N * D exceeds 2^31 at batch 8, 32 heads, 128K
@@ -82,6 +87,42 @@ def _decode_kernel(
     row = (bh * NS_STRIDE + SPLIT0 + pid_s) * BLOCK_G + offs_g
     tl.store(po_ptr + row[:, None] * D + offs_d[None, :], out)
     tl.store(pl_ptr + row, lse2)
+    if FUSED_REDUCE:
+        tl.debug_barrier()  # every thread's partial is stored before the release below
+        done = tl.atomic_add(lock_ptr + bh, 1, sem="acq_rel")
+        if done == NS_STRIDE - 1:
+            tl.atomic_xchg(lock_ptr + bh, 0)
+            _merge_splits(po_ptr, pl_ptr, o_ptr, lse_ptr, bh, b, h, G, NS_STRIDE, sob, soh, slb, slh,
+                          D, BLOCK_G)
+
+
+@triton.jit
+def _merge_splits(po_ptr, pl_ptr, o_ptr, lse_ptr, bh, b, h, G, NS, sob, soh, slb, slh,
+                  D: tl.constexpr, BLOCK_G: tl.constexpr):
+    """Exact merge of the NS split partials of the G query heads of (batch ``b``, KV head ``h``) (fused reduce).
+    Partials are read through L2 (``.cg``): other programs wrote them."""
+    offs_g = tl.arange(0, BLOCK_G)
+    offs_d = tl.arange(0, D)
+    base = bh * NS
+    big = tl.full([BLOCK_G], float("-inf"), tl.float32)
+    for s in range(0, NS):
+        big = tl.maximum(big, tl.load(pl_ptr + (base + s) * BLOCK_G + offs_g, cache_modifier=".cg"))
+    big_safe = tl.where(big == float("-inf"), 0.0, big)
+    wsum = tl.zeros([BLOCK_G], tl.float32)
+    acc = tl.zeros([BLOCK_G, D], tl.float32)
+    for s in range(0, NS):
+        row = (base + s) * BLOCK_G + offs_g
+        w = tl.exp2(tl.load(pl_ptr + row, cache_modifier=".cg") - big_safe)
+        wsum += w
+        acc += tl.load(po_ptr + row[:, None] * D + offs_d[None, :], cache_modifier=".cg") * w[:, None]
+    has = wsum > 0
+    out = acc / tl.where(has, wsum, 1.0)[:, None]
+    lse = tl.where(has, (big_safe + tl.log2(tl.where(has, wsum, 1.0))) * 0.6931471805599453, float("-inf"))
+    hq = h * G + offs_g
+    gmask = offs_g < G
+    tl.store(o_ptr + b * sob + hq[:, None] * soh + offs_d[None, :], out.to(o_ptr.dtype.element_ty),
+             mask=gmask[:, None])
+    tl.store(lse_ptr + b * slb + hq * slh, lse, mask=gmask)
 
 
 @triton.jit

@@ -29,19 +29,14 @@ def _load_rows(q_ptr, r, R, GT, G, T, h, sqb, sqh, sqt, offs_d):
 
 
 @triton.jit
-def _logits_kernel(
-    q_ptr, c_ptr, n_ptr, ids_ptr, ids_cnt_ptr, logit_ptr, pm_ptr, pl_ptr,
+def _logits_chunk(
+    q_ptr, c_ptr, n_ptr, ids_ptr, ids_cnt_ptr, logit_ptr, pm_ptr, pl_ptr, pid_s, prog,
     qk_scale, R, GT, G, T, C, H, ID_CAP, L_CAP,
     sqb, sqh, sqt, sch, scc, snh,
     NS, D: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
     USE_IDS: tl.constexpr, ALL_BATCHES: tl.constexpr, IEEE: tl.constexpr,
 ):
-    """Grid (NS, H) when ALL_BATCHES (rows = every (b, g, t) of head h) else (NS, B*H) (rows = (g, t) of one b).
-
-    Writes logits ``[prog, R, L_CAP]`` (log2 domain, scaled) and split partials ``pm, pl [prog, NS, R]``.
-    """
-    pid_s = tl.program_id(0)
-    prog = tl.program_id(1)
+    """Body of ``_logits_kernel`` for split ``pid_s`` of program ``prog`` (shared with the fused decode lookup)."""
     if ALL_BATCHES:
         h = prog
         q_base = q_ptr
@@ -88,6 +83,43 @@ def _logits_kernel(
 
 
 @triton.jit
+def _row_log_z(pm_ptr, pl_ptr, prog, row0, R, GT, NS, BLOCK_NS: tl.constexpr, BLOCK_GT: tl.constexpr,
+               CACHE: tl.constexpr = ""):
+    """``[BLOCK_GT]`` log2 of the size-weighted softmax denominator of rows ``row0 ..`` from the NS split partials
+    (+inf for a row without a non-empty cluster, so all its probabilities are 0)."""
+    offs_s = tl.arange(0, BLOCK_NS)
+    offs_g = tl.arange(0, BLOCK_GT)
+    rows = row0 + offs_g
+    pmask = (offs_s[:, None] < NS) & (offs_g[None, :] < GT)
+    pidx = (prog * NS + offs_s[:, None]) * R + rows[None, :]
+    pm = tl.load(pm_ptr + pidx, mask=pmask, other=float("-inf"), cache_modifier=CACHE)
+    pl = tl.load(pl_ptr + pidx, mask=pmask, other=0.0, cache_modifier=CACHE)
+    big_m = tl.max(pm, axis=0)
+    m_safe = tl.where(big_m == float("-inf"), 0.0, big_m)
+    z = tl.sum(pl * tl.exp2(pm - m_safe[None, :]), axis=0)
+    return tl.where(z > 0, m_safe + tl.log2(tl.where(z > 0, z, 1.0)), float("inf"))
+
+
+@triton.jit
+def _logits_kernel(
+    q_ptr, c_ptr, n_ptr, ids_ptr, ids_cnt_ptr, logit_ptr, pm_ptr, pl_ptr,
+    qk_scale, R, GT, G, T, C, H, ID_CAP, L_CAP,
+    sqb, sqh, sqt, sch, scc, snh,
+    NS, D: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    USE_IDS: tl.constexpr, ALL_BATCHES: tl.constexpr, IEEE: tl.constexpr,
+):
+    """Grid (NS, H) when ALL_BATCHES (rows = every (b, g, t) of head h) else (NS, B*H) (rows = (g, t) of one b).
+
+    Writes logits ``[prog, R, L_CAP]`` (log2 domain, scaled) and split partials ``pm, pl [prog, NS, R]``.
+    """
+    _logits_chunk(
+        q_ptr, c_ptr, n_ptr, ids_ptr, ids_cnt_ptr, logit_ptr, pm_ptr, pl_ptr, tl.program_id(0), tl.program_id(1),
+        qk_scale, R, GT, G, T, C, H, ID_CAP, L_CAP, sqb, sqh, sqt, sch, scc, snh,
+        NS, D, BLOCK_R, BLOCK_C, USE_IDS, ALL_BATCHES, IEEE,
+    )
+
+
+@triton.jit
 def _scores_kernel(
     logit_ptr, pm_ptr, pl_ptr, n_ptr, ids_ptr, ids_cnt_ptr, score_ptr,
     R, GT, C, H, ID_CAP, L_CAP, snh,
@@ -111,17 +143,9 @@ def _scores_kernel(
         count = tl.load(ids_cnt_ptr + bh)
     else:
         count = C
-    offs_s = tl.arange(0, BLOCK_NS)
+    log_z = _row_log_z(pm_ptr, pl_ptr, prog, row0, R, GT, NS, BLOCK_NS, BLOCK_GT)
     offs_g = tl.arange(0, BLOCK_GT)
     rows = row0 + offs_g
-    pmask = (offs_s[:, None] < NS) & (offs_g[None, :] < GT)
-    pidx = (prog * NS + offs_s[:, None]) * R + rows[None, :]
-    pm = tl.load(pm_ptr + pidx, mask=pmask, other=float("-inf"))
-    pl = tl.load(pl_ptr + pidx, mask=pmask, other=0.0)
-    big_m = tl.max(pm, axis=0)
-    m_safe = tl.where(big_m == float("-inf"), 0.0, big_m)
-    z = tl.sum(pl * tl.exp2(pm - m_safe[None, :]), axis=0)
-    log_z = tl.where(z > 0, m_safe + tl.log2(tl.where(z > 0, z, 1.0)), float("inf"))  # no non-empty cluster: every p = 0
     slot = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     valid = slot < count
     lg = tl.load(logit_ptr + (prog * R + rows[:, None]) * L_CAP + slot[None, :],

@@ -15,10 +15,13 @@ import torch.nn.functional as F
 import triton
 
 from .results import AttentionResult, ClusterLayout, Selection
+from .triton_fused import _fused_lookup_kernel
 from .triton_attention import _decode_kernel, _decode_reduce_kernel, _merge_kernel, _prefill_kernel
 from .triton_lookup import _logits_kernel, _rows_kernel, _scores_kernel
 from .triton_select import (
+    _alive_block_kernel,
     _alive_compact_kernel,
+    _alive_ids_kernel,
     _budget_search_kernel,
     _take_expand_kernel,
     _expand_layout_kernel,
@@ -59,12 +62,56 @@ CONFIG = {
     "take_slots": 512,
     "expand_run": 32,
     "keep_block_k": 1024,
+    # decode path: 0 = split launches (logits, scores, budget search, take+expand; split-K attention + reduce),
+    # 1 = fused (one lookup launch + take+expand; the reduce inside the attention kernel). See triton_fused.py.
+    "fused_decode": 0,
+    "fused_lookup_warps": 4,
+    # hierarchical first level: 1 = parallel survivor compaction (block counts + prefix), 0 = one serial program
+    "parallel_compact": 1,
+    "compact_block": 1024,
+    # pruned (hierarchical) selections take the parallel take+expand too (0 = the serial select + expand kernels)
+    "parallel_expand_alive": 1,
 }
 _INTERPRET_CONFIG = {
     "lookup_block_c": 16, "rows_block_m": 16, "rows_block_c": 16, "decode_block_n": 16, "prefill_block_m": 16,
     "prefill_block_n": 16, "select_block_c": 32, "select_single_max": 16, "expand_block_p": 32,
     "expand_block_c": 4, "expand_run": 4, "take_block": 4, "take_slots": 8, "keep_block_k": 32,
+    "compact_block": 4,
 }
+
+
+def set_decode_path(path: str) -> None:
+    """Choose the decode kernels: "split" (the baseline launches) or "fused" (see ``triton_fused.py``)."""
+    if path not in DECODE_PATHS:
+        raise ValueError(f"decode path must be one of {DECODE_PATHS}, got {path!r}")
+    CONFIG["fused_decode"] = int(path == "fused")
+
+
+def decode_path() -> str:
+    return "fused" if CONFIG["fused_decode"] else "split"
+
+
+DECODE_PATHS = ("split", "fused")
+_LOCKS: dict = {}
+_RETIRED_LOCKS: list = []
+
+
+def _lock_buffer(device: torch.device, size: int, tag: str) -> torch.Tensor:
+    """Zeroed int32 counters for the last-program-finishes kernels (each launch leaves them at zero again).
+
+    Cached per (device, tag) outside CUDA-graph capture; during a capture a fresh buffer is zeroed inside the graph
+    (its memory belongs to the graph's pool and must not outlive it in a cache)."""
+    key = (str(device), tag)
+    buf = _LOCKS.get(key)
+    if buf is not None and buf.numel() >= size:
+        return buf[:size]
+    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        return torch.zeros(size, dtype=torch.int32, device=device)
+    buf = torch.zeros(max(size, 1024), dtype=torch.int32, device=device)
+    if key in _LOCKS:  # a captured CUDA graph may still point at the smaller buffer: keep it alive
+        _RETIRED_LOCKS.append(_LOCKS[key])
+    _LOCKS[key] = buf
+    return buf[:size]
 
 
 def _cfg(name: str) -> int:
@@ -272,11 +319,14 @@ def select_from_scores(
     alive: torch.Tensor | None = None,
     logits_info: dict | None = None,
     sync: bool = True,
+    fused: dict | None = None,
 ) -> Selection:
     """Selection from ``scores [B, Hkv, C]`` (semantics in ``reference.py``); ``alive [B*Hkv, C]`` int8.
 
     With ``logits_info`` (from ``cluster_scores(defer=True)``) ``scores`` is an unwritten buffer: the scores
-    kernel fills it first (in the parallel path together with the per-block key sums of threshold mode)."""
+    kernel fills it first (in the parallel path together with the per-block key sums of threshold mode). With
+    ``fused = {"q", "centroids", "sizes", "scale"}`` (decode, layout path) ``scores`` is unwritten too and one
+    ``_fused_lookup_kernel`` launch computes scores, the cut and the block sums before the parallel expansion."""
     b, hkv, c = scores.shape
     n = key_labels.shape[1]
     dev = scores.device
@@ -301,20 +351,26 @@ def select_from_scores(
     single = triton.next_power_of_2(c) <= _cfg("select_single_max")
     li = logits_info
     alive_t = alive if has_alive else take
-    if st.offsets is not None and (budget_mode or not sync) and not has_alive and _cfg("parallel_expand"):
+    if (st.offsets is not None and (budget_mode or not sync) and _cfg("parallel_expand")
+            and (not has_alive or _cfg("parallel_expand_alive"))):
         # everything sized in advance: parallel take + expansion (budget mode keeps one serial search kernel)
         block = _cfg("take_block")
         nblk = triton.cdiv(c, block)
         bsum = torch.empty(bh, nblk, 2, dtype=torch.int32, device=dev)
         search = torch.empty(bh, 2, dtype=torch.int32, device=dev)
-        if li is not None:
+        if fused is not None:
+            _fused_lookup(fused, flat, st, thr, krest, search, bsum, nblk, block, budget_mode, single, b, hkv, c)
+        elif li is not None:
             _finish_scores(li, flat, b, hkv, c, block_c=block,
                            block_sums=None if budget_mode else (thr, st.avail, bsum, nblk))
-        elif not budget_mode:  # scores came from the prefill path: block sums in torch
-            kept = torch.where(flat > thr.repeat(b)[:, None], st.avail.repeat(b, 1), torch.zeros_like(st.avail[:1]))
+        elif not budget_mode:  # scores came from the prefill / hierarchical path: block sums in torch
+            above = flat > thr.repeat(b)[:, None]
+            if has_alive:
+                above = above & (alive != 0)
+            kept = torch.where(above, st.avail.repeat(b, 1), torch.zeros_like(st.avail[:1]))
             bsum[:, :, 0] = F.pad(kept, (0, nblk * block - c)).view(bh, nblk, block).sum(-1)
             bsum[:, :, 1] = 0
-        if budget_mode:
+        if budget_mode and fused is None:
             sblock = triton.next_power_of_2(c) if single else _cfg("select_block_c")
             _budget_search_kernel[(bh,)](
                 flat, alive_t, st.avail, krest, search, bsum, c, hkv, nblk,
@@ -376,6 +432,34 @@ def select_from_scores(
     return Selection(idx.view(b, hkv, k_cap), counts.view(b, hkv), scores)
 
 
+def _fused_lookup(fused: dict, flat, st, thr, krest, search, bsum, nblk: int, block: int, budget_mode: bool,
+                  single: bool, b: int, hkv: int, c: int) -> None:
+    """One ``_fused_lookup_kernel`` launch: logits, scores into ``flat``, block sums and (budget) the cut."""
+    q, centroids, sizes = fused["q"], fused["centroids"].contiguous(), fused["sizes"].contiguous()
+    _, hq, t, d = q.shape
+    g = hq // hkv
+    rows = g * t
+    bh = b * hkv
+    dev = q.device
+    block_c = _cfg("lookup_block_c")
+    ns = _split_count(bh, triton.cdiv(c, block_c), dev,
+                      _cfg("lookup_stages") * block_c * d * centroids.element_size(), _cfg("fused_lookup_warps"))
+    logits = torch.empty(bh, rows, c, dtype=torch.float32, device=dev)
+    pm = torch.empty(bh, ns, rows, dtype=torch.float32, device=dev)
+    pl = torch.empty_like(pm)
+    search_block = max(triton.next_power_of_2(c) if single else _cfg("select_block_c"), block)
+    _fused_lookup_kernel[(ns, bh)](
+        q, centroids, sizes, logits, pm, pl, _lock_buffer(dev, bh, "lookup"),
+        flat, st.avail, thr, krest, search, bsum,
+        fused["scale"] * LOG2E, rows, g, t, c, hkv, nblk,
+        q.stride(0), q.stride(1), q.stride(2), centroids.stride(0), centroids.stride(1), sizes.stride(0),
+        NS=ns, D=d, BLOCK_R=max(16, triton.next_power_of_2(rows)), BLOCK_C=block_c,
+        IEEE=centroids.dtype == torch.float32, BUDGET=budget_mode, BLOCK_NS=max(2, triton.next_power_of_2(ns)),
+        BLOCK_GT=max(2, triton.next_power_of_2(rows)), SUM_BLOCK=block, SEARCH_BLOCK=search_block, SINGLE=single,
+        **({} if interpreting() else {"num_warps": _cfg("fused_lookup_warps"), "num_stages": _cfg("lookup_stages")}),
+    )
+
+
 def _finish_scores(li: dict, flat: torch.Tensor, b: int, hkv: int, c: int, block_c: int | None = None,
                    block_sums=None) -> None:
     """Run the standalone scores kernel for deferred logits (``flat [B*Hkv, C]`` receives the scores); with
@@ -396,6 +480,15 @@ def _finish_scores(li: dict, flat: torch.Tensor, b: int, hkv: int, c: int, block
 
 def centroid_lookup(q, centroids, cluster_sizes, key_labels, *, threshold, budget, always_keep, scale, layout,
                     sync=True):
+    b, hq, t, _ = q.shape
+    hkv, c, _ = centroids.shape
+    if (CONFIG["fused_decode"] and layout is not None and (budget is not None or not sync)
+            and (hq // hkv) * t <= SMALL_ROWS and _cfg("parallel_expand")):
+        scores = torch.empty(b, hkv, c, dtype=torch.float32, device=q.device)
+        return select_from_scores(
+            scores, key_labels, threshold=threshold, budget=budget, always_keep=always_keep, layout=layout,
+            sync=sync, fused={"q": q, "centroids": centroids, "sizes": cluster_sizes, "scale": scale},
+        )
     scores, info = cluster_scores(q, centroids, cluster_sizes, scale, defer=True)
     return select_from_scores(
         scores, key_labels, threshold=threshold, budget=budget, always_keep=always_keep, layout=layout,
@@ -420,14 +513,29 @@ def hierarchical_lookup(
     cthr = torch.as_tensor(coarse_threshold, dtype=torch.float32, device=dev).expand(hkv).contiguous()
     li = info or {"logits": coarse, "pm": coarse, "pl": coarse, "sizes": coarse_sizes, "rows": 1, "gt": 1,
                   "ns": 1, "all_batches": False}
-    _alive_compact_kernel[(bh,)](
-        coarse.reshape(bh, c1), fine_to_coarse.contiguous(), cthr, flags, ids, id_counts, fine_scores,
-        li["logits"], li["pm"], li["pl"], li["sizes"], li["sizes"].stride(0), li["rows"], li["gt"], li["ns"], c1,
-        c1, c2, hkv,
-        BLOCK=_cfg("select_block_c"), FROM_LOGITS=info is not None, ALL_BATCHES=li["all_batches"],
-        BLOCK_NS=max(2, triton.next_power_of_2(li["ns"])), BLOCK_GT=max(2, triton.next_power_of_2(li["gt"])),
-        **_launch_opts("select_warps"),
-    )
+    coarse_args = (li["logits"], li["pm"], li["pl"], li["sizes"], li["sizes"].stride(0), li["rows"], li["gt"],
+                   li["ns"], c1, c1, c2, hkv)
+    coarse_meta = dict(FROM_LOGITS=info is not None, ALL_BATCHES=li["all_batches"],
+                       BLOCK_NS=max(2, triton.next_power_of_2(li["ns"])),
+                       BLOCK_GT=max(2, triton.next_power_of_2(li["gt"])))
+    f2c = fine_to_coarse.contiguous()
+    if _cfg("parallel_compact"):
+        block = _cfg("compact_block")
+        nblk = triton.cdiv(c2, block)
+        bcnt = torch.empty(bh, nblk, dtype=torch.int32, device=dev)
+        _alive_block_kernel[(nblk, bh)](
+            coarse.reshape(bh, c1), f2c, cthr, flags, bcnt, fine_scores, *coarse_args, nblk,
+            BLOCK=block, **coarse_meta, **({} if interpreting() else {"num_warps": 4}),
+        )
+        _alive_ids_kernel[(nblk, bh)](
+            flags, bcnt, ids, id_counts, c2, nblk, BLOCK=block, BLOCK_NB=max(2, triton.next_power_of_2(nblk)),
+            **({} if interpreting() else {"num_warps": 4}),
+        )
+    else:
+        _alive_compact_kernel[(bh,)](
+            coarse.reshape(bh, c1), f2c, cthr, flags, ids, id_counts, fine_scores, *coarse_args,
+            BLOCK=_cfg("select_block_c"), **coarse_meta, **_launch_opts("select_warps"),
+        )
     fine = cluster_scores(q, fine_centroids, fine_sizes, scale, ids=ids, id_counts=id_counts, out=fine_scores)
     return select_from_scores(
         fine, key_labels, threshold=threshold, budget=budget, always_keep=always_keep, layout=layout, alive=flags,
@@ -460,6 +568,11 @@ def _decode(q, k, v, idx, counts, k_cap, scale, dense: bool, extra=None) -> Atte
     ns_total = sum(src[-1] for src in sources)
     po = torch.empty(b * hkv * ns_total * block_g, d, dtype=torch.float32, device=dev)
     pl = torch.empty(b * hkv * ns_total * block_g, dtype=torch.float32, device=dev)
+    out = torch.empty(b, hq, 1, d, dtype=q.dtype, device=dev)
+    lse = torch.empty(b, hq, 1, dtype=torch.float32, device=dev)
+    fused = dict(FUSED_REDUCE=True, lock_ptr=_lock_buffer(dev, b * hkv, "decode"), o_ptr=out, lse_ptr=lse,
+                 sob=out.stride(0), soh=out.stride(1), slb=lse.stride(0), slh=lse.stride(1)) \
+        if CONFIG["fused_decode"] else {}
     split0 = 0
     for kk, vv, ii, cc, cap, nn, dd, ns in sources:
         skb = 0 if kk.shape[0] == 1 else kk.stride(0)
@@ -470,11 +583,11 @@ def _decode(q, k, v, idx, counts, k_cap, scale, dense: bool, extra=None) -> Atte
             q.stride(0), q.stride(1), skb, kk.stride(1), kk.stride(2), svb, vv.stride(1), vv.stride(2),
             ns, ns_total, split0,
             D=d, BLOCK_G=block_g, BLOCK_N=block_n, DENSE=dd, PREFETCH=bool(_cfg("decode_prefetch")),
-            **_launch_opts("decode_warps", "decode_stages"),
+            **fused, **_launch_opts("decode_warps", "decode_stages"),
         )
         split0 += ns
-    out = torch.empty(b, hq, 1, d, dtype=q.dtype, device=dev)
-    lse = torch.empty(b, hq, 1, dtype=torch.float32, device=dev)
+    if fused:
+        return AttentionResult(out, lse)
     _decode_reduce_kernel[(b * hq,)](
         po, pl, out, lse, hkv, g,
         out.stride(0), out.stride(1), lse.stride(0), lse.stride(1),

@@ -23,6 +23,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from .triton_lookup import _row_log_z
+
 
 @triton.jit
 def _weight_ge(score_row, alive_row, avail_row, C, u, HAS_ALIVE: tl.constexpr, BLOCK_C: tl.constexpr):
@@ -156,6 +158,58 @@ def _expand_layout_kernel(
 
 
 @triton.jit
+def _budget_cut(score_row, alive_row, avail_row, krest, C,
+                HAS_ALIVE: tl.constexpr, BLOCK_C: tl.constexpr, SINGLE: tl.constexpr):
+    """Exact budget cut of one (batch, KV head): the score bit pattern ``lo`` of the last cluster taken and the keys
+    ``rest`` still to take from clusters scoring exactly ``lo`` (bisection over the bits of non-negative floats)."""
+    lo = tl.full([], 0, tl.int32)
+    hi = tl.full([], 0x7F800001, tl.int32)
+    if SINGLE:
+        offs = tl.arange(0, BLOCK_C)
+        mask = offs < C
+        bits = tl.load(score_row + offs, mask=mask, other=0.0).to(tl.int32, bitcast=True)
+        av = tl.load(avail_row + offs, mask=mask, other=0)
+        if HAS_ALIVE:
+            av = tl.where(tl.load(alive_row + offs, mask=mask, other=0) != 0, av, 0)
+        kr = tl.minimum(krest, tl.sum(av, axis=0))
+        for _ in range(31):
+            mid = lo + (hi - lo) // 2
+            ok = tl.sum(tl.where(bits >= mid, av, 0), axis=0) >= kr
+            lo = tl.where(ok, mid, lo)
+            hi = tl.where(ok, hi, mid)
+        rest = kr - tl.sum(tl.where(bits > lo, av, 0), axis=0)
+    else:
+        total = _weight_ge(score_row, alive_row, avail_row, C, 0, HAS_ALIVE, BLOCK_C)
+        kr = tl.minimum(krest, total)
+        for _ in range(31):
+            mid = lo + (hi - lo) // 2
+            ok = _weight_ge(score_row, alive_row, avail_row, C, mid, HAS_ALIVE, BLOCK_C) >= kr
+            lo = tl.where(ok, mid, lo)
+            hi = tl.where(ok, hi, mid)
+        rest = kr - _weight_ge(score_row, alive_row, avail_row, C, lo + 1, HAS_ALIVE, BLOCK_C)
+    return lo, rest
+
+
+@triton.jit
+def _cut_block_sums(score_row, alive_row, avail_row, bsum_row, lo, C, NBLK,
+                    HAS_ALIVE: tl.constexpr, BLOCK_C: tl.constexpr, SUM_BLOCK: tl.constexpr):
+    """Per block of SUM_BLOCK clusters: keys of clusters above the cut and of clusters tied at it (``bsum [NBLK, 2]``),
+    from which ``_take_expand_kernel`` places every block's output without a serial pass."""
+    for c0 in range(0, C, BLOCK_C):
+        offs = c0 + tl.arange(0, BLOCK_C)
+        mask = offs < C
+        bits_t = tl.load(score_row + offs, mask=mask, other=0.0).to(tl.int32, bitcast=True)
+        av_t = tl.load(avail_row + offs, mask=mask, other=0)
+        if HAS_ALIVE:
+            av_t = tl.where(tl.load(alive_row + offs, mask=mask, other=0) != 0, av_t, 0)
+        full = tl.sum(tl.reshape(tl.where(mask & (bits_t > lo), av_t, 0), [BLOCK_C // SUM_BLOCK, SUM_BLOCK]), axis=1)
+        tie = tl.sum(tl.reshape(tl.where(mask & (bits_t == lo), av_t, 0), [BLOCK_C // SUM_BLOCK, SUM_BLOCK]), axis=1)
+        blk = c0 // SUM_BLOCK + tl.arange(0, BLOCK_C // SUM_BLOCK)
+        tl.store(bsum_row + blk * 2, full, mask=blk < NBLK)
+        tl.store(bsum_row + blk * 2 + 1, tie, mask=blk < NBLK)
+
+
+@triton.jit
 def _budget_search_kernel(
     score_ptr, alive_ptr, avail_ptr, krest_ptr, search_ptr, bsum_ptr, C, H, NBLK,
     HAS_ALIVE: tl.constexpr, BLOCK_C: tl.constexpr, SINGLE: tl.constexpr, SUM_BLOCK: tl.constexpr,
@@ -167,46 +221,11 @@ def _budget_search_kernel(
     score_row = score_ptr + bh * C
     alive_row = alive_ptr + bh * C
     avail_row = avail_ptr + h * C
-    lo = tl.full([], 0, tl.int32)
-    hi = tl.full([], 0x7F800001, tl.int32)
-    if SINGLE:
-        offs = tl.arange(0, BLOCK_C)
-        mask = offs < C
-        bits = tl.load(score_row + offs, mask=mask, other=0.0).to(tl.int32, bitcast=True)
-        av = tl.load(avail_row + offs, mask=mask, other=0)
-        if HAS_ALIVE:
-            av = tl.where(tl.load(alive_row + offs, mask=mask, other=0) != 0, av, 0)
-        kr = tl.minimum(tl.load(krest_ptr + h), tl.sum(av, axis=0))
-        for _ in range(31):
-            mid = lo + (hi - lo) // 2
-            ok = tl.sum(tl.where(bits >= mid, av, 0), axis=0) >= kr
-            lo = tl.where(ok, mid, lo)
-            hi = tl.where(ok, hi, mid)
-        rest = kr - tl.sum(tl.where(bits > lo, av, 0), axis=0)
-    else:
-        total = _weight_ge(score_row, alive_row, avail_row, C, 0, HAS_ALIVE, BLOCK_C)
-        kr = tl.minimum(tl.load(krest_ptr + h), total)
-        for _ in range(31):
-            mid = lo + (hi - lo) // 2
-            ok = _weight_ge(score_row, alive_row, avail_row, C, mid, HAS_ALIVE, BLOCK_C) >= kr
-            lo = tl.where(ok, mid, lo)
-            hi = tl.where(ok, hi, mid)
-        rest = kr - _weight_ge(score_row, alive_row, avail_row, C, lo + 1, HAS_ALIVE, BLOCK_C)
+    lo, rest = _budget_cut(score_row, alive_row, avail_row, tl.load(krest_ptr + h), C, HAS_ALIVE, BLOCK_C, SINGLE)
     tl.store(search_ptr + bh * 2, lo)
     tl.store(search_ptr + bh * 2 + 1, rest)
-    # per block of SUM_BLOCK clusters: keys of clusters above the cut and of clusters tied at it
-    for c0 in range(0, C, BLOCK_C):
-        offs = c0 + tl.arange(0, BLOCK_C)
-        mask = offs < C
-        bits_t = tl.load(score_row + offs, mask=mask, other=0.0).to(tl.int32, bitcast=True)
-        av_t = tl.load(avail_row + offs, mask=mask, other=0)
-        if HAS_ALIVE:
-            av_t = tl.where(tl.load(alive_row + offs, mask=mask, other=0) != 0, av_t, 0)
-        full = tl.sum(tl.reshape(tl.where(mask & (bits_t > lo), av_t, 0), [BLOCK_C // SUM_BLOCK, SUM_BLOCK]), axis=1)
-        tie = tl.sum(tl.reshape(tl.where(mask & (bits_t == lo), av_t, 0), [BLOCK_C // SUM_BLOCK, SUM_BLOCK]), axis=1)
-        blk = c0 // SUM_BLOCK + tl.arange(0, BLOCK_C // SUM_BLOCK)
-        tl.store(bsum_ptr + (bh * NBLK + blk) * 2, full, mask=blk < NBLK)
-        tl.store(bsum_ptr + (bh * NBLK + blk) * 2 + 1, tie, mask=blk < NBLK)
+    _cut_block_sums(score_row, alive_row, avail_row, bsum_ptr + bh * NBLK * 2, lo, C, NBLK,
+                    HAS_ALIVE, BLOCK_C, SUM_BLOCK)
 
 
 @triton.jit
@@ -345,6 +364,43 @@ def _keep_write_kernel(
 
 
 @triton.jit
+def _coarse_rows(pm_ptr, pl_ptr, bh, H, R, GT, NS, FROM_LOGITS: tl.constexpr, ALL_BATCHES: tl.constexpr,
+                 BLOCK_NS: tl.constexpr, BLOCK_GT: tl.constexpr):
+    """(logits program, first row, ``[BLOCK_GT]`` log2 denominators) of the coarse lookup of (batch, KV head) bh."""
+    if ALL_BATCHES:
+        prog = bh % H
+        row0 = (bh // H) * GT
+    else:
+        prog = bh
+        row0 = 0
+    if FROM_LOGITS:
+        log_z = _row_log_z(pm_ptr, pl_ptr, prog, row0, R, GT, NS, BLOCK_NS, BLOCK_GT)
+    else:
+        log_z = tl.zeros([BLOCK_GT], tl.float32)
+    return prog, row0, log_z
+
+
+@triton.jit
+def _alive_flags(cscore_ptr, f2c_ptr, thr, logit_ptr, csize_ptr, scs, prog, row0, log_z, bh, h, offs,
+                 R, GT, L_CAP, C1, C2, FROM_LOGITS: tl.constexpr, BLOCK_GT: tl.constexpr):
+    """Bool ``[BLOCK]``: fine clusters ``offs`` whose coarse parent scores above the coarse threshold (coarse scores
+    read, or computed here from the coarse lookup logits with FROM_LOGITS)."""
+    mask = offs < C2
+    parent = tl.load(f2c_ptr + h * C2 + offs, mask=mask, other=0)
+    if FROM_LOGITS:
+        offs_g = tl.arange(0, BLOCK_GT)
+        rows = row0 + offs_g
+        lg = tl.load(logit_ptr + (prog * R + rows[:, None]) * L_CAP + parent[None, :],
+                     mask=(offs_g[:, None] < GT) & mask[None, :], other=float("-inf"))
+        cs = tl.sum(tl.exp2(lg - log_z[:, None]), axis=0) / GT
+        n = tl.load(csize_ptr + h * scs + parent, mask=mask, other=0)
+        cs = tl.where(n > 0, cs, 0.0)
+    else:
+        cs = tl.load(cscore_ptr + bh * C1 + parent, mask=mask, other=0.0)
+    return (cs > thr) & mask
+
+
+@triton.jit
 def _alive_compact_kernel(
     cscore_ptr, f2c_ptr, thr_ptr, flag_ptr, ids_ptr, cnt_ptr, fscore_ptr,
     logit_ptr, pm_ptr, pl_ptr, csize_ptr, scs, R, GT, NS, L_CAP,
@@ -352,45 +408,19 @@ def _alive_compact_kernel(
     BLOCK: tl.constexpr, FROM_LOGITS: tl.constexpr, ALL_BATCHES: tl.constexpr, BLOCK_NS: tl.constexpr,
     BLOCK_GT: tl.constexpr,
 ):
-    """One program per (batch, KV head): fine cluster j is alive iff its coarse parent scored above the coarse
-    threshold; writes flags ``[BH, C2]`` int8, ascending ids of alive clusters ``[BH, C2]``, their count, and 0 as
-    the fine score of every dead cluster. With FROM_LOGITS the coarse scores are computed here from the coarse
-    lookup logits (no separate coarse scores launch)."""
+    """Serial compaction (the baseline), one program per (batch, KV head): fine cluster j is alive iff its coarse
+    parent scored above the coarse threshold; writes flags ``[BH, C2]`` int8, ascending ids of alive clusters
+    ``[BH, C2]``, their count, and 0 as the fine score of every dead cluster."""
     bh = tl.program_id(0)
     h = bh % H
     thr = tl.load(thr_ptr + h)
-    if FROM_LOGITS:
-        if ALL_BATCHES:
-            prog = h
-            row0 = (bh // H) * GT
-        else:
-            prog = bh
-            row0 = 0
-        offs_s = tl.arange(0, BLOCK_NS)
-        offs_g = tl.arange(0, BLOCK_GT)
-        rows = row0 + offs_g
-        pmask = (offs_s[:, None] < NS) & (offs_g[None, :] < GT)
-        pidx = (prog * NS + offs_s[:, None]) * R + rows[None, :]
-        pm = tl.load(pm_ptr + pidx, mask=pmask, other=float("-inf"))
-        pl = tl.load(pl_ptr + pidx, mask=pmask, other=0.0)
-        big = tl.max(pm, axis=0)
-        big = tl.where(big == float("-inf"), 0.0, big)
-        z = tl.sum(pl * tl.exp2(pm - big[None, :]), axis=0)
-        log_z = tl.where(z > 0, big + tl.log2(tl.where(z > 0, z, 1.0)), float("inf"))  # [BLOCK_GT]
+    prog, row0, log_z = _coarse_rows(pm_ptr, pl_ptr, bh, H, R, GT, NS, FROM_LOGITS, ALL_BATCHES, BLOCK_NS, BLOCK_GT)
     written = tl.full([], 0, tl.int32)
     for c0 in range(0, C2, BLOCK):
         offs = c0 + tl.arange(0, BLOCK)
         mask = offs < C2
-        parent = tl.load(f2c_ptr + h * C2 + offs, mask=mask, other=0)
-        if FROM_LOGITS:
-            lg = tl.load(logit_ptr + (prog * R + rows[:, None]) * L_CAP + parent[None, :],
-                         mask=(offs_g[:, None] < GT) & mask[None, :], other=float("-inf"))
-            cs = tl.sum(tl.exp2(lg - log_z[:, None]), axis=0) / GT
-            n = tl.load(csize_ptr + h * scs + parent, mask=mask, other=0)
-            cs = tl.where(n > 0, cs, 0.0)
-        else:
-            cs = tl.load(cscore_ptr + bh * C1 + parent, mask=mask, other=0.0)
-        alive = (cs > thr) & mask
+        alive = _alive_flags(cscore_ptr, f2c_ptr, thr, logit_ptr, csize_ptr, scs, prog, row0, log_z, bh, h, offs,
+                             R, GT, L_CAP, C1, C2, FROM_LOGITS, BLOCK_GT)
         a32 = alive.to(tl.int32)
         tl.store(flag_ptr + bh * C2 + offs, a32.to(tl.int8), mask=mask)
         tl.store(fscore_ptr + bh * C2 + offs, tl.zeros([BLOCK], tl.float32), mask=mask & ~alive)
@@ -398,3 +428,46 @@ def _alive_compact_kernel(
         tl.store(ids_ptr + bh * C2 + pos, offs, mask=alive)
         written += tl.sum(a32, axis=0)
     tl.store(cnt_ptr + bh, written)
+
+
+@triton.jit
+def _alive_block_kernel(
+    cscore_ptr, f2c_ptr, thr_ptr, flag_ptr, bcnt_ptr, fscore_ptr,
+    logit_ptr, pm_ptr, pl_ptr, csize_ptr, scs, R, GT, NS, L_CAP,
+    C1, C2, H, NBLK,
+    BLOCK: tl.constexpr, FROM_LOGITS: tl.constexpr, ALL_BATCHES: tl.constexpr, BLOCK_NS: tl.constexpr,
+    BLOCK_GT: tl.constexpr,
+):
+    """Parallel compaction, pass 1. Grid (NBLK, BH): flags and zeroed dead scores of one block of BLOCK fine
+    clusters, and the block's alive count ``bcnt [BH, NBLK]``."""
+    pid = tl.program_id(0)
+    bh = tl.program_id(1)
+    h = bh % H
+    thr = tl.load(thr_ptr + h)
+    prog, row0, log_z = _coarse_rows(pm_ptr, pl_ptr, bh, H, R, GT, NS, FROM_LOGITS, ALL_BATCHES, BLOCK_NS, BLOCK_GT)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < C2
+    alive = _alive_flags(cscore_ptr, f2c_ptr, thr, logit_ptr, csize_ptr, scs, prog, row0, log_z, bh, h, offs,
+                         R, GT, L_CAP, C1, C2, FROM_LOGITS, BLOCK_GT)
+    a32 = alive.to(tl.int32)
+    tl.store(flag_ptr + bh * C2 + offs, a32.to(tl.int8), mask=mask)
+    tl.store(fscore_ptr + bh * C2 + offs, tl.zeros([BLOCK], tl.float32), mask=mask & ~alive)
+    tl.store(bcnt_ptr + bh * NBLK + pid, tl.sum(a32, axis=0))
+
+
+@triton.jit
+def _alive_ids_kernel(flag_ptr, bcnt_ptr, ids_ptr, cnt_ptr, C2, NBLK, BLOCK: tl.constexpr, BLOCK_NB: tl.constexpr):
+    """Parallel compaction, pass 2. Grid (NBLK, BH): each block writes its alive ids from the exclusive prefix of
+    the block counts (a prefix sum over blocks instead of one serial pass); block 0 writes the total."""
+    pid = tl.program_id(0)
+    bh = tl.program_id(1)
+    ib = tl.arange(0, BLOCK_NB)
+    cnts = tl.load(bcnt_ptr + bh * NBLK + ib, mask=ib < NBLK, other=0)
+    base = tl.sum(tl.where(ib < pid, cnts, 0), axis=0)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < C2
+    a32 = (tl.load(flag_ptr + bh * C2 + offs, mask=mask, other=0) != 0).to(tl.int32)
+    pos = base + tl.cumsum(a32, axis=0) - a32
+    tl.store(ids_ptr + bh * C2 + pos, offs, mask=a32 != 0)
+    if pid == 0:
+        tl.store(cnt_ptr + bh, tl.sum(cnts, axis=0))

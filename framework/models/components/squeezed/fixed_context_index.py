@@ -22,6 +22,7 @@ from torch import nn
 from transformers import DynamicCache
 
 from framework.kernels.squeezed_attention import centroid_lookup, kmeans
+from framework.models.components.squeezed.fixed_prefix_cache import in_place_cache_layers
 from framework.models.components.squeezed.index_file import read_index_file, write_index_file
 from framework.progress import StageClock
 from framework.models.components.squeezed.layer_index import LayerIndex
@@ -325,10 +326,14 @@ class FixedContextIndex:
         return _threshold_from_sorted(pool, float(keep))
 
     def new_cache(self, batch_size: int = 1) -> DynamicCache:
-        """A fresh `DynamicCache` holding the fixed-context KV (shared storage, expanded to `batch_size` rows)."""
+        """A fresh `DynamicCache` holding the fixed-context KV (shared storage, expanded to `batch_size` rows).
+
+        Its layers append in place (``InPlaceLayer``): the first append copies the context once into a buffer with
+        slack, later tokens are written into it (a plain ``DynamicLayer`` re-copies the whole cache every token)."""
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
         cache = DynamicCache()
+        in_place_cache_layers(cache)  # appends write into slack: generate() does not copy the context per token
         for i, layer in enumerate(self.layers):
             k = layer.keys.expand(batch_size, -1, -1, -1)
             v = layer.values.expand(batch_size, -1, -1, -1)

@@ -297,3 +297,153 @@ def test_union_decode_equals_merge_of_two_attentions(first_dense):
     for other in (ref_, merged):
         torch.testing.assert_close(got.out, other.out, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(got.lse, other.lse, rtol=1e-5, atol=1e-5)
+
+
+class _PoisonedTorch:
+    """``torch`` for ``triton_ops`` whose ``empty``/``empty_like`` buffers hold NaN / -7777 instead of whatever the
+    allocator hands back (often the previous call's results), so a kernel that reads a slot nobody wrote fails."""
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+    @staticmethod
+    def _poison(t):
+        if t.dtype.is_floating_point:
+            return t.fill_(float("nan"))
+        return t.fill_(True if t.dtype == torch.bool else max(-7777, torch.iinfo(t.dtype).min))
+
+    def empty(self, *args, **kwargs):
+        return self._poison(torch.empty(*args, **kwargs))
+
+    def empty_like(self, *args, **kwargs):
+        return self._poison(torch.empty_like(*args, **kwargs))
+
+
+def _decode_cases(monkeypatch):
+    """Every decode-step kernel call of the model (layout lookups in both modes, ties at the budget cut, sparse,
+    dense and two-source union attention), returned as tensors to compare across decode paths."""
+    from framework.kernels.squeezed_attention import Selection, sparse_attention_union
+
+    b, g, hkv, n, d, c = 3, 4, 2, 71, 16, 13
+    q, k, v = random_qkv(b, g * hkv, hkv, 1, n, d, seed=51, kv_batch=1)
+    labels, sizes, cent = random_index(hkv, n, c, d, seed=52)
+    sizes[1, 3] = 0  # an empty cluster: scores 0 and leaves the denominator
+    labels[1][labels[1] == 3] = 4
+    sizes = torch.zeros(hkv, c, dtype=torch.long).scatter_add_(1, labels, torch.ones_like(labels))
+    always = torch.zeros(n, dtype=torch.bool)
+    always[-7:] = True
+    lay = cluster_contiguous_layout(k, v, labels, c, always_keep=always)
+    out = []
+    for kw in ({"budget": 0.1}, {"budget": 0.3}, {"budget": 1.0}, {"threshold": 0.05, "sync": False},
+               {"threshold": torch.tensor([0.02, 0.1]), "sync": False}):
+        sel = centroid_lookup(q, cent, sizes, lay.key_labels, layout=lay, backend="triton", **kw)
+        att = sparse_attention(q, lay.k, lay.v, sel, backend="triton")
+        out += [sel.key_indices, sel.key_counts, sel.cluster_scores, att.out, att.lse]
+    # tied centroids: several clusters share the cut score
+    tied = cent.clone()
+    tied[:, 5] = tied[:, 2]
+    tied[:, 9] = tied[:, 2]
+    sel = centroid_lookup(q, tied, sizes, lay.key_labels, layout=lay, budget=0.25, backend="triton")
+    out += [sel.key_indices, sel.key_counts, sel.cluster_scores]
+    _, k2, v2 = random_qkv(b, g * hkv, hkv, 1, 9, d, seed=53)
+    tail = Selection(torch.arange(9, dtype=torch.int32).expand(b, hkv, 9).contiguous(),
+                     torch.tensor([[9, 4], [0, 2], [1, 9]], dtype=torch.int32), torch.zeros(b, hkv, 0))
+    for first in ((lay.k, lay.v, sel), (lay.k, lay.v, None)):
+        u = sparse_attention_union(q, first, (k2, v2, tail), backend="triton")
+        out += [u.out, u.lse]
+    dense = dense_attention(q, k, v, causal=False, backend="triton")
+    return out + [dense.out, dense.lse]
+
+
+def test_fused_decode_path_equals_split_path(monkeypatch):
+    """The fused decode kernels (one lookup launch, reduce inside the attention kernel) give the same selection,
+    scores and attention as the split launches (which the other tests check against the PyTorch reference), and
+    leave their counters at zero (two calls in a row agree)."""
+    from framework.kernels.squeezed_attention import decode_path, set_decode_path, triton_ops
+
+    monkeypatch.setitem(triton_ops._INTERPRET_CONFIG, "lookup_block_c", 4)  # several splits per (batch, head)
+    monkeypatch.setitem(triton_ops.CONFIG, "fused_decode", 0)
+    monkeypatch.setattr(triton_ops, "torch", _PoisonedTorch())
+    split = _decode_cases(monkeypatch)
+    set_decode_path("fused")
+    assert decode_path() == "fused"
+    fused = _decode_cases(monkeypatch)
+    again = _decode_cases(monkeypatch)
+    for a, f, f2 in zip(split, fused, again):
+        if a.dtype.is_floating_point:
+            torch.testing.assert_close(f, a, rtol=1e-5, atol=1e-6, equal_nan=True)
+        else:
+            assert torch.equal(f, a)
+        assert torch.equal(f, f2)
+    assert all(int(buf.abs().sum()) == 0 for buf in triton_ops._LOCKS.values())
+    with pytest.raises(ValueError, match="decode path must be one of"):
+        set_decode_path("persistent")
+
+
+def test_fused_lookup_matches_reference_selection(monkeypatch):
+    """Fused path against the PyTorch reference directly (scores; selection on the kernel's own scores)."""
+    from framework.kernels.squeezed_attention import triton_ops, unpermute_indices
+
+    monkeypatch.setitem(triton_ops.CONFIG, "fused_decode", 1)
+    monkeypatch.setitem(triton_ops._INTERPRET_CONFIG, "lookup_block_c", 4)
+    monkeypatch.setattr(triton_ops, "torch", _PoisonedTorch())
+    b, g, hkv, n, d, c = 2, 3, 2, 64, 16, 10
+    q, k, v = random_qkv(b, g * hkv, hkv, 1, n, d, seed=61)
+    labels, sizes, cent = random_index(hkv, n, c, d, seed=62)
+    always = torch.zeros(n, dtype=torch.bool)
+    always[-5:] = True
+    lay = cluster_contiguous_layout(k, v, labels, c, always_keep=always)
+    for kw in ({"budget": 0.2}, {"budget": 0.6}, {"threshold": 0.04, "sync": False}):
+        tri = centroid_lookup(q, cent, sizes, lay.key_labels, layout=lay, backend="triton", **kw)
+        refr = centroid_lookup(q, cent, sizes, labels, always_keep=always, backend="reference", **kw)
+        torch.testing.assert_close(tri.cluster_scores, refr.cluster_scores, rtol=1e-4, atol=1e-7)
+        rule = {k_: v_ for k_, v_ in kw.items() if k_ != "sync"}
+        own = select_from_scores(tri.cluster_scores, labels, always_keep=always, backend="reference", **rule)
+        assert torch.equal(tri.key_counts, own.key_counts)
+        for i in range(b):
+            for h in range(hkv):
+                cnt = int(tri.key_counts[i, h])
+                got = unpermute_indices(lay, tri.key_indices[:, :, :cnt])[i, h].sort().values
+                assert torch.equal(got, own.key_indices[i, h, :cnt].long())
+        att = sparse_attention(q, lay.k, lay.v, tri, backend="triton")
+        ref_att = sparse_attention(q, k, v, own, backend="reference")
+        torch.testing.assert_close(att.out, ref_att.out, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(att.lse, ref_att.lse, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("block", [4, 32])  # several blocks per row / one block
+def test_parallel_compaction_equals_serial(block, monkeypatch):
+    """Hierarchical first level: block counts + prefix (parallel) == one serial program, with and without a layout
+    (the layout path now takes the parallel expansion with the survivors' flags)."""
+    from framework.kernels.squeezed_attention import triton_ops
+
+    monkeypatch.setitem(triton_ops._INTERPRET_CONFIG, "compact_block", block)
+    monkeypatch.setattr(triton_ops, "torch", _PoisonedTorch())
+    b, g, hkv, n, d, c2, c1 = 2, 2, 2, 90, 16, 17, 5
+    labels, sizes, fine = random_index(hkv, n, c2, d, seed=71)
+    f2c = torch.randint(0, c1, (hkv, c2), generator=torch.Generator().manual_seed(72))
+    f2c[:, :c1] = torch.arange(c1)
+    coarse_sizes = torch.zeros(hkv, c1, dtype=torch.long).scatter_add_(1, f2c, sizes)
+    coarse = torch.randn(hkv, c1, d, generator=torch.Generator().manual_seed(73))
+    q, k, v = random_qkv(b, g * hkv, hkv, 1, n, d, seed=74)
+    always = torch.zeros(n, dtype=torch.bool)
+    always[-4:] = True
+    lay = cluster_contiguous_layout(k, v, labels, c2, always_keep=always)
+    cs = ref.cluster_scores_reference(q, coarse, coarse_sizes, d ** -0.5).flatten().sort().values
+    cthr = float(cs[cs.numel() // 2] + cs[cs.numel() // 2 + 1]) / 2
+
+    def run():
+        return [hierarchical_lookup(q, coarse, coarse_sizes, f2c, fine, sizes, lay.key_labels, coarse_threshold=cthr,
+                                    backend="triton", **extra, **kw)
+                for extra in ({"layout": lay}, {"always_keep": lay.always_keep})
+                for kw in ({"budget": 0.3}, {"threshold": 0.01, "sync": False})]
+
+    parallel = run()
+    monkeypatch.setitem(triton_ops.CONFIG, "parallel_compact", 0)
+    serial = run()
+    for a, s_ in zip(parallel, serial):
+        torch.testing.assert_close(a.cluster_scores, s_.cluster_scores, rtol=0, atol=0)
+        _same_selection(a, s_)
+    refr = hierarchical_lookup(q, coarse, coarse_sizes, f2c, fine, sizes, lay.key_labels, coarse_threshold=cthr,
+                               always_keep=lay.always_keep, backend="reference", budget=0.3)
+    _same_selection(parallel[2], refr)

@@ -18,7 +18,8 @@ def test_tiny_run_writes_every_table(tmp_path, capsys):
     assert ctx["build"]["clusters_per_head"] == int(0.05 * (400 - bench.WINDOW))
     assert [r["attention"] for r in ctx["eager"]] == ["sdpa", "squeezed (topk)", "squeezed (calibrated)"]
     kinds = [r["kind"] for r in ctx["static"]]
-    assert kinds == ["dense"] + ["ttft", "decode"] * 2
+    assert kinds == ["dense"] + ["ttft", "decode", "decode"] * 2  # decode with the split and the fused kernels
+    assert [r.get("decode_path") for r in ctx["static"] if r["kind"] == "decode"] == ["split", "fused"] * 2
     for r in ctx["static"][1:]:
         assert r["ms"] > 0 and r["speedup"] > 0 and r["ceiling"] >= 1.0
         assert 0.0 < r["kept"] <= 1.0
@@ -38,6 +39,7 @@ def test_tiny_run_writes_every_table(tmp_path, capsys):
         (["--modes", "oracle"], "modes must be"),
         (["--new-tokens", "2"], "new-tokens must be >= 4"),
         (["--batches", "0"], "batches"),
+        (["--decode-paths", "split,persistent"], "decode-paths must be"),
     ],
 )
 def test_bad_arguments_exit_before_any_work(argv, match):
@@ -53,3 +55,17 @@ def test_ceilings_are_ratios_of_bytes_and_flops():
     assert half["ceiling"] == pytest.approx(2.0)  # no weights, no tail, no centroids: 1 / kept
     pre = bench.prefill_ceiling(cfg, 0, 1000, 1, 2, 0.25, 0)
     assert pre["ceiling"] == pytest.approx((1000 + 1) / (250 + 1))
+
+
+def test_profiler_attribution_by_launch_and_by_name():
+    """Kernels count as attention when launched inside an attention range; unrecorded launches fall back to the
+    kernel name (Triton launches are not charged to record_function ranges by the profiler itself)."""
+    names = bench.attention_kernel_names()
+    assert {"_decode_kernel", "_fused_lookup_kernel", "_logits_kernel", "_take_expand_kernel"} <= names
+    assert not any("rope" in n for n in names)  # RoPE + cache write is not attention
+    ranges = [(100, 200), (400, 500)]
+    launches = {1: 150, 2: 300, 3: 450, 4: 90}
+    kernels = [("_decode_kernel", 1, 5.0), ("gemm", 2, 7.0), ("_logits_kernel", 3, 2.0), ("copy", 4, 1.0),
+               ("_decode_kernel", 9, 4.0), ("gemm", 10, 3.0)]  # 9, 10: launches not recorded
+    att = bench.attribute_kernels(ranges, launches, kernels, names)
+    assert att == {"attention_us": 11.0, "by_launch_us": 7.0, "by_name_us": 4.0, "unmatched": 2}

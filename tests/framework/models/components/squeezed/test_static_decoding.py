@@ -99,11 +99,15 @@ def test_runner_sparse_budget_selects_a_fraction(model, compiled, question):
     assert all(bool((s.key_counts == expected).all()) for s in topk.last_selection)
 
 
-def test_runner_triton_interpreter_matches_reference(model, compiled, question):
+@pytest.mark.parametrize("decode_path", ["split", "fused"])
+def test_runner_triton_interpreter_matches_reference(model, compiled, question, decode_path, monkeypatch):
     from framework.kernels.squeezed_attention.validation import interpreting
 
     if not interpreting():
         pytest.skip("needs TRITON_INTERPRET=1")
+    from framework.kernels.squeezed_attention import triton_ops
+
+    monkeypatch.setitem(triton_ops.CONFIG, "fused_decode", int(decode_path == "fused"))
     runs = {}
     for backend in ("reference", "triton"):
         runner = StaticLlamaRunner(model, compiled, batch_size=2, capacity=8, rule=SelectionRule(0.3, "topk"),
