@@ -90,6 +90,7 @@ CLASS_INDEX: dict[str, tuple[str, ...]] = {
     'HessianReport': ('framework.callbacks.hessian_probe',),
     'HessianVectorProduct': ('framework.callbacks.landscape.hessian_vector_product',),
     'HvpTiming': ('framework.callbacks.landscape.hessian_vector_product',),
+    'InPlaceLayer': ('framework.models.components.squeezed.fixed_prefix_cache',),
     'IncrementalQuantileHead': ('framework.models.components.forecasting.quantile_head',),
     'IndexMetadata': ('framework.models.components.squeezed.fixed_context_index',),
     'InputStatistics': ('framework.callbacks.pruning.calibration',),
