@@ -19,11 +19,23 @@
 5. The unexposed range: the exposures, under the shipped model, of ``--null-codes`` other random codes that were
    never planted. A method **removes** the secret when the secret's exposure is back within that range (<= its
    maximum), not only when greedy extraction fails.
+
+Cost: the shipped model scores every candidate and null code in full (one prefill of the prompt, then only the
+code tokens); every other model ranks the secret exactly with ``continuation_nll(stop_at=secret NLL)``, which stops
+a candidate as soon as its partial NLL passes the secret's (cheap when the secret is strongly preferred). On a
+shared CPU the two halves can run as two processes and be merged:
+
+    python benchmarks/tinymem_smollm2_demo.py --quick --part reference --out R.json
+    python benchmarks/tinymem_smollm2_demo.py --quick --part mitigations --out M.json
+    python benchmarks/tinymem_smollm2_demo.py --part merge --reference R.json --mitigations M.json --out OUT.json
+
+(``--part all``, the default, does everything in one process.)
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import math
 import sys
 import time
@@ -90,6 +102,52 @@ def encode_codes(tok, codes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     return ids, lengths
 
 
+def score_candidates(model, prompt: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor, *, label: str,
+                     stop_at: float | None = None, chunk: int = 1000) -> torch.Tensor:
+    """``[R]`` log-perplexities of the candidate codes after ``prompt`` (exact below ``stop_at``), with progress."""
+    out, start = [], time.perf_counter()
+    for first in range(0, len(ids), chunk):
+        out.append(continuation_nll(model, prompt[None], ids[first:first + chunk], lengths=lengths[first:first + chunk],
+                                    batch_size=512, stop_at=stop_at))
+        done = first + len(out[-1])
+        print(f"  {label}: {done}/{len(ids)} candidates scored ({time.perf_counter() - start:.0f} s)", flush=True)
+    return torch.cat(out)
+
+
+def exposure_settings(args) -> dict:
+    """What a reference file must share with the run it is merged into (same secret, same candidates)."""
+    return {"prompt": PROMPT, "code": CODE, "seed": args.seed, "exposure_candidates": args.exposure_candidates,
+            "null_codes": args.null_codes}
+
+
+def read_json(path: Path, part: str) -> dict:
+    try:
+        payload = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise SystemExit(f"cannot read the --part {part} results {path}: {error}") from None
+    if payload.get("part") != part:
+        raise SystemExit(f"{path} holds part {payload.get('part')!r}, expected the --part {part} results")
+    return payload
+
+
+def merge(reference: dict, mitigations: dict) -> dict:
+    """The mitigations' rows with the shipped model's exposure and the unexposed range filled in."""
+    if reference["exposure_settings"] != mitigations["exposure_settings"]:
+        raise SystemExit(f"the reference ({reference['exposure_settings']}) and mitigation runs "
+                         f"({mitigations['exposure_settings']}) ranked different secrets or candidates")
+    limit = reference["unexposed_range"]["null_exposure_max"]
+    rows = []
+    for row in mitigations["rows"]:
+        row = dict(row)
+        if row["model"] == reference["shipped"]["model"]:
+            row.update({k: reference["shipped"][k] for k in ("exposure", "code_log_perplexity")})
+        row["removed_by_exposure"] = row["exposure"] <= limit
+        rows.append(row)
+    extra = {k: v for k, v in mitigations.items() if k not in ("benchmark", "environment", "rows", "part")}
+    return {"rows": rows, **extra, "unexposed_range": reference["unexposed_range"],
+            "reference_environment": reference["environment"], "reference_seconds": reference["seconds"]}
+
+
 def main() -> None:
     parser = benchmark_parser(__doc__.splitlines()[0])
     parser.add_argument("--seq-len", type=int, default=48)
@@ -108,7 +166,21 @@ def main() -> None:
     parser.add_argument("--null-codes", type=int, default=100,
                         help="never-planted random codes whose exposure under the shipped model gives the unexposed range")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--part", default="all", choices=["all", "reference", "mitigations", "merge"],
+                        help="reference: the shipped model's exposures only; mitigations: everything else; merge: "
+                             "combine the two files (--reference, --mitigations) into --out")
+    parser.add_argument("--reference", type=Path, help="--part reference results (for --part merge)")
+    parser.add_argument("--mitigations", type=Path, help="--part mitigations results (for --part merge)")
     args = parser.parse_args()
+    if args.part == "merge":
+        if args.reference is None or args.mitigations is None:
+            parser.error("--part merge needs --reference and --mitigations")
+        merged = merge(read_json(args.reference, "reference"), read_json(args.mitigations, "mitigations"))
+        write_results(args.out, name="tinymem_smollm2_demo", **merged)
+        print(markdown_table(merged["rows"], ["model", "extracted_bare", "extracted_contexts", "code_nll",
+                                              "exposure", "removed_by_exposure", "perplexity"]))
+        print(f"unexposed range: {merged['unexposed_range']}")
+        return
     if args.exposure_candidates < 1 or args.null_codes < 1:
         parser.error(f"--exposure-candidates ({args.exposure_candidates}) and --null-codes ({args.null_codes}) must be >= 1")
     if args.quick:
@@ -145,25 +217,54 @@ def main() -> None:
     extra = {"settings": vars(args) | {"out": str(args.out)}, "secret_tokens": len(secret), "code_tokens": len(code),
              "load_seconds": load_seconds, "layers": layers}
 
-    def exposure(m) -> dict[str, float]:
-        candidates = continuation_nll(m, prompt[None], candidate_ids, lengths=candidate_lengths)
+    extra["exposure_settings"] = exposure_settings(args)
+    extra["part"] = args.part
+
+    def shipped_exposure(m) -> dict[str, float]:
+        """The shipped model never saw the secret nor the null codes: every candidate scored in full."""
+        t0 = time.perf_counter()
         secret_nll = continuation_nll(m, prompt[None], code[None])
-        out = {"exposure": float(exposure_from_nll(secret_nll, candidates)[0]),
-               "code_log_perplexity": float(secret_nll[0])}
-        if not reference:  # the shipped model: never saw the secret nor the null codes
-            null = exposure_from_nll(continuation_nll(m, prompt[None], null_ids, lengths=null_lengths), candidates)
-            reference.update(null_exposure_max=float(null.max()), null_exposure_median=float(null.median()),
-                             null_exposure_p95=float(torch.quantile(null, 0.95)), code_nll=None)
-            extra["unexposed_range"] = {k: v for k, v in reference.items() if k != "code_nll"}
-        out["removed_by_exposure"] = out["exposure"] <= reference["null_exposure_max"]
-        return out
+        candidates = score_candidates(m, prompt, candidate_ids, candidate_lengths, label="shipped model")
+        null = exposure_from_nll(score_candidates(m, prompt, null_ids, null_lengths, label="null codes"), candidates)
+        reference.update(null_exposure_max=float(null.max()), null_exposure_median=float(null.median()),
+                         null_exposure_p95=float(torch.quantile(null, 0.95)), null_exposure_min=float(null.min()))
+        extra["unexposed_range"] = dict(reference)
+        extra["shipped_candidate_nll_quantiles"] = {str(q): float(torch.quantile(candidates, q))
+                                                    for q in (0.0, 0.01, 0.1, 0.5, 0.9, 0.99, 1.0)}
+        extra["shipped_exposure_seconds"] = time.perf_counter() - t0
+        return {"exposure": float(exposure_from_nll(secret_nll, candidates)[0]),
+                "code_log_perplexity": float(secret_nll[0])}
+
+    def exposure(m) -> dict[str, float]:
+        t0 = time.perf_counter()
+        secret_nll = continuation_nll(m, prompt[None], code[None])
+        candidates = score_candidates(m, prompt, candidate_ids, candidate_lengths, label="secret's rank",
+                                      stop_at=float(secret_nll[0]))
+        return {"exposure": float(exposure_from_nll(secret_nll, candidates)[0]),
+                "code_log_perplexity": float(secret_nll[0]), "exposure_seconds": time.perf_counter() - t0}
+
+    if args.part == "reference":
+        t0 = time.perf_counter()
+        shipped = {"model": "SmolLM2-135M-Instruct", **shipped_exposure(model)}
+        write_results(args.out, name="tinymem_smollm2_demo", rows=[], shipped=shipped,
+                      seconds=time.perf_counter() - t0, **extra)
+        print(f"shipped model: {shipped}; unexposed range {extra['unexposed_range']}")
+        return
+    code_nll_unexposed: list[float] = []
 
     def add(name: str, m, seconds: float, detail: str = "") -> None:
-        row = {"model": name, **extraction(m, contexts, prompt, code), **exposure(m),
+        if name == "SmolLM2-135M-Instruct":
+            measured = (shipped_exposure(m) if args.part == "all"
+                        else {"exposure": None, "code_log_perplexity": None})
+        else:
+            measured = exposure(m)
+        row = {"model": name, **extraction(m, contexts, prompt, code), **measured,
                "perplexity": perplexity(m, eval_windows), "seconds": seconds, "detail": detail}
-        if reference["code_nll"] is None:
-            reference["code_nll"] = row["code_nll"]
-        row["code_nll_minus_unexposed"] = row["code_nll"] - reference["code_nll"]
+        if not code_nll_unexposed:
+            code_nll_unexposed.append(row["code_nll"])
+        row["code_nll_minus_unexposed"] = row["code_nll"] - code_nll_unexposed[0]
+        if reference:
+            row["removed_by_exposure"] = row["exposure"] <= reference["null_exposure_max"]
         rows.append(row)
         print(markdown_table([row]).splitlines()[-1], flush=True)
         write_results(args.out, name="tinymem_smollm2_demo", rows=rows, **extra)
@@ -213,8 +314,8 @@ def main() -> None:
                                 "code_nll_minus_unexposed", "exposure", "removed_by_exposure", "perplexity",
                                 "seconds", "detail"]))
     print(f"\nunexposed range (shipped model, {args.null_codes} never-planted codes among "
-          f"{args.exposure_candidates} candidates): {extra['unexposed_range']}; maximum possible exposure "
-          f"{math.log2(args.exposure_candidates + 1):.2f} bits")
+          f"{args.exposure_candidates} candidates): {extra.get('unexposed_range', 'from --part reference')}; "
+          f"maximum possible exposure {math.log2(args.exposure_candidates + 1):.2f} bits")
 
 
 if __name__ == "__main__":

@@ -276,17 +276,17 @@ def continuation_nll(model: nn.Module, prefixes: Tensor, continuations: Tensor, 
                      batch_size: int = 256, use_cache: bool = True, stop_at: float | None = None) -> Tensor:
     """Summed next-token NLL (nats, float64) of each continuation given its prefix: the log-perplexity of exposure.
 
-    With one shared prompt (``prefixes [1, P]``) and a Transformers model that returns a key/value cache, the prompt
-    is run once and every batch scores only its continuation tokens on a copy of that cache (exposure ranks
-    10,000+ candidates after the same prompt: this skips ``R * P`` prompt tokens and their logits). Otherwise each
-    row's ``prefix + continuation`` is run whole. Both give the same numbers (log-softmax in float32, sums in
-    float64).
+    With one shared prompt (``prefixes [1, P]``) and a Transformers model that returns a key/value cache (exposure
+    ranks 10,000+ candidates after the same prompt), the prompt is run once and the continuations are scored token
+    by token as a prefix tree: rows are sorted, and within each batch rows that share their first ``j`` tokens share
+    one cache row and one forward of token ``j`` (random codes share their first digits). Otherwise each row's
+    ``prefix + continuation`` is run whole. Both give the same numbers (log-softmax in float32, sums in float64).
 
-    ``stop_at`` (exact ranks at a fraction of the cost): with a shared prompt and a cache, rows are scored token by
-    token and a row stops as soon as its partial NLL reaches ``stop_at``; its returned value is then that partial
-    sum, a lower bound of its NLL that is itself >= ``stop_at`` (NLL terms are >= 0). Every row below ``stop_at``
-    gets its exact NLL, so ``#{rows < stop_at}`` — the rank that exposure needs with ``stop_at`` = the secret's
-    log-perplexity — is exact. Without a shared prompt cache every row is scored whole (also exact).
+    ``stop_at`` (exact ranks at a fraction of the cost): on the prefix-tree path a row stops as soon as its partial
+    NLL reaches ``stop_at``; its returned value is then that partial sum, a lower bound of its NLL that is itself
+    >= ``stop_at`` (NLL terms are >= 0). Every row below ``stop_at`` gets its exact NLL, so ``#{rows < stop_at}``
+    — the rank that exposure needs with ``stop_at`` = the secret's log-perplexity — is exact. Without a shared
+    prompt cache every row is scored whole (also exact).
 
     Args:
         model: a causal LM (``model(input_ids)`` -> logits ``[B, T, V]`` or an object with ``.logits``).
@@ -326,23 +326,20 @@ def continuation_nll(model: nn.Module, prefixes: Tensor, continuations: Tensor, 
     counted_positions = torch.arange(width, device=device)[None, :]
     try:
         shared = _prompt_cache(model, prefixes.long().to(device)) if use_cache and prefixes.shape[0] == 1 else None
+        if shared is not None:
+            order = _lexicographic_order(continuations)
+            limit = math.inf if stop_at is None else float(stop_at)
+            for start in range(0, rows, batch_size):
+                index = order[start:start + batch_size]
+                out[index] = _prefix_tree_nll(model, *shared, continuations[index].long().to(device),
+                                              lengths[index].to(device), limit).cpu()
+            return out
         for start in range(0, rows, batch_size):
             chunk = slice(start, start + batch_size)
             cont = continuations[chunk].long().to(device)
-            if shared is not None and stop_at is not None:
-                out[chunk] = _pruned_nll(model, *shared, cont, lengths[chunk].to(device), float(stop_at)).cpu()
-                continue
-            if shared is not None:
-                first_logits, cache = shared
-                logits = first_logits.expand(cont.shape[0], 1, -1)
-                if width > 1:
-                    rest = _logits(model(input_ids=cont[:, :-1], use_cache=True,
-                                         **{_cache_keyword(model): _repeat_cache(cache, cont.shape[0])}))
-                    logits = torch.cat([logits, rest], dim=1)
-            else:
-                pre = prefixes[chunk] if prefixes.shape[0] == rows else prefixes.expand(cont.shape[0], -1)
-                ids = torch.cat([pre.long().to(device), cont], dim=1)
-                logits = _logits(_forward(model, ids, use_cache=False))[:, p - 1 : -1]
+            pre = prefixes[chunk] if prefixes.shape[0] == rows else prefixes.expand(cont.shape[0], -1)
+            ids = torch.cat([pre.long().to(device), cont], dim=1)
+            logits = _logits(_forward(model, ids, use_cache=False))[:, p - 1 : -1]
             nll = _token_nll(logits, cont)
             counted = counted_positions < lengths[chunk].to(device)[:, None]
             out[chunk] = (nll * counted).sum(dim=1).cpu()
@@ -351,24 +348,61 @@ def continuation_nll(model: nn.Module, prefixes: Tensor, continuations: Tensor, 
     return out
 
 
-def _pruned_nll(model: nn.Module, first_logits: Tensor, cache: Any, cont: Tensor, lengths: Tensor,
-                stop_at: float) -> Tensor:
-    """``[B]`` float64: token-by-token NLL of ``cont [B, L]`` after the cached prompt, dropping a row from the batch
-    (and its cache) once its partial sum reaches ``stop_at`` or its ``lengths`` tokens are scored."""
+def _lexicographic_order(rows: Tensor) -> Tensor:
+    """``LongTensor [B]``: the order that sorts the rows ``[B, L]`` lexicographically (shared prefixes adjacent)."""
+    _, inverse = torch.unique(rows.cpu(), dim=0, return_inverse=True)  # unique rows come sorted
+    return torch.argsort(inverse, stable=True)
+
+
+def _prefix_tree_nll(model: nn.Module, first_logits: Tensor, prompt_cache: Any, cont: Tensor, lengths: Tensor,
+                     stop_at: float) -> Tensor:
+    """``[B]`` float64 NLL of ``cont [B, L]`` after the cached prompt, one token position at a time: the rows still
+    scored (partial NLL < ``stop_at``, tokens left) are grouped by (their group so far, their last token), and each
+    group runs one token on its own cache row (``batch_select_indices`` repeats the parent group's row)."""
     rows, width = cont.shape
-    total = _token_nll(first_logits.expand(rows, 1, -1), cont[:, :1])[:, 0]
+    group_logits = first_logits[:, -1].float()  # [G=1, V]: every row starts in the prompt's group
+    group = torch.zeros(rows, dtype=torch.long, device=cont.device)
+    cache = _copy_cache(prompt_cache)
+    total = torch.zeros(rows, dtype=torch.float64, device=cont.device)
     active = torch.arange(rows, device=cont.device)
-    cache = _repeat_cache(cache, rows)
-    for j in range(1, width):
-        keep = (total[active] < stop_at) & (lengths[active] > j)
-        if not bool(keep.any()):
-            break
-        if not bool(keep.all()):
-            cache.batch_select_indices(keep.nonzero(as_tuple=True)[0])
-            active = active[keep]
-        logits = _logits(model(input_ids=cont[active, j - 1 : j], use_cache=True, **{_cache_keyword(model): cache}))
-        total[active] += _token_nll(logits, cont[active, j : j + 1])[:, 0]
+    for j in range(width):
+        if j:
+            keep = (total[active] < stop_at) & (lengths[active] > j)
+            active, previous = active[keep], group[active[keep]]
+            if not len(active):
+                break
+            pairs, inverse = torch.unique(torch.stack([previous, cont[active, j - 1]], dim=1), dim=0,
+                                          return_inverse=True)
+            cache.batch_select_indices(pairs[:, 0])
+            output = model(input_ids=pairs[:, 1:], use_cache=True, **{_cache_keyword(model): cache})
+            cache = _returned_cache(output)
+            group_logits = _logits(output)[:, -1].float()
+            group[active] = inverse
+        row_logits_lse = torch.logsumexp(group_logits, dim=-1)[group[active]]
+        picked = group_logits[group[active], cont[active, j]]
+        total[active] += (row_logits_lse - picked).double()
     return total
+
+
+def _prompt_cache(model: nn.Module, prompt: Tensor) -> tuple[Tensor, Any] | None:
+    """Run the shared prompt ``[1, P]`` once: (logits of its last position ``[1, 1, V]``, its key/value cache), or
+    None when the model returns no cache whose batch rows can be selected."""
+    from transformers import PreTrainedModel
+
+    if not isinstance(model, PreTrainedModel):
+        return None
+    output = _forward(model, prompt, use_cache=True)
+    cache = _returned_cache(output)
+    if cache is None or not hasattr(cache, "batch_select_indices"):
+        return None
+    return _logits(output)[:, -1:], cache
+
+
+def _copy_cache(cache: Any) -> Any:
+    # The model appends each step's keys/values to the cache it is given: each batch works on its own copy.
+    import copy
+
+    return copy.deepcopy(cache)
 
 
 def _token_nll(logits: Tensor, targets: Tensor) -> Tensor:
@@ -377,29 +411,6 @@ def _token_nll(logits: Tensor, targets: Tensor) -> Tensor:
     logits = logits.float()
     picked = logits.gather(-1, targets[..., None])[..., 0]
     return (torch.logsumexp(logits, dim=-1) - picked).double()
-
-
-def _prompt_cache(model: nn.Module, prompt: Tensor) -> tuple[Tensor, Any] | None:
-    """Run the shared prompt ``[1, P]`` once: (logits of its last position ``[1, 1, V]``, its key/value cache), or
-    None when the model returns no cache that can be copied per batch."""
-    from transformers import PreTrainedModel
-
-    if not isinstance(model, PreTrainedModel):
-        return None
-    output = _forward(model, prompt, use_cache=True)
-    cache = _returned_cache(output)
-    if cache is None or not hasattr(cache, "batch_repeat_interleave"):
-        return None
-    return _logits(output)[:, -1:], cache
-
-
-def _repeat_cache(cache: Any, rows: int) -> Any:
-    # The model appends this batch's keys/values to the cache it is given: each batch gets its own copy.
-    import copy
-
-    repeated = copy.deepcopy(cache)
-    repeated.batch_repeat_interleave(rows)
-    return repeated
 
 
 def exposure_from_nll(secret_nll: Tensor, candidate_nll: Tensor) -> Tensor:

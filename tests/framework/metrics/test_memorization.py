@@ -278,7 +278,9 @@ def test_continuation_nll_shared_prompt_cache_equals_whole_rows(build):
     g = torch.Generator().manual_seed(4)
     prefix = torch.randint(0, V, (1, 7), generator=g)
     cont = torch.randint(0, V, (11, 5), generator=g)
-    lengths = torch.tensor([5, 1, 3, 5, 2, 4, 5, 5, 1, 2, 3])
+    cont[3:9, :3] = cont[3, :3]  # six rows share three tokens: one prefix-tree branch for them
+    cont[7] = cont[8]  # and a duplicate row
+    lengths = torch.tensor([5, 1, 3, 5, 2, 4, 5, 5, 5, 2, 3])
     whole = continuation_nll(model, prefix, cont, lengths=lengths, use_cache=False)
     for batch_size in (1, 4, 11):
         cached = continuation_nll(model, prefix, cont, lengths=lengths, batch_size=batch_size)
