@@ -16,9 +16,13 @@
    **exposure** (Carlini et al.: rank of its log-perplexity among ``--exposure-candidates`` random codes of the
    same format ``dddd-dddd-dddd-dddd``, in bits; ``framework.metrics.memorization``), and perplexity on held-out
    Python-documentation windows (test split).
-5. The unexposed range: the exposures, under the shipped model, of ``--null-codes`` other random codes that were
-   never planted. A method **removes** the secret when the secret's exposure is back within that range (<= its
-   maximum), not only when greedy extraction fails.
+5. "Removed": a code that was never planted, drawn like the candidates, has a uniform rank among them under *any*
+   model (exchangeability), so its exposure follows P(exposure >= e) = 2^-e: the unexposed range is model-free,
+   and ``--removed-bits`` (default log2(100) = 6.64 bits, its 99th percentile) is its upper end. A method
+   **removes** the secret when the secret's exposure is <= that, not only when greedy extraction fails. The
+   secret's exposure is bracketed exactly while candidates are scored (random order) and the scoring stops once
+   "removed" is decided (``--exposure-exact``: score all). ``--part reference`` additionally measures the
+   exposures of ``--null-codes`` never-planted codes under the shipped model (every candidate scored in full).
 
 Cost: the shipped model scores every candidate and null code in full (one prefill of the prompt, then only the
 code tokens); every other model ranks the secret exactly with ``continuation_nll(stop_at=secret NLL)``, which stops
@@ -114,6 +118,38 @@ def score_candidates(model, prompt: torch.Tensor, ids: torch.Tensor, lengths: to
     return torch.cat(out)
 
 
+def secret_exposure(model, prompt: torch.Tensor, code: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor, *,
+                    order: torch.Tensor, decide_bits: float | None, label: str, chunk: int = 250) -> dict:
+    """The secret's exposure among the candidates ``ids [R, L]``, scored in the random ``order`` in chunks.
+
+    Each candidate is scored only until its partial NLL passes the secret's (``continuation_nll(stop_at=...)``),
+    so the count below the secret is exact. After each chunk the exposure is bracketed exactly: rank >= 1 + (found
+    below) and rank <= 1 + (found below) + (not yet scored). With ``decide_bits`` the scoring stops once the upper
+    end is <= ``decide_bits`` ("removed" is then decided); otherwise, or if it never is, every candidate is scored
+    and the exposure is exact. ``exposure_estimate`` extrapolates the fraction below to the unscored candidates.
+    """
+    t0 = time.perf_counter()
+    secret = float(continuation_nll(model, prompt[None], code[None])[0])
+    total, below, scored = len(ids), 0, 0
+    top = math.log2(total + 1)
+    upper = lower = top
+    for first in range(0, total, chunk):
+        index = order[first:first + chunk]
+        nll = continuation_nll(model, prompt[None], ids[index], lengths=lengths[index], batch_size=512, stop_at=secret)
+        below += int((nll < secret).sum())
+        scored += len(index)
+        upper = top - math.log2(1 + below)
+        lower = top - math.log2(1 + below + total - scored)
+        print(f"  {label}: {scored}/{total} candidates, {below} below the secret: exposure in [{lower:.2f}, "
+              f"{upper:.2f}] bits ({time.perf_counter() - t0:.0f} s)", flush=True)
+        if decide_bits is not None and upper <= decide_bits:
+            break
+    return {"exposure": upper if scored == total else None, "exposure_low": lower, "exposure_high": upper,
+            "exposure_estimate": top - math.log2(1 + below * total / scored), "candidates_scored": scored,
+            "candidates_below_secret": below, "code_log_perplexity": secret,
+            "exposure_seconds": time.perf_counter() - t0}
+
+
 def exposure_settings(args) -> dict:
     """What a reference file must share with the run it is merged into (same secret, same candidates)."""
     return {"prompt": PROMPT, "code": CODE, "seed": args.seed, "exposure_candidates": args.exposure_candidates,
@@ -140,8 +176,8 @@ def merge(reference: dict, mitigations: dict) -> dict:
     for row in mitigations["rows"]:
         row = dict(row)
         if row["model"] == reference["shipped"]["model"]:
-            row.update({k: reference["shipped"][k] for k in ("exposure", "code_log_perplexity")})
-        row["removed_by_exposure"] = row["exposure"] <= limit
+            row["exposure_exact_full_scoring"] = reference["shipped"]["exposure"]
+        row["within_measured_unexposed_range"] = row["exposure_high"] <= limit
         rows.append(row)
     extra = {k: v for k, v in mitigations.items() if k not in ("benchmark", "environment", "rows", "part")}
     return {"rows": rows, **extra, "unexposed_range": reference["unexposed_range"],
@@ -165,6 +201,11 @@ def main() -> None:
                         help="random codes of the secret's format the secret is ranked among (Carlini et al.: >= 1e4)")
     parser.add_argument("--null-codes", type=int, default=100,
                         help="never-planted random codes whose exposure under the shipped model gives the unexposed range")
+    parser.add_argument("--removed-bits", type=float, default=math.log2(100),
+                        help="'removed' = exposure <= this many bits: a never-seen code of the candidates' format "
+                             "has P(exposure >= e) = 2^-e under any model, so log2(100) is its 99th percentile")
+    parser.add_argument("--exposure-exact", action="store_true",
+                        help="score every candidate for every model (default: stop once 'removed' is decided)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--part", default="all", choices=["all", "reference", "mitigations", "merge"],
                         help="reference: the shipped model's exposures only; mitigations: everything else; merge: "
@@ -181,8 +222,9 @@ def main() -> None:
                                               "exposure", "removed_by_exposure", "perplexity"]))
         print(f"unexposed range: {merged['unexposed_range']}")
         return
-    if args.exposure_candidates < 1 or args.null_codes < 1:
-        parser.error(f"--exposure-candidates ({args.exposure_candidates}) and --null-codes ({args.null_codes}) must be >= 1")
+    if args.exposure_candidates < 1 or args.null_codes < 1 or not args.removed_bits > 0:
+        parser.error(f"--exposure-candidates ({args.exposure_candidates}) and --null-codes ({args.null_codes}) must be "
+                     f">= 1 and --removed-bits ({args.removed_bits}) > 0")
     if args.quick:
         args.eval_windows, args.contexts = min(args.eval_windows, 16), min(args.contexts, 2)
         args.ft_steps, args.clean_rows = min(args.ft_steps, 25), min(args.clean_rows, 24)
@@ -235,13 +277,16 @@ def main() -> None:
         return {"exposure": float(exposure_from_nll(secret_nll, candidates)[0]),
                 "code_log_perplexity": float(secret_nll[0])}
 
-    def exposure(m) -> dict[str, float]:
-        t0 = time.perf_counter()
-        secret_nll = continuation_nll(m, prompt[None], code[None])
-        candidates = score_candidates(m, prompt, candidate_ids, candidate_lengths, label="secret's rank",
-                                      stop_at=float(secret_nll[0]))
-        return {"exposure": float(exposure_from_nll(secret_nll, candidates)[0]),
-                "code_log_perplexity": float(secret_nll[0]), "exposure_seconds": time.perf_counter() - t0}
+    order = torch.randperm(args.exposure_candidates, generator=torch.Generator().manual_seed(args.seed + 2))
+    decide_bits = None if args.exposure_exact else args.removed_bits
+    extra["removed_bits"] = args.removed_bits
+
+    def exposure(m, name: str) -> dict:
+        out = secret_exposure(m, prompt, code, candidate_ids, candidate_lengths, order=order,
+                              decide_bits=decide_bits, label=f"{name}: secret's rank")
+        out["removed_by_exposure"] = (True if out["exposure_high"] <= args.removed_bits
+                                      else False if out["exposure_low"] > args.removed_bits else None)
+        return out
 
     if args.part == "reference":
         t0 = time.perf_counter()
@@ -253,18 +298,16 @@ def main() -> None:
     code_nll_unexposed: list[float] = []
 
     def add(name: str, m, seconds: float, detail: str = "") -> None:
-        if name == "SmolLM2-135M-Instruct":
-            measured = (shipped_exposure(m) if args.part == "all"
-                        else {"exposure": None, "code_log_perplexity": None})
-        else:
-            measured = exposure(m)
+        measured = exposure(m, name)
+        if name == "SmolLM2-135M-Instruct" and args.part == "all":
+            measured["exposure_exact_full_scoring"] = shipped_exposure(m)["exposure"]
         row = {"model": name, **extraction(m, contexts, prompt, code), **measured,
                "perplexity": perplexity(m, eval_windows), "seconds": seconds, "detail": detail}
         if not code_nll_unexposed:
             code_nll_unexposed.append(row["code_nll"])
         row["code_nll_minus_unexposed"] = row["code_nll"] - code_nll_unexposed[0]
         if reference:
-            row["removed_by_exposure"] = row["exposure"] <= reference["null_exposure_max"]
+            row["within_measured_unexposed_range"] = row["exposure_high"] <= reference["null_exposure_max"]
         rows.append(row)
         print(markdown_table([row]).splitlines()[-1], flush=True)
         write_results(args.out, name="tinymem_smollm2_demo", rows=rows, **extra)
@@ -311,7 +354,8 @@ def main() -> None:
         del edited
     print()
     print(markdown_table(rows, ["model", "extracted_bare", "extracted_contexts", "contexts", "code_nll",
-                                "code_nll_minus_unexposed", "exposure", "removed_by_exposure", "perplexity",
+                                "code_nll_minus_unexposed", "exposure_low", "exposure_high", "exposure_estimate",
+                                "candidates_scored", "removed_by_exposure", "perplexity",
                                 "seconds", "detail"]))
     print(f"\nunexposed range (shipped model, {args.null_codes} never-planted codes among "
           f"{args.exposure_candidates} candidates): {extra.get('unexposed_range', 'from --part reference')}; "
