@@ -84,16 +84,19 @@ def extraction(model, contexts: list[torch.Tensor], prompt: torch.Tensor, code: 
 
 
 def random_codes(count: int, *, exclude: str, seed: int) -> list[str]:
-    """``count`` distinct codes of the secret's format ``" dddd-dddd-dddd-dddd."``, none equal to ``exclude``."""
+    """The first ``count`` distinct codes of the secret's format ``" dddd-dddd-dddd-dddd."`` in the order they were
+    drawn (uniform digits), none equal to ``exclude``. Draw order, not sorted order: the caller splits the list into
+    candidates and never-planted null codes, and a sorted list would give the nulls the lexicographically last codes
+    (all "99..."), which are not exchangeable with the candidates."""
     rng = torch.Generator().manual_seed(seed)
-    codes: set[str] = set()
+    codes: dict[str, None] = {}  # insertion-ordered set
     while len(codes) < count:
         digits = torch.randint(0, 10, (count, 16), generator=rng).tolist()
         for d in digits:
             text = " " + "-".join("".join(map(str, d[i:i + 4])) for i in range(0, 16, 4)) + "."
             if text != exclude:
-                codes.add(text)
-    return sorted(codes)[:count]
+                codes.setdefault(text)
+    return list(codes)[:count]
 
 
 def encode_codes(tok, codes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -153,7 +156,7 @@ def secret_exposure(model, prompt: torch.Tensor, code: torch.Tensor, ids: torch.
 def exposure_settings(args) -> dict:
     """What a reference file must share with the run it is merged into (same secret, same candidates)."""
     return {"prompt": PROMPT, "code": CODE, "seed": args.seed, "exposure_candidates": args.exposure_candidates,
-            "null_codes": args.null_codes}
+            "null_codes": args.null_codes, "code_order": "draw"}  # the files of 2026-12-07 used sorted order
 
 
 def read_json(path: Path, part: str) -> dict:
