@@ -87,7 +87,7 @@ def random_codes(count: int, *, exclude: str, seed: int) -> list[str]:
     """The first ``count`` distinct codes of the secret's format ``" dddd-dddd-dddd-dddd."`` in the order they were
     drawn (uniform digits), none equal to ``exclude``. Draw order, not sorted order: the caller splits the list into
     candidates and never-planted null codes, and a sorted list would give the nulls the lexicographically last codes
-    (all "99..."), which are not exchangeable with the candidates."""
+    (9893-... to 9999-... for seed 1), which are not exchangeable with the candidates."""
     rng = torch.Generator().manual_seed(seed)
     codes: dict[str, None] = {}  # insertion-ordered set
     while len(codes) < count:
