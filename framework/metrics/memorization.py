@@ -273,8 +273,20 @@ def next_token_accuracy_counts(logits: Tensor, input_ids: Tensor, *, ignore_inde
 
 @torch.no_grad()
 def continuation_nll(model: nn.Module, prefixes: Tensor, continuations: Tensor, *, lengths: Tensor | None = None,
-                     batch_size: int = 256) -> Tensor:
+                     batch_size: int = 256, use_cache: bool = True, stop_at: float | None = None) -> Tensor:
     """Summed next-token NLL (nats, float64) of each continuation given its prefix: the log-perplexity of exposure.
+
+    With one shared prompt (``prefixes [1, P]``) and a Transformers model that returns a key/value cache (exposure
+    ranks 10,000+ candidates after the same prompt), the prompt is run once and the continuations are scored token
+    by token as a prefix tree: rows are sorted, and within each batch rows that share their first ``j`` tokens share
+    one cache row and one forward of token ``j`` (random codes share their first digits). Otherwise each row's
+    ``prefix + continuation`` is run whole. Both give the same numbers (log-softmax in float32, sums in float64).
+
+    ``stop_at`` (exact ranks at a fraction of the cost): on the prefix-tree path a row stops as soon as its partial
+    NLL reaches ``stop_at``; its returned value is then that partial sum, a lower bound of its NLL that is itself
+    >= ``stop_at`` (NLL terms are >= 0). Every row below ``stop_at`` gets its exact NLL, so ``#{rows < stop_at}``
+    — the rank that exposure needs with ``stop_at`` = the secret's log-perplexity — is exact. Without a shared
+    prompt cache every row is scored whole (also exact).
 
     Args:
         model: a causal LM (``model(input_ids)`` -> logits ``[B, T, V]`` or an object with ``.logits``).
@@ -282,6 +294,8 @@ def continuation_nll(model: nn.Module, prefixes: Tensor, continuations: Tensor, 
         continuations: ``LongTensor [B, L]``; right-padded with any id where ``lengths`` is given.
         lengths: ``LongTensor [B]`` tokens of each continuation that count (1..L); default all L.
         batch_size: rows per forward pass.
+        use_cache: reuse the shared prompt's key/value cache when possible (False: always run whole rows).
+        stop_at: stop scoring a row once its partial NLL reaches this value (see above); None scores every token.
 
     Returns:
         ``DoubleTensor [B]``: ``-sum_j log p(c_j | prefix, c_<j)`` over the counted tokens.
@@ -298,6 +312,8 @@ def continuation_nll(model: nn.Module, prefixes: Tensor, continuations: Tensor, 
         lengths = torch.full((rows,), width, dtype=torch.long)
     if not isinstance(lengths, Tensor) or lengths.shape != (rows,) or int(lengths.min()) < 1 or int(lengths.max()) > width:
         raise ValueError(f"lengths must be a tensor [{rows}] with values in [1, {width}], got {lengths!r}")
+    if stop_at is not None and not (isinstance(stop_at, (int, float)) and math.isfinite(stop_at)):
+        raise ValueError(f"stop_at must be a finite number of nats or None, got {stop_at!r}")
     context = _context_length(model)
     if context is not None and prefixes.shape[1] + width > context:
         raise ValueError(f"prefix length {prefixes.shape[1]} + continuation length {width} exceeds the model's "
@@ -307,19 +323,94 @@ def continuation_nll(model: nn.Module, prefixes: Tensor, continuations: Tensor, 
     model.eval()
     out = torch.empty(rows, dtype=torch.float64)
     p = prefixes.shape[1]
+    counted_positions = torch.arange(width, device=device)[None, :]
     try:
+        shared = _prompt_cache(model, prefixes.long().to(device)) if use_cache and prefixes.shape[0] == 1 else None
+        if shared is not None:
+            order = _lexicographic_order(continuations)
+            limit = math.inf if stop_at is None else float(stop_at)
+            for start in range(0, rows, batch_size):
+                index = order[start:start + batch_size]
+                out[index] = _prefix_tree_nll(model, *shared, continuations[index].long().to(device),
+                                              lengths[index].to(device), limit).cpu()
+            return out
         for start in range(0, rows, batch_size):
             chunk = slice(start, start + batch_size)
             cont = continuations[chunk].long().to(device)
             pre = prefixes[chunk] if prefixes.shape[0] == rows else prefixes.expand(cont.shape[0], -1)
             ids = torch.cat([pre.long().to(device), cont], dim=1)
-            logits = _logits(_forward(model, ids, use_cache=False))[:, p - 1 : -1].double()
-            nll = -torch.log_softmax(logits, dim=-1).gather(-1, cont[..., None])[..., 0]
-            counted = torch.arange(width, device=device)[None, :] < lengths[chunk].to(device)[:, None]
+            logits = _logits(_forward(model, ids, use_cache=False))[:, p - 1 : -1]
+            nll = _token_nll(logits, cont)
+            counted = counted_positions < lengths[chunk].to(device)[:, None]
             out[chunk] = (nll * counted).sum(dim=1).cpu()
     finally:
         model.train(was_training)
     return out
+
+
+def _lexicographic_order(rows: Tensor) -> Tensor:
+    """``LongTensor [B]``: the order that sorts the rows ``[B, L]`` lexicographically (shared prefixes adjacent)."""
+    _, inverse = torch.unique(rows.cpu(), dim=0, return_inverse=True)  # unique rows come sorted
+    return torch.argsort(inverse, stable=True)
+
+
+def _prefix_tree_nll(model: nn.Module, first_logits: Tensor, prompt_cache: Any, cont: Tensor, lengths: Tensor,
+                     stop_at: float) -> Tensor:
+    """``[B]`` float64 NLL of ``cont [B, L]`` after the cached prompt, one token position at a time: the rows still
+    scored (partial NLL < ``stop_at``, tokens left) are grouped by (their group so far, their last token), and each
+    group runs one token on its own cache row (``batch_select_indices`` repeats the parent group's row)."""
+    rows, width = cont.shape
+    group_logits = first_logits[:, -1].float()  # [G=1, V]: every row starts in the prompt's group
+    group = torch.zeros(rows, dtype=torch.long, device=cont.device)
+    cache = _copy_cache(prompt_cache)
+    total = torch.zeros(rows, dtype=torch.float64, device=cont.device)
+    active = torch.arange(rows, device=cont.device)
+    for j in range(width):
+        if j:
+            keep = (total[active] < stop_at) & (lengths[active] > j)
+            active, previous = active[keep], group[active[keep]]
+            if not len(active):
+                break
+            pairs, inverse = torch.unique(torch.stack([previous, cont[active, j - 1]], dim=1), dim=0,
+                                          return_inverse=True)
+            cache.batch_select_indices(pairs[:, 0])
+            output = model(input_ids=pairs[:, 1:], use_cache=True, **{_cache_keyword(model): cache})
+            cache = _returned_cache(output)
+            group_logits = _logits(output)[:, -1].float()
+            group[active] = inverse
+        row_logits_lse = torch.logsumexp(group_logits, dim=-1)[group[active]]
+        picked = group_logits[group[active], cont[active, j]]
+        total[active] += (row_logits_lse - picked).double()
+    return total
+
+
+def _prompt_cache(model: nn.Module, prompt: Tensor) -> tuple[Tensor, Any] | None:
+    """Run the shared prompt ``[1, P]`` once: (logits of its last position ``[1, 1, V]``, its key/value cache), or
+    None when the model returns no cache whose batch rows can be selected."""
+    from transformers import PreTrainedModel
+
+    if not isinstance(model, PreTrainedModel):
+        return None
+    output = _forward(model, prompt, use_cache=True)
+    cache = _returned_cache(output)
+    if cache is None or not hasattr(cache, "batch_select_indices"):
+        return None
+    return _logits(output)[:, -1:], cache
+
+
+def _copy_cache(cache: Any) -> Any:
+    # The model appends each step's keys/values to the cache it is given: each batch works on its own copy.
+    import copy
+
+    return copy.deepcopy(cache)
+
+
+def _token_nll(logits: Tensor, targets: Tensor) -> Tensor:
+    """``[B, L]`` float64 NLL of ``targets [B, L]`` under ``logits [B, L, V]`` (log-softmax in float32: a
+    float64 copy of 10^4 rows x 49K-word logits would not fit in memory)."""
+    logits = logits.float()
+    picked = logits.gather(-1, targets[..., None])[..., 0]
+    return (torch.logsumexp(logits, dim=-1) - picked).double()
 
 
 def exposure_from_nll(secret_nll: Tensor, candidate_nll: Tensor) -> Tensor:

@@ -257,6 +257,69 @@ def test_continuation_nll_against_brute_force():
         continuation_nll(model, prefix, torch.zeros(1, 40, dtype=torch.long))
 
 
+def _tiny_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=V, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize("build", [
+    lambda: build_tinymem_gpt2(n_layers=2, n_embd=32, n_head=4, context_length=40, seed=3),
+    _tiny_llama,  # SmolLM2's architecture (rotary positions, grouped-query attention)
+])
+def test_continuation_nll_shared_prompt_cache_equals_whole_rows(build):
+    # One shared prompt: the prompt is run once and its key/value cache reused per batch. The numbers must equal
+    # running every prefix + continuation whole, for every batch split (one uneven last batch included) and when
+    # the prompt is given once per row (which always runs whole rows).
+    model = build()
+    g = torch.Generator().manual_seed(4)
+    prefix = torch.randint(0, V, (1, 7), generator=g)
+    cont = torch.randint(0, V, (11, 5), generator=g)
+    cont[3:9, :3] = cont[3, :3]  # six rows share three tokens: one prefix-tree branch for them
+    cont[7] = cont[8]  # and a duplicate row
+    lengths = torch.tensor([5, 1, 3, 5, 2, 4, 5, 5, 5, 2, 3])
+    whole = continuation_nll(model, prefix, cont, lengths=lengths, use_cache=False)
+    for batch_size in (1, 4, 11):
+        cached = continuation_nll(model, prefix, cont, lengths=lengths, batch_size=batch_size)
+        assert cached.tolist() == pytest.approx(whole.tolist(), rel=1e-5, abs=1e-6)
+    per_row = continuation_nll(model, prefix.expand(11, -1), cont, lengths=lengths, batch_size=3)
+    assert per_row.tolist() == pytest.approx(whole.tolist(), rel=1e-5, abs=1e-6)
+    one_token = continuation_nll(model, prefix, cont[:, :1])
+    assert one_token.tolist() == pytest.approx(
+        continuation_nll(model, prefix, cont[:, :1], use_cache=False).tolist(), rel=1e-5)
+    # the same continuation scored twice in one batch gets one value (the cache copy is not reused across rows)
+    twice = continuation_nll(model, prefix, torch.cat([cont[:1], cont[:1]]))
+    assert twice[0].item() == pytest.approx(twice[1].item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("build", [
+    lambda: build_tinymem_gpt2(n_layers=2, n_embd=32, n_head=4, context_length=40, seed=5),
+    _tiny_llama,
+])
+def test_continuation_nll_stop_at_keeps_exact_ranks(build):
+    # stop_at = the secret's NLL: rows below it get their exact NLL, rows at or above it a lower bound that is
+    # still >= stop_at, so the exposure (rank) equals the one from full scoring.
+    model = build()
+    g = torch.Generator().manual_seed(6)
+    prefix = torch.randint(0, V, (1, 6), generator=g)
+    cont = torch.randint(0, V, (40, 6), generator=g)
+    lengths = torch.randint(1, 7, (40,), generator=g)
+    full = continuation_nll(model, prefix, cont, lengths=lengths, use_cache=False)
+    for stop_at in (float(full.median()), float(full.min()) + 1e-3, float(full.max()) + 1.0, 0.0):
+        pruned = continuation_nll(model, prefix, cont, lengths=lengths, batch_size=16, stop_at=stop_at)
+        below = full < stop_at
+        assert pruned[below].tolist() == pytest.approx(full[below].tolist(), rel=1e-5, abs=1e-6)
+        assert bool((pruned[~below] >= stop_at - 1e-6).all()) and bool((pruned <= full + 1e-5).all())
+        assert exposure_from_nll(torch.tensor([stop_at]), pruned).item() == pytest.approx(
+            exposure_from_nll(torch.tensor([stop_at]), full).item())
+    assert bool((continuation_nll(model, prefix, cont, lengths=lengths, stop_at=0.0) < full - 1e-3).any())
+    with pytest.raises(ValueError, match="stop_at"):
+        continuation_nll(model, prefix, cont, stop_at=float("nan"))
+
+
 def test_exposure_metric_matches_functional_core_and_ddp():
     g = torch.Generator().manual_seed(2)
     batches = [(torch.rand(3, generator=g), torch.rand(3, 50, generator=g)) for _ in range(4)]
