@@ -308,14 +308,15 @@ def summarize_needles(records: list[dict], *, dense_solved_only: bool = False) -
                     sel = [r for r in sel if r["records"][0]["correct"]]
                 if not sel:
                     continue
-                dense = [float(r["records"][0]["correct"]) for r in sel]
-                by_method: dict[tuple, list[dict]] = {}
+                by_method: dict[tuple, list[tuple[dict, dict]]] = {}
                 for r in sel:
                     for m in r["records"]:
-                        by_method.setdefault((m["method"], m["target_budget"]), []).append(m)
-                for (method, target), ms in by_method.items():
-                    if len(ms) != len(sel):
-                        continue
+                        by_method.setdefault((m["method"], m["target_budget"]), []).append((m, r))
+                for (method, target), pairs in by_method.items():
+                    # a method run on a subset of the questions (e.g. an ablation row on the first contexts only) is
+                    # compared with dense on that subset: n says how many
+                    ms = [m for m, _ in pairs]
+                    dense = [float(r["records"][0]["correct"]) for _, r in pairs]
                     acc = [float(m["correct"]) for m in ms]
                     row = {
                         "split": split, "length": length or "all", "tasks": gname, "method": method,
@@ -332,7 +333,7 @@ def summarize_needles(records: list[dict], *, dense_solved_only: bool = False) -
                     table.append(row)
                     if gname in ("needle", "qa"):
                         for b in range(5):
-                            part = [float(m["correct"]) for m, r in zip(ms, sel) if depth_bin(r["depth"]) == b]
+                            part = [float(m["correct"]) for m, r in pairs if depth_bin(r["depth"]) == b]
                             if part:
                                 depth_rows.append({"split": split, "length": length or "all", "tasks": gname,
                                                    "method": method, "target": target, "bin": b,
