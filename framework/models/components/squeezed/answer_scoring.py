@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from framework.models.components.squeezed.transformers_backend import active_session
+
 
 @dataclass
 class AnswerScore:
@@ -47,8 +49,8 @@ def score_answer_rows(
         question_ids: [T] token ids of the user input.
         answer_ids: [A] token ids of the answer (A >= 1).
         rows: batch rows (the same question in each).
-        session: the active `ServingSession` when serving sparsely (needed for one_pass, so that the answer
-            positions select like decode steps); None for dense attention.
+        session: the `ServingSession` serving the model; None = the one attached by an enclosing `serve(...)`, if
+            any (one_pass marks the answer positions as decode steps on it, so they select like decode steps).
         one_pass: one forward over question + answer[:-1] (default) instead of one forward per answer token.
 
     Returns:
@@ -62,6 +64,8 @@ def score_answer_rows(
     if rows < 1:
         raise ValueError(f"rows must be >= 1, got {rows}")
     cache = index.new_cache(rows)
+    if session is None:
+        session = active_session(model)
     if one_pass:
         tokens = torch.cat([q.view(-1), a[:-1]]).view(1, -1).expand(rows, -1)
         forced = session.teacher_forced(a.numel() - 1) if session is not None else nullcontext()

@@ -328,6 +328,15 @@ def _attached(model: nn.Module, state) -> Iterator[None]:
         model.set_attn_implementation(previous)
 
 
+def active_session(model: nn.Module) -> "ServingSession | None":
+    """The `ServingSession` attached to `model` by an enclosing `serve(...)`, or None outside one."""
+    for module in model.modules():
+        if hasattr(module, "layer_idx") and hasattr(module, "num_key_value_groups"):
+            state = module.__dict__.get(_STATE_ATTR)
+            return state if isinstance(state, ServingSession) else None
+    return None
+
+
 @contextmanager
 def capture_queries(model: nn.Module, window: int) -> Iterator[QueryCapture]:
     """Run the model densely while recording the post-RoPE queries of the last `window` positions per layer."""

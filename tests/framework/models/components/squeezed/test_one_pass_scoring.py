@@ -122,3 +122,12 @@ def test_full_budget_token_scope_equals_dense(model, index, scope):
         sparse = score_answer_rows(model, index, QUESTION, answer, session=session)[0]
     torch.testing.assert_close(sparse.logits, dense.logits, atol=1e-4, rtol=1e-4)
     assert session.attention_diagnostics().mass_recall == pytest.approx(1.0, abs=1e-6)
+
+
+def test_one_pass_finds_the_enclosing_session(model, index, build_settings):
+    """Called inside serve(...) without session=, the answer positions still select like decode steps."""
+    answer = [11, 12, 13, 14]
+    with serve(model, index, _selector("squeezed_paper", build_settings)) as session:
+        implicit = score_answer_rows(model, index, QUESTION, answer)[0]
+        loop = score_answer_rows(model, index, QUESTION, answer, one_pass=False)[0]
+    torch.testing.assert_close(implicit.logits, loop.logits, atol=1e-4, rtol=1e-4)
