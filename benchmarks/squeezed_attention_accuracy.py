@@ -45,7 +45,11 @@ from framework.datamodules.long_context_qa import SmolLM2Tokenizer, build_contex
 from framework.models.components.squeezed import FixedContextIndex, SqueezedAttention  # noqa: E402
 from framework.models.components.squeezed.backbones import load_backbone  # noqa: E402
 from framework.models.components.squeezed.qa_evaluation import BASELINES, evaluate_question  # noqa: E402
-from framework.datamodules.needle_retrieval import build_needle_context  # noqa: E402
+from framework.datamodules.needle_retrieval import (  # noqa: E402
+    ANSWER_STYLES,
+    SMOLLM2_SYSTEM_PROMPT,
+    build_needle_context,
+)
 from framework.datamodules.offline_texts import TEXT_SOURCES, source_paragraphs  # noqa: E402
 from framework.models.components.squeezed.answer_scoring import score_answer  # noqa: E402
 from framework.models.components.squeezed.attribution import (  # noqa: E402
@@ -73,7 +77,19 @@ VARIANTS = {
     "sq_sinks_topk_max": SqueezedVariant("sinks", "topk", 0.0, "max"),
     "sq_sinks_topk_bound": SqueezedVariant("sinks", "topk", 1.0),
     "sq_sinks_topk_bound_max": SqueezedVariant("sinks", "topk", 1.0, "max"),
+    # per-query-token selection (selection scope "token": every user-input and answer token selects its own keys)
+    "sq_paper_token": SqueezedVariant("paper", scope="token"),  # the paper's selection rule, per token
+    "sq_paper_topk_token": SqueezedVariant("paper", "topk", scope="token"),
+    "sq_sinks_token": SqueezedVariant("sinks", scope="token"),
+    "sq_sinks_topk_token": SqueezedVariant("sinks", "topk", scope="token"),
+    "sq_sinks_topk_max_token": SqueezedVariant("sinks", "topk", 0.0, "max", scope="token"),
+    "sq_sinks_topk_bound_max_token": SqueezedVariant("sinks", "topk", 1.0, "max", scope="token"),
+    # only the last user-input token (and every answer token) selects alone
+    "sq_sinks_topk_last": SqueezedVariant("sinks", "topk", scope="last"),
+    "sq_sinks_topk_max_last": SqueezedVariant("sinks", "topk", 0.0, "max", scope="last"),
 }
+# Baselines: the name in qa_evaluation.BASELINES, optionally "@token" for per-token selection.
+BASELINE_ROWS = ("oracle_topk", "quest", "window_sinks", "random", "oracle_topk@token", "quest@token")
 
 def _read_records(path: Path) -> list[dict]:
     """Question records of a JSONL file; a torn last line (interrupted write) is ignored."""
@@ -126,12 +142,18 @@ def run_needles(args) -> None:
     tokenizer = SmolLM2Tokenizer()
     model = load_backbone("smollm2")
     variants = {k: v for k, v in VARIANTS.items() if k in args.variants}
-    baselines = tuple(b for b in BASELINES if b not in args.skip)
+    baselines = tuple(b for b in args.baselines if b not in args.skip)
     build = SqueezedAttention(
         centroid_fraction=args.centroid_fraction, observation_window=args.observation_window,
         kmeans_iters=args.kmeans_iters,
     )
     cache_dir = Path(args.index_dir) if args.index_dir else None
+    design = dict(single=args.single, multi_groups=tuple(args.multi_groups), qa_facts=args.qa_facts,
+                  depth_jitter=args.depth_jitter, answer_style=args.answer_style,
+                  system_prompt=SMOLLM2_SYSTEM_PROMPT if args.system_prompt else None, answer_hint=args.answer_hint)
+    tag = (f"n{args.single}-{'.'.join(map(str, args.multi_groups)) or 0}-{args.qa_facts}"
+           f"{'j' if args.depth_jitter else ''}{'w' if args.answer_style == 'words' else ''}"
+           f"{'s' if args.system_prompt else ''}{'h' if args.answer_hint else ''}")
     total = len(args.lengths) * (args.val_contexts + args.test_contexts)
     n_ctx = 0
     for length in args.lengths:
@@ -141,9 +163,10 @@ def run_needles(args) -> None:
             split = "val" if c < args.val_contexts else "test"
             source = TEXT_SOURCES[c % len(TEXT_SOURCES)]
             seed = args.seed * 1_000_003 + 7919 * length + c
-            key = f"L{length}_c{c}_s{seed}"
+            key = f"L{length}_c{c}_s{seed}_{tag}"
             ctx = build_needle_context(
-                tokenizer, context_tokens=length, seed=seed, paragraphs=source_paragraphs(source), source=source
+                tokenizer, context_tokens=length, seed=seed, paragraphs=source_paragraphs(source), source=source,
+                **design,
             )
             todo = [i for i in range(len(ctx.questions)) if (key, i) not in done]
             if not todo:
@@ -158,7 +181,8 @@ def run_needles(args) -> None:
                 recs = evaluate_methods(
                     model, indexes, q.question_ids, q.answer_ids, budgets=tuple(args.budgets), variants=variants,
                     build=build, baselines=baselines, chunk_rows=chunk, diagnostics=True,
-                    baseline_budgets={b: tuple(args.floor_budgets) for b in ("window_sinks", "random")}
+                    baseline_budgets={b: tuple(args.floor_budgets) for b in ("window_sinks", "random")
+                                      if b in baselines}
                     if args.floor_budgets else None,
                     only_if_dense_correct=args.dense_solved_only,
                 )
@@ -284,14 +308,15 @@ def summarize_needles(records: list[dict], *, dense_solved_only: bool = False) -
                     sel = [r for r in sel if r["records"][0]["correct"]]
                 if not sel:
                     continue
-                dense = [float(r["records"][0]["correct"]) for r in sel]
-                by_method: dict[tuple, list[dict]] = {}
+                by_method: dict[tuple, list[tuple[dict, dict]]] = {}
                 for r in sel:
                     for m in r["records"]:
-                        by_method.setdefault((m["method"], m["target_budget"]), []).append(m)
-                for (method, target), ms in by_method.items():
-                    if len(ms) != len(sel):
-                        continue
+                        by_method.setdefault((m["method"], m["target_budget"]), []).append((m, r))
+                for (method, target), pairs in by_method.items():
+                    # a method run on a subset of the questions (e.g. an ablation row on the first contexts only) is
+                    # compared with dense on that subset: n says how many
+                    ms = [m for m, _ in pairs]
+                    dense = [float(r["records"][0]["correct"]) for _, r in pairs]
                     acc = [float(m["correct"]) for m in ms]
                     row = {
                         "split": split, "length": length or "all", "tasks": gname, "method": method,
@@ -306,11 +331,12 @@ def summarize_needles(records: list[dict], *, dense_solved_only: bool = False) -
                     if method != "dense":
                         row["vs_dense"] = paired_bootstrap(acc, dense)
                     table.append(row)
-                    if gname == "needle" and length == 0:
+                    if gname in ("needle", "qa"):
                         for b in range(5):
-                            part = [float(m["correct"]) for m, r in zip(ms, sel) if depth_bin(r["depth"]) == b]
+                            part = [float(m["correct"]) for m, r in pairs if depth_bin(r["depth"]) == b]
                             if part:
-                                depth_rows.append({"split": split, "method": method, "target": target, "bin": b,
+                                depth_rows.append({"split": split, "length": length or "all", "tasks": gname,
+                                                   "method": method, "target": target, "bin": b,
                                                    "n": len(part), "accuracy": sum(part) / len(part)})
     return {"table": table, "depth": depth_rows}
 
@@ -329,6 +355,22 @@ def needles_markdown(summary: dict, *, split: str, tasks: str, length="all") -> 
             f"| {r['method']} | {r['target']} | {r['budget']:.3f} | {r['n']} | {100 * r['accuracy']:.1f} | {delta} | "
             f"{r['kl']:.3f} | {r['mass_recall']:.3f} | {r['output_error']:.3f} |"
         )
+    return "\n".join(lines)
+
+
+def depth_markdown(summary: dict, *, split: str, tasks: str = "needle") -> str:
+    """Accuracy per depth bin: one row per (length, method, target), n per bin in the header of each length."""
+    rows = [r for r in summary["depth"] if r["split"] == split and r.get("tasks", "needle") == tasks]
+    lines = ["| length | method | target | bin 0 | bin 1 | bin 2 | bin 3 | bin 4 |", "|---|---|---|---|---|---|---|---|"]
+    keys = sorted({(str(r.get("length", "all")), r["method"], r["target"]) for r in rows},
+                  key=lambda k: (k[0], -k[2], k[1]))
+    for length, method, target in keys:
+        cells = []
+        for b in range(5):
+            hit = [r for r in rows if (str(r.get("length", "all")), r["method"], r["target"], r["bin"]) ==
+                   (length, method, target, b)]
+            cells.append(f"{100 * hit[0]['accuracy']:.0f} (n={hit[0]['n']})" if hit else "—")
+        lines.append(f"| {length} | {method} | {target} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -474,6 +516,18 @@ def main(argv=None) -> dict:
     p.add_argument("--val-contexts", type=int, default=1, help="validation contexts per length (needles suite)")
     p.add_argument("--test-contexts", type=int, default=5, help="test contexts per length (needles suite)")
     p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--baselines", nargs="*", default=list(BASELINE_ROWS), choices=list(BASELINE_ROWS),
+                   help="baseline rows of the needles suite (name@token = per-token selection)")
+    p.add_argument("--single", type=int, default=6, help="single needles per context (needles suite)")
+    p.add_argument("--multi-groups", type=int, nargs="*", default=[3, 4],
+                   help="sizes of same-kind needle groups (2-4 distractors each; needles suite)")
+    p.add_argument("--qa-facts", type=int, default=4, help="planted-fact QA facts per context (needles suite)")
+    p.add_argument("--answer-style", choices=ANSWER_STYLES, default="digits",
+                   help="needle answers: 4-digit codes (3-digit for qa) or distinct nouns (needles suite)")
+    p.add_argument("--answer-hint", action="store_true", help='questions end with "Answer with the number only."')
+    p.add_argument("--system-prompt", action="store_true", help="SmolLM2's default system turn before the document")
+    p.add_argument("--depth-jitter", action="store_true",
+                   help="one seeded depth offset per context so few needles still cover all depths")
     p.add_argument("--chunk-tokens", type=int, default=24576,
                    help="rows per batched forward = chunk_tokens // context length (bounds the KV copies)")
     p.add_argument("--quick", action="store_true", help="one 2K and one 4K context, 3 facts each")
@@ -521,9 +575,17 @@ def main(argv=None) -> dict:
             "summary": summarize_needles(records),
             "summary_dense_solved": summarize_needles(records, dense_solved_only=True),
         }
+        key = "summary_dense_solved" if args.dense_solved_only else "summary"
+        lengths = ["all"] + sorted({r["length"] for r in records})
         for split in ("val", "test"):
-            print(f"\n## {split}, needle questions, all lengths")
-            print(needles_markdown(result["summary"], split=split, tasks="needle"))
+            for length in lengths:
+                for tasks in ("needle", "qa"):
+                    table = needles_markdown(result[key], split=split, tasks=tasks, length=length)
+                    if table.count("\n") > 1:
+                        print(f"\n## {split}, {tasks} questions, length {length}")
+                        print(table)
+        print("\n## test, needle questions: accuracy % per depth bin (5 bins)")
+        print(depth_markdown(result[key], split="test"))
         if args.out:
             out = Path(args.out)
             out.parent.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,18 @@ KINDS = (
     "secret number", "locker number", "room number", "serial number", "ticket number", "badge number",
     "parcel number", "gate number", "phone extension", "pin code", "vault number", "permit number",
 )
+# Single-token, concrete English nouns for answer_style="words" (none of them occurs in the offline texts' topics).
+ANSWER_WORDS = (
+    "apple", "tiger", "violin", "pepper", "canoe", "walnut", "parrot", "spoon", "lemon", "falcon", "carpet",
+    "rabbit", "banana", "helmet", "dolphin", "pumpkin", "cherry", "penguin", "candle", "turtle", "orange", "hammer",
+    "guitar", "onion", "squirrel", "pillow", "mango", "donkey", "kettle", "zebra", "butter", "saddle",
+)
+ANSWER_STYLES = ("digits", "words")
+NEEDLE_INSTRUCTION_WORDS = (
+    "Read the following document carefully. It contains secret words and access codes for several places. "
+    "Answer the question with the word from the document."
+)
+SMOLLM2_SYSTEM_PROMPT = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 NEEDLE_INSTRUCTION = (
     "Read the following document carefully. It contains numbers and access codes for several places. "
     "Answer the question with the number from the document."
@@ -93,6 +105,10 @@ def build_needle_context(
     multi_groups: tuple[int, ...] = (3, 4),
     qa_facts: int = 4,
     chat_markup: bool = True,
+    depth_jitter: bool = False,
+    answer_style: str = "digits",
+    system_prompt: str | None = None,
+    answer_hint: bool = False,
 ) -> NeedleContext:
     """Assemble one context of about `context_tokens` tokens (seeded).
 
@@ -106,7 +122,15 @@ def build_needle_context(
         multi_groups: sizes (3-5) of groups of needles sharing a kind.
         qa_facts: planted "access code" facts (3 digits).
         chat_markup: SmolLM2 chat template around the document / answer.
+        depth_jitter: place needle slot i at depth (i + u) / M with one seeded u ~ U(0.1, 0.9) per context instead
+            of u = 0.5, so that contexts with few needles still cover all depths between them.
+        answer_style: "digits" (4-digit codes; 3-digit access codes for "qa") or "words" (a distinct noun from
+            `ANSWER_WORDS` per needle).
+        system_prompt: a system turn before the user turn (chat markup only), e.g. `SMOLLM2_SYSTEM_PROMPT`.
+        answer_hint: end the question with "Answer with the number only." (or "the word") before the answer.
     """
+    if answer_style not in ANSWER_STYLES:
+        raise ValueError(f"answer_style must be one of {ANSWER_STYLES}, got {answer_style!r}")
     if any(not 3 <= g <= 5 for g in multi_groups):
         raise ValueError(f"multi_groups sizes must be in [3, 5] (2-4 distractors), got {multi_groups}")
     needles_total = single + sum(multi_groups) + qa_facts
@@ -120,6 +144,11 @@ def build_needle_context(
     places = rng.sample(PLACES, needles_total)
     codes4 = rng.sample(range(1000, 10000), single + sum(multi_groups))
     codes3 = rng.sample(range(100, 1000), qa_facts)
+    if answer_style == "words":
+        if needles_total > len(ANSWER_WORDS):
+            raise ValueError(f"answer_style='words' supports at most {len(ANSWER_WORDS)} needles, got {needles_total}")
+        words = rng.sample(ANSWER_WORDS, needles_total)
+        codes4, codes3 = words[: len(codes4)], words[len(codes4) :]
     needles = []  # (task, statement, question, answer prefix, code, distractors)
     p = 0
     for i in range(single):
@@ -141,8 +170,10 @@ def build_needle_context(
         needles.append(("qa", f"The access code for the {pl} is {c}.", f"What is the access code for the {pl}?",
                         f"The access code for the {pl} is", c, qa_facts - 1))
         p += 1
-    head = ("<|im_start|>user\n" if chat_markup else "") + NEEDLE_INSTRUCTION + "\n\n"
-    tail = "\n\n" + NEEDLE_INSTRUCTION + "\n\nQuestion:"
+    system = f"<|im_start|>system\n{system_prompt}<|im_end|>\n" if chat_markup and system_prompt else ""
+    instruction = NEEDLE_INSTRUCTION if answer_style == "digits" else NEEDLE_INSTRUCTION_WORDS
+    head = (system + "<|im_start|>user\n" if chat_markup else "") + instruction + "\n\n"
+    tail = "\n\n" + instruction + "\n\nQuestion:"
     fixed = len(tokenizer.encode(head + tail)) + sum(len(tokenizer.encode(" " + n[1])) for n in needles)
     budget = context_tokens - fixed
     if budget < 16 * needles_total:
@@ -154,6 +185,7 @@ def build_needle_context(
     # Needle i goes to depth (slot + 0.5) / M: the sentence boundary closest to that fraction of the prose.
     slots = list(range(needles_total))
     rng.shuffle(slots)
+    offset = rng.uniform(0.1, 0.9) if depth_jitter else 0.5
     lengths = [len(s) + 1 for s in sentences]
     total = max(1, sum(lengths))
     cum = [0]
@@ -162,7 +194,7 @@ def build_needle_context(
     inserts: dict[int, list[int]] = {}
     depths = [0.0] * needles_total
     for ni, slot in enumerate(slots):
-        target = (slot + 0.5) / needles_total * total
+        target = (slot + offset) / needles_total * total
         boundary = min(range(len(cum)), key=lambda b: abs(cum[b] - target))
         inserts.setdefault(boundary, []).append(ni)
         depths[ni] = cum[boundary] / total
@@ -175,8 +207,12 @@ def build_needle_context(
     context_ids = tokenizer.encode(head + " ".join(pieces) + tail)
     questions = []
     for ni, (task, _, q, prefix, code, distractors) in enumerate(needles):
+        if answer_hint:
+            q = f"{q} Answer with the {'number' if answer_style == 'digits' else 'word'} only."
         text = f" {q}" + (f"<|im_end|>\n<|im_start|>assistant\n{prefix}" if chat_markup else f"\nAnswer: {prefix}")
-        full, answer = tokenizer.encode(f"{text} {code}"), tokenizer.encode(code)
+        # digits are split off the space before them; a word keeps its leading space in one token
+        full = tokenizer.encode(f"{text} {code}")
+        answer = tokenizer.encode(code if answer_style == "digits" else f" {code}")
         if full[-len(answer) :] != answer:
             raise ValueError(f"the tokenizer does not split the code {code!r} off the answer sentence")
         questions.append(

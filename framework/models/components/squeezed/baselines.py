@@ -214,19 +214,20 @@ class RowwiseSelector(nn.Module):
                 bind(own)
         return self
 
-    def _layer(self, row: int, layer: LayerIndex) -> LayerIndex:
+    def row_layer(self, row: int, layer: LayerIndex) -> LayerIndex:
+        """Row `row`'s own `LayerIndex` at the position of the served index's `layer`."""
         return self.indexes[row].layers[self._position[id(layer)]]
 
     def metadata_vectors(self, layer: LayerIndex) -> list[int]:
         """Per row: the metadata vectors of that row's selector."""
-        return [sel.metadata_vectors(self._layer(i, layer)) for i, sel in enumerate(self.selectors)]
+        return [sel.metadata_vectors(self.row_layer(i, layer)) for i, sel in enumerate(self.selectors)]
 
     def select(self, query: torch.Tensor, layer: LayerIndex, *, scale: float) -> Selection:
         """Args: query [B, Hq, T, D] with B == number of selectors. Returns the rows' selections stacked."""
         if query.shape[0] != len(self.selectors):
             raise ValueError(f"batch has {query.shape[0]} rows but {len(self.selectors)} selectors were given")
         parts = [
-            sel.select(query[i : i + 1], self._layer(i, layer), scale=scale) for i, sel in enumerate(self.selectors)
+            sel.select(query[i : i + 1], self.row_layer(i, layer), scale=scale) for i, sel in enumerate(self.selectors)
         ]
         k_max = max(p.key_indices.shape[-1] for p in parts)
         indices = torch.cat(

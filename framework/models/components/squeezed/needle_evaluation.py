@@ -19,6 +19,7 @@ from framework.metrics import intervals
 from framework.models.components.squeezed.answer_scoring import next_token_kl, score_answer_rows
 from framework.models.components.squeezed.baselines import RowwiseSelector
 from framework.models.components.squeezed.qa_evaluation import BASELINES, keep_fraction_for_budget
+from framework.models.components.squeezed.query_segments import check_scope
 from framework.models.components.squeezed.squeezed_attention import SqueezedAttention
 from framework.models.components.squeezed.transformers_backend import serve
 
@@ -32,12 +33,14 @@ class SqueezedVariant:
         budget_mode: "calibrated" (global threshold) or "topk" (per KV head).
         radius_weight: see `SqueezedAttention`.
         query_aggregation: see `SqueezedAttention`.
+        scope: selection scope while serving ("input": the paper; "last"; "token"), see `query_segments`.
     """
 
     index: str
     budget_mode: str = "calibrated"
     radius_weight: float = 0.0
     query_aggregation: str = "mean"
+    scope: str = "input"
 
 
 @dataclass
@@ -109,7 +112,7 @@ def evaluate_methods(
         budgets: target total budgets (baselines get exactly this; Squeezed rows solve their keep fraction from it).
         variants: method name -> `SqueezedVariant`.
         build: build settings shared by the indexes (centroid fraction, window, k-means).
-        baselines: names in `baseline_factories`.
+        baselines: names in `baseline_factories`, optionally with a selection scope: "quest@token" (default "input").
         chunk_rows: rows per batched forward.
         diagnostics: measure output error and attention-mass recall.
         baseline_budgets: optional baseline name -> the budgets it runs at (default: every budget).
@@ -121,7 +124,7 @@ def evaluate_methods(
     """
     if not isinstance(chunk_rows, int) or chunk_rows < 1:
         raise ValueError(f"chunk_rows must be an int >= 1, got {chunk_rows!r}")
-    unknown = [b for b in baselines if b not in baseline_factories]
+    unknown = [b for b in baselines if b.split("@")[0] not in baseline_factories]
     if unknown:
         raise ValueError(f"unknown baselines {unknown}; choose from {sorted(baseline_factories)}")
     missing = sorted({v.index for v in variants.values()} - set(indexes))
@@ -135,14 +138,17 @@ def evaluate_methods(
     ]
     if only_if_dense_correct and not dense.correct:
         return records
-    rows: list[tuple[str, float, nn.Module, object]] = []
+    for scope in [v.scope for v in variants.values()] + [b.partition("@")[2] or "input" for b in baselines]:
+        check_scope(scope)
+    rows: list[tuple] = []
     for target in budgets:
         for name, variant in variants.items():
             own = indexes[variant.index]
-            rows.append((name, target, squeezed_selector(variant, build, own, target), own))
+            rows.append((name, target, squeezed_selector(variant, build, own, target), own, variant.scope))
         for name in baselines:
+            base, _, scope = name.partition("@")
             if baseline_budgets is None or name not in baseline_budgets or target in baseline_budgets[name]:
-                rows.append((name, target, baseline_factories[name](target), served))
+                rows.append((name, target, baseline_factories[base](target), served, scope or "input"))
     records += score_rows(model, served, rows, question_ids, answer_ids, dense_logits=dense.logits,
                           chunk_rows=chunk_rows, diagnostics=diagnostics)
     return records
@@ -151,7 +157,7 @@ def evaluate_methods(
 def score_rows(
     model: nn.Module,
     served,
-    rows: list[tuple[str, float, nn.Module, object]],
+    rows: list[tuple],
     question_ids,
     answer_ids,
     *,
@@ -159,30 +165,34 @@ def score_rows(
     chunk_rows: int = 8,
     diagnostics: bool = True,
 ) -> list[MethodRecord]:
-    """Serve `rows` = (name, target budget, selector, own index) in batched chunks; one record per row.
+    """Serve `rows` = (name, target budget, selector, own index[, selection scope]) in batched chunks (rows of one
+    scope per chunk); one record per row, in the order of `rows`.
 
     Args:
         served: the index whose fixed-context KV every row attends.
         dense_logits: [A, V] dense-attention logits of the answer positions (for the KL).
     """
     nan = float("nan")
-    out = []
-    for start in range(0, len(rows), chunk_rows):
-        part = rows[start : start + chunk_rows]
-        selector = RowwiseSelector([r[2] for r in part], [r[3] for r in part])
-        with serve(model, served, selector, diagnostics=diagnostics) as session:
-            scores = score_answer_rows(model, served, question_ids, answer_ids, rows=len(part))
-        for i, ((name, target, _, _), s) in enumerate(zip(part, scores)):
-            rep = session.budget(i)
-            diag = session.attention_diagnostics(i) if diagnostics else None
-            out.append(
-                MethodRecord(
+    by_scope: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        by_scope.setdefault(row[4] if len(row) > 4 else "input", []).append(i)
+    out: dict[int, MethodRecord] = {}
+    for scope, members in by_scope.items():
+        for start in range(0, len(members), chunk_rows):
+            part = members[start : start + chunk_rows]
+            selector = RowwiseSelector([rows[i][2] for i in part], [rows[i][3] for i in part])
+            with serve(model, served, selector, diagnostics=diagnostics, selection_scope=scope) as session:
+                scores = score_answer_rows(model, served, question_ids, answer_ids, rows=len(part), session=session)
+            for j, (i, s) in enumerate(zip(part, scores)):
+                name, target = rows[i][0], rows[i][1]
+                rep = session.budget(j)
+                diag = session.attention_diagnostics(j) if diagnostics else None
+                out[i] = MethodRecord(
                     name, target, s.correct, s.token_accuracy, _answer_logprob(s.logits, answer_ids),
                     next_token_kl(dense_logits, s.logits), rep.budget, rep.kept_fraction,
                     diag.output_error if diag else nan, diag.mass_recall if diag else nan,
                 )
-            )
-    return out
+    return [out[i] for i in range(len(rows))]
 
 
 def paired_bootstrap(method: list[float], reference: list[float], *, resamples: int = 2000, seed: int = 0) -> dict:

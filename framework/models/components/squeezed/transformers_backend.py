@@ -21,7 +21,10 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
 from framework.models.components.squeezed.budget import BudgetMeter, BudgetReport
-from framework.models.components.squeezed.fixed_and_dynamic import attend_fixed_and_dynamic
+from framework.kernels.squeezed_attention import merge_attention
+from framework.kernels.squeezed_attention.reference import masked_attention_reference, selection_mask
+from framework.models.components.squeezed.fixed_and_dynamic import attend_fixed_and_dynamic, masked_dense_attention
+from framework.models.components.squeezed.query_segments import check_scope, query_segments, select_segments
 
 BACKEND_NAME = "squeezed"
 _STATE_ATTR = "_squeezed_state"
@@ -97,12 +100,18 @@ class ServingSession:
             `metadata_vectors`; the latter may return one count per batch row).
         meter: `BudgetMeter` of every selection made (all rows).
         diagnostics: when True, also compute dense attention per layer call for output error / mass recall.
+        selection_scope: which queries share a selection ("input": the paper; "last"; "token"), see
+            `query_segments`.
+        decode_positions: the last `decode_positions` queries of every forward pass are teacher-forced decode
+            steps, each with its own selection (set by `teacher_forced`; 0 = plain prefill / decode).
     """
 
     index: object
     selector: nn.Module
     meter: BudgetMeter = field(default_factory=BudgetMeter)
     diagnostics: bool = False
+    selection_scope: str = "input"
+    decode_positions: int = 0
     _acc: _Accumulator = field(default_factory=_Accumulator)
     _row_meters: list[BudgetMeter] = field(default_factory=list)
 
@@ -128,6 +137,21 @@ class ServingSession:
             output_error=a.err_sum[row] / a.calls, mass_recall=a.recall_sum[row] / a.calls, calls=a.calls
         )
 
+    @contextmanager
+    def teacher_forced(self, decode_positions: int) -> Iterator["ServingSession"]:
+        """Within this block the last `decode_positions` queries of each forward pass are scored as decode steps.
+
+        One forward over user input + answer[:-1] then makes exactly the selections that prefill + token-by-token
+        greedy decoding would make (`answer_scoring.score_answer_rows`).
+        """
+        if isinstance(decode_positions, bool) or not isinstance(decode_positions, int) or decode_positions < 0:
+            raise ValueError(f"decode_positions must be an int >= 0, got {decode_positions!r}")
+        previous, self.decode_positions = self.decode_positions, decode_positions
+        try:
+            yield self
+        finally:
+            self.decode_positions = previous
+
     def reset(self) -> None:
         """Clear the budget meters and diagnostics."""
         self.meter.reset()
@@ -140,14 +164,36 @@ class ServingSession:
         check_fixed_prefix(query.shape[2], key.shape[2], n, where=f"layer {module.layer_idx}")
         scale = query.shape[-1] ** -0.5 if scaling is None else scaling
         dynamic_mask = _dynamic_mask(attention_mask, n)
-        selection = self.selector.select(query, layer, scale=scale)
-        backend = getattr(self.selector, "backend", "auto")
-        result = attend_fixed_and_dynamic(
-            query, key, value, selection, num_fixed=n, scale=scale, dynamic_mask=dynamic_mask, backend=backend
+        t = query.shape[2]
+        segments = query_segments(
+            t, scope=self.selection_scope, decode_positions=min(self.decode_positions, t)
         )
-        self._record(selection.key_counts, n, self.selector.metadata_vectors(layer))
+        metadata = self.selector.metadata_vectors(layer)
+        if len(segments) == 1:
+            selection = self.selector.select(query, layer, scale=scale)
+            backend = getattr(self.selector, "backend", "auto")
+            result = attend_fixed_and_dynamic(
+                query, key, value, selection, num_fixed=n, scale=scale, dynamic_mask=dynamic_mask, backend=backend
+            )
+            self._record(selection.key_counts, n, metadata)
+            keep = selection_mask(selection, n).unsqueeze(2) if self.diagnostics else None
+        else:
+            # one selection per segment: exact attention of each query over its own keys (reference path)
+            chosen = select_segments(self.selector, query, layer, scale=scale, segments=segments)
+            keep = chosen.keep
+            fixed = masked_attention_reference(query, key[:, :, :n], value[:, :, :n], keep, scale)
+            dyn_k, dyn_v = key[:, :, n:], value[:, :, n:]
+            if dynamic_mask is None:
+                length = dyn_k.shape[2]
+                causal = torch.arange(length, device=key.device).view(1, length) <= (
+                    torch.arange(t, device=key.device).view(t, 1) + (length - t)
+                )
+                dynamic_mask = causal.view(1, 1, t, length)
+            result = merge_attention(fixed, masked_dense_attention(query, dyn_k, dyn_v, dynamic_mask, scale=scale))
+            for counts in chosen.key_counts:
+                self._record(counts, n, metadata)
         if self.diagnostics:
-            self._diagnose(query, key, value, selection, result.out, n, scale, dynamic_mask)
+            self._diagnose(query, key, value, keep, result.out, n, scale, dynamic_mask)
         return result.out.transpose(1, 2).contiguous(), None
 
     def _record(self, key_counts: torch.Tensor, n: int, metadata) -> None:
@@ -161,8 +207,11 @@ class ServingSession:
             self.meter.record(key_counts[b : b + 1], n, per_row[b])
             self._row_meters[b].record(key_counts[b : b + 1], n, per_row[b])
 
-    def _diagnose(self, query, key, value, selection, out, n, scale, dynamic_mask) -> None:
-        """Dense attention over the same q/k/v: relative output error and fixed-context mass recall per row."""
+    def _diagnose(self, query, key, value, keep, out, n, scale, dynamic_mask) -> None:
+        """Dense attention over the same q/k/v: relative output error and fixed-context mass recall per row.
+
+        `keep`: [B, Hkv, T or 1, N] bool, the fixed-context keys each query attended.
+        """
         b, hq, t, _ = query.shape
         hkv, length = key.shape[1], key.shape[2]
         group = hq // hkv
@@ -182,13 +231,7 @@ class ServingSession:
         diff = (out.float() - dense).flatten(1).norm(dim=1)
         errors = (diff / dense.flatten(1).norm(dim=1).clamp_min(1e-30)).tolist()
         fixed = probs[..., :n]
-        idx = selection.key_indices.long()
-        valid = torch.arange(idx.shape[-1], device=key.device).view(1, 1, -1) < selection.key_counts.long().unsqueeze(-1)
-        # padding entries go to an extra column that is dropped (writing False at index 0 could clear key 0)
-        keep = torch.zeros(b, hkv, n + 1, dtype=torch.bool, device=key.device)
-        keep.scatter_(-1, torch.where(valid, idx, torch.full_like(idx, n)), True)
-        keep = keep[..., :n]
-        kept_mass = (fixed * keep.repeat_interleave(group, dim=1).unsqueeze(2)).sum(-1)
+        kept_mass = (fixed * keep.repeat_interleave(group, dim=1)).sum(-1)
         recall = (kept_mass / fixed.sum(-1).clamp_min(1e-30)).flatten(1).mean(1).tolist()
         self._acc.add(errors, recall)
 
@@ -285,6 +328,15 @@ def _attached(model: nn.Module, state) -> Iterator[None]:
         model.set_attn_implementation(previous)
 
 
+def active_session(model: nn.Module) -> "ServingSession | None":
+    """The `ServingSession` attached to `model` by an enclosing `serve(...)`, or None outside one."""
+    for module in model.modules():
+        if hasattr(module, "layer_idx") and hasattr(module, "num_key_value_groups"):
+            state = module.__dict__.get(_STATE_ATTR)
+            return state if isinstance(state, ServingSession) else None
+    return None
+
+
 @contextmanager
 def capture_queries(model: nn.Module, window: int) -> Iterator[QueryCapture]:
     """Run the model densely while recording the post-RoPE queries of the last `window` positions per layer."""
@@ -294,7 +346,9 @@ def capture_queries(model: nn.Module, window: int) -> Iterator[QueryCapture]:
 
 
 @contextmanager
-def serve(model: nn.Module, index, selector: nn.Module, *, diagnostics: bool = False) -> Iterator[ServingSession]:
+def serve(
+    model: nn.Module, index, selector: nn.Module, *, diagnostics: bool = False, selection_scope: str = "input"
+) -> Iterator[ServingSession]:
     """Serve user inputs against `index` with `selector` choosing the fixed-context keys.
 
     Args:
@@ -302,15 +356,18 @@ def serve(model: nn.Module, index, selector: nn.Module, *, diagnostics: bool = F
         index: `FixedContextIndex`.
         selector: `SqueezedAttention` (bound to the index here) or a baseline selector.
         diagnostics: also measure output error / attention-mass recall against dense attention (slower).
+        selection_scope: "input" (the paper: one selection per user input and per decode step), "last" (the last
+            input token selects alone) or "token" (every query token selects its own keys); see `query_segments`.
 
     Yields:
         `ServingSession` with the measured budget and diagnostics.
     """
+    check_scope(selection_scope)
     index.check_model(model)
     bind = getattr(selector, "bind", None)
     if bind is not None:
         bind(index)
-    session = ServingSession(index=index, selector=selector, diagnostics=diagnostics)
+    session = ServingSession(index=index, selector=selector, diagnostics=diagnostics, selection_scope=selection_scope)
     with _attached(model, session):
         yield session
 

@@ -101,3 +101,32 @@ def test_paired_bootstrap_against_a_closed_form():
 
 def test_depth_bins():
     assert [depth_bin(x) for x in (0.0, 0.19, 0.2, 0.99, 1.0)] == [0, 0, 1, 4, 4]
+
+
+def test_few_needle_design_with_jitter_words_hint_and_system_turn():
+    tok = ByteTokenizer()
+    para = source_paragraphs("idle_guide")
+    depths_seen = []
+    for seed in range(6):
+        ctx = build_needle_context(tok, context_tokens=4000, seed=seed, paragraphs=para, single=2, multi_groups=(3,),
+                                   qa_facts=1, depth_jitter=True, answer_hint=True)
+        text = tok.decode(list(ctx.context_ids))
+        assert [q.task for q in ctx.questions] == ["single"] * 2 + ["multi"] * 3 + ["qa"]
+        depths = sorted(q.depth for q in ctx.questions)
+        # one common offset u in [0.1, 0.9]: needle i at (i + u) / 6 up to sentence granularity
+        offsets = [d * 6 - i for i, d in enumerate(depths)]
+        assert max(offsets) - min(offsets) < 0.6 and all(-0.15 < u < 1.15 for u in offsets)  # sentence snapping
+        depths_seen.append(offsets[0])
+        for q in ctx.questions:
+            assert "Answer with the number only." in tok.decode(list(q.question_ids))
+            assert f" is {q.answer_text}." in text
+    assert max(depths_seen) - min(depths_seen) > 0.2  # the offset varies between contexts
+    words = build_needle_context(tok, context_tokens=4000, seed=1, paragraphs=para, single=2, multi_groups=(),
+                                 qa_facts=1, answer_style="words", system_prompt="You are helpful")
+    text = tok.decode(list(words.context_ids))
+    assert text.startswith("<|im_start|>system\nYou are helpful<|im_end|>\n<|im_start|>user\n")
+    for q in words.questions:
+        assert tok.decode(list(q.answer_ids)) == " " + q.answer_text and q.answer_text.isalpha()
+        assert text.count(f" is {q.answer_text}.") == 1
+    with pytest.raises(ValueError, match="answer_style"):
+        build_needle_context(tok, context_tokens=4000, seed=1, paragraphs=para, answer_style="letters")
