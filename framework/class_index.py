@@ -178,6 +178,7 @@ CLASS_INDEX: dict[str, tuple[str, ...]] = {
     'SampleMeanNoise': ('framework.models.components.trsqp.noise_model',),
     'SecondOrderUnlearning': ('framework.models.components.tinymem.unlearning.weight_methods',),
     'SecondOrderUnsupportedError': ('framework.callbacks.landscape.second_order_support',),
+    'SegmentSelection': ('framework.models.components.squeezed.query_segments',),
     'SelectionRule': ('framework.models.components.squeezed.static_decoding',),
     'SequentialImages': ('framework.datamodules.sequential_images',),
     'SequentialPrior': ('framework.models.components.cgm_gm.prior',),
