@@ -183,8 +183,9 @@ def test_matrix_cell(callback_name, model_name, tmp_path):
 
 
 #: Training-infrastructure callbacks that ask nothing of the model (any LightningModule): covered by their own tests
-#: (tests/framework/callbacks/test_chunked_resume.py, test_compile_modules.py), not by the method matrix.
-INFRASTRUCTURE = {"CompileModules", "EpochBoundaryTimeLimit", "RNGStateCheckpoint"}
+#: (tests/framework/callbacks/test_chunked_resume.py, test_compile_modules.py, test_cuda_graph_modules.py), not by the
+#: method matrix.
+INFRASTRUCTURE = {"CompileModules", "CUDAGraphModules", "EpochBoundaryTimeLimit", "RNGStateCheckpoint"}
 
 
 def _callback_classes() -> set[str]:
