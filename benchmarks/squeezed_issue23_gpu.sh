@@ -6,6 +6,8 @@
 set -u
 OUT=${OUT:-out}
 mkdir -p "$OUT"
+# The GPU image may name its interpreter python3 only.
+command -v python >/dev/null || { mkdir -p /tmp/bin && ln -sf "$(command -v python3)" /tmp/bin/python && export PATH=/tmp/bin:$PATH; }
 export PYTHONPATH=$PWD HF_HUB_OFFLINE=1 WANDB_MODE=disabled TRITON_INTERPRET=0
 stage() { local limit=$1 name=$2; shift 2; local t=$SECONDS
   timeout "$limit" "$@" > "$OUT/$name.log" 2>&1; echo "$name: rc=$? $((SECONDS - t)) s" | tee -a "$OUT/stages.txt"; }
