@@ -1,0 +1,46 @@
+"""``benchmarks/squeezed_records_compare.py`` pairs questions across two record files and reports B − A."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _write(path: Path, correct: list[bool], dense: list[bool], task: str = "single") -> None:
+    lines = []
+    for i, (c, d) in enumerate(zip(correct, dense)):
+        records = [{"method": "dense", "target_budget": 1.0, "correct": d, "kl": 0.0, "budget": 1.0, "mass_recall": 1.0},
+                   {"method": "ours", "target_budget": 0.325, "correct": c, "kl": 0.1 * i, "budget": 0.325,
+                    "mass_recall": 0.9}]
+        lines.append(json.dumps({"context_key": "ctx", "question": i, "split": "test", "task": task,
+                                 "records": records}))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "benchmarks/squeezed_records_compare.py", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_paired_difference_on_dense_solved_questions(tmp_path):
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    dense = [True, True, True, True, False]
+    _write(a, [True, False, False, False, True], dense)
+    _write(b, [True, True, True, False, False], dense)
+    out = _run(str(a), str(b), "--method", "ours", "--budget", "0.325", "--dense-solved-only")
+    assert out.returncode == 0, out.stderr
+    line = out.stdout.splitlines()[0]
+    # Dense solves questions 0-3: A 1/4 = 25 %, B 3/4 = 75 %, B − A = +50 points.
+    assert line.startswith("all: n = 4;") and "A 25.0 %" in line and "B 75.0 %" in line and "B − A +50.0 [" in line
+
+
+def test_unknown_method_is_one_clear_error(tmp_path):
+    a = tmp_path / "a.jsonl"
+    _write(a, [True, False], [True, True])
+    out = _run(str(a), str(a), "--method", "nope", "--budget", "0.325")
+    assert out.returncode != 0 and "error: only 0 question(s) scored by nope" in out.stderr
+    assert "Traceback" not in out.stderr
