@@ -53,6 +53,7 @@ import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+from benchmarks.squeezed_attention_speed import measure_copy_bandwidth  # noqa: E402
 from framework.kernels.squeezed_attention import set_decode_path  # noqa: E402
 from framework.kernels.squeezed_attention.ops import DECODE_PATHS  # noqa: E402
 from framework.models.components.squeezed import FixedContextIndex, SqueezedAttention, serve  # noqa: E402
@@ -224,24 +225,6 @@ def peak_gb(device: torch.device, base: int = 0) -> float | None:
 def total_peak_gb(device: torch.device) -> float | None:
     """Peak of all allocated GPU memory since the last reset (weights and resident contexts included)."""
     return None if device.type != "cuda" else round(torch.cuda.max_memory_allocated(device) / GB, 2)
-
-
-def copy_bandwidth(device: torch.device) -> float | None:
-    """Device-to-device copy bandwidth (read + write bytes / time), median of 10 copies of 1 GiB."""
-    if device.type != "cuda":
-        return None
-    x = torch.empty(GB, dtype=torch.uint8, device=device)
-    y = torch.empty_like(x)
-    times = []
-    for _ in range(12):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        y.copy_(x)
-        e.record()
-        e.synchronize()
-        times.append(s.elapsed_time(e) / 1e3)
-    del x, y
-    return 2 * GB / statistics.median(times[2:])
 
 
 class Results:
@@ -770,7 +753,7 @@ def main(argv=None) -> None:
     clock = Clock(device)
     clock.sync()
     wbytes = weight_bytes_per_token(model)
-    bw = copy_bandwidth(device)
+    bw = measure_copy_bandwidth(device)
     meta.update(model_init_s=time.perf_counter() - t, weight_bytes=wbytes, copy_bw=bw,
                 rope=getattr(model.config, "rope_parameters", None) or getattr(model.config, "rope_theta", None))
     res.save()

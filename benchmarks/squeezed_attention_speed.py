@@ -525,9 +525,12 @@ def fmt_target(r, paths) -> str:
     return "\n  ".join(parts)
 
 
-def measure_copy_bandwidth() -> float:
-    """Bytes read + written per second by a 1 GiB device-to-device copy (median of 10 after 2 warm-ups)."""
-    x = torch.empty(1 << 30, dtype=torch.uint8, device=DEVICE)
+def measure_copy_bandwidth(device: str | torch.device = "cuda") -> float | None:
+    """Bytes read + written per second by a 1 GiB device-to-device copy (median of 10 after 2 warm-ups); ``None``
+    off a GPU. The one implementation: ``squeezed_attention_generation.py`` uses it for its Amdahl ceilings."""
+    if torch.device(device).type != "cuda":
+        return None
+    x = torch.empty(1 << 30, dtype=torch.uint8, device=device)
     y = torch.empty_like(x)
     times = []
     for _ in range(12):
@@ -537,6 +540,7 @@ def measure_copy_bandwidth() -> float:
         e.record()
         e.synchronize()
         times.append(s.elapsed_time(e) / 1e3)
+    del x, y
     return 2 * (1 << 30) / statistics.median(times[2:])
 
 
@@ -627,7 +631,7 @@ def main(argv=None):
     torch.backends.cuda.matmul.allow_tf32 = False
     timer = Timer(args.reps)
     global COPY_BW
-    COPY_BW = measure_copy_bandwidth()
+    COPY_BW = measure_copy_bandwidth(DEVICE)
     print(f"device-to-device copy bandwidth: {COPY_BW / 1e12:.2f} TB/s (read + write)", flush=True)
     if args.targets:
         started = time.time()

@@ -12,7 +12,8 @@ Models with their own ``compile`` argument (``SSMSequenceModel``, ``CGMGM``) do 
 from __future__ import annotations
 
 import lightning.pytorch as pl
-from torch import nn
+
+from framework.callbacks.submodule_path import resolve_submodule
 
 __all__ = ["CompileModules", "COMPILE_MODES"]
 
@@ -39,11 +40,5 @@ class CompileModules(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         for path in self.modules:
-            module = pl_module
-            for name in path.split("."):
-                if not hasattr(module, name):
-                    raise ValueError(f"CompileModules: {type(pl_module).__name__} has no sub-module {path!r}")
-                module = getattr(module, name)
-            if not isinstance(module, nn.Module):
-                raise ValueError(f"CompileModules: {path!r} is a {type(module).__name__}, not an nn.Module")
+            module = resolve_submodule(pl_module, path, owner="CompileModules")
             module.compile(mode=self.mode, dynamic=self.dynamic)

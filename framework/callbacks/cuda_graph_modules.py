@@ -31,6 +31,8 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
+from framework.callbacks.submodule_path import resolve_submodule
+
 __all__ = ["CUDAGraphModules"]
 
 _PLAIN = (bool, int, float, str, type(None))
@@ -105,17 +107,6 @@ class _GraphedForward:
         return graphed.forward
 
 
-def _resolve(pl_module: nn.Module, path: str) -> nn.Module:
-    module = pl_module
-    for name in path.split("."):
-        if not hasattr(module, name):
-            raise ValueError(f"CUDAGraphModules: {type(pl_module).__name__} has no sub-module {path!r}")
-        module = getattr(module, name)
-    if not isinstance(module, nn.Module):
-        raise ValueError(f"CUDAGraphModules: {path!r} is a {type(module).__name__}, not an nn.Module")
-    return module
-
-
 class CUDAGraphModules(pl.Callback):
     """Train the sub-modules ``modules`` through CUDA graphs (see the module docstring).
 
@@ -143,7 +134,7 @@ class CUDAGraphModules(pl.Callback):
             raise ValueError(f"CUDAGraphModules runs on one device; this trainer has world_size={trainer.world_size} "
                              "(drop the callback, or train on one GPU)")
         for path in self.modules:
-            module = _resolve(pl_module, path)
+            module = resolve_submodule(pl_module, path, owner="CUDAGraphModules")
             if isinstance(module.__dict__.get("forward"), _GraphedForward):
                 continue  # already wrapped (a second fit on the same model)
             if module._forward_hooks or module._forward_pre_hooks or module._backward_hooks:
@@ -154,7 +145,7 @@ class CUDAGraphModules(pl.Callback):
         """Restore the plain forwards (and free the graphs) so the model pickles and runs anywhere."""
         self.final_stats = self.stats()
         for path in self.wrappers:
-            module = _resolve(pl_module, path)
+            module = resolve_submodule(pl_module, path, owner="CUDAGraphModules")
             if isinstance(module.__dict__.get("forward"), _GraphedForward):
                 del module.forward
         self.wrappers = {}
