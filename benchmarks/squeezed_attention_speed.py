@@ -525,6 +525,16 @@ def fmt_target(r, paths) -> str:
     return "\n  ".join(parts)
 
 
+def write_json_atomically(path: pathlib.Path | None, result: dict) -> None:
+    """Write ``result`` to ``path`` (if given) through a temporary file, so an interrupted run never leaves half a file."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(path)
+
+
 def measure_copy_bandwidth(device: str | torch.device = "cuda") -> float | None:
     """Bytes read + written per second by a 1 GiB device-to-device copy (median of 10 after 2 warm-ups); ``None``
     off a GPU. The one implementation: ``squeezed_attention_generation.py`` uses it for its Amdahl ceilings."""
@@ -682,11 +692,7 @@ def write_targets(args, argv, rows, started):
         "copy_bandwidth_tbps": None if COPY_BW is None else COPY_BW / 1e12,
         "wall_s": time.time() - started, "rows": rows,
     }
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_suffix(args.out.suffix + ".tmp")
-        tmp.write_text(json.dumps(result, indent=1))
-        tmp.replace(args.out)
+    write_json_atomically(args.out, result)
     return result
 
 
@@ -708,11 +714,7 @@ def write_result(args, argv, rows, started):
         "wall_s": time.time() - started,
         "rows": rows,
     }
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_suffix(args.out.suffix + ".tmp")
-        tmp.write_text(json.dumps(result, indent=1))
-        tmp.replace(args.out)
+    write_json_atomically(args.out, result)
     return result
 
 
