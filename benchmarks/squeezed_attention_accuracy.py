@@ -87,6 +87,10 @@ VARIANTS = {
     # only the last user-input token (and every answer token) selects alone
     "sq_sinks_topk_last": SqueezedVariant("sinks", "topk", scope="last"),
     "sq_sinks_topk_max_last": SqueezedVariant("sinks", "topk", 0.0, "max", scope="last"),
+    # exact refinement: clusters shortlist r x the kept keys, exact scores keep the best (ours)
+    "sq_sinks_topk_refine2_token": SqueezedVariant("sinks", "topk", scope="token", refine=2.0),
+    "sq_sinks_topk_refine4_token": SqueezedVariant("sinks", "topk", scope="token", refine=4.0),
+    "sq_sinks_topk_refine2": SqueezedVariant("sinks", "topk", refine=2.0),
 }
 # Baselines: the name in qa_evaluation.BASELINES, optionally "@token" for per-token selection.
 BASELINE_ROWS = ("oracle_topk", "quest", "window_sinks", "random", "oracle_topk@token", "quest@token")

@@ -35,6 +35,7 @@ ANSWER_WORDS = (
     "guitar", "onion", "squirrel", "pillow", "mango", "donkey", "kettle", "zebra", "butter", "saddle",
 )
 ANSWER_STYLES = ("digits", "words")
+NEEDLE_STYLES = ("sentence", "colon")
 NEEDLE_INSTRUCTION_WORDS = (
     "Read the following document carefully. It contains secret words and access codes for several places. "
     "Answer the question with the word from the document."
@@ -109,6 +110,8 @@ def build_needle_context(
     answer_style: str = "digits",
     system_prompt: str | None = None,
     answer_hint: bool = False,
+    answer_prefix: bool = True,
+    needle_style: str = "sentence",
 ) -> NeedleContext:
     """Assemble one context of about `context_tokens` tokens (seeded).
 
@@ -128,7 +131,14 @@ def build_needle_context(
             `ANSWER_WORDS` per needle).
         system_prompt: a system turn before the user turn (chat markup only), e.g. `SMOLLM2_SYSTEM_PROMPT`.
         answer_hint: end the question with "Answer with the number only." (or "the word") before the answer.
+        answer_prefix: the assistant turn starts with the answer sentence ("The <kind> of the <place> is") and the
+            code follows it; False: the assistant turn is the code alone.
+        needle_style: "sentence" ("The <kind> of the <place> is 4821.") or "colon" ("The <kind> of the <place>:4821.",
+            the code right after the place, no space between).
     """
+    if needle_style not in NEEDLE_STYLES:
+        raise ValueError(f"needle_style must be one of {NEEDLE_STYLES}, got {needle_style!r}")
+    link = " is " if needle_style == "sentence" else ":"
     if answer_style not in ANSWER_STYLES:
         raise ValueError(f"answer_style must be one of {ANSWER_STYLES}, got {answer_style!r}")
     if any(not 3 <= g <= 5 for g in multi_groups):
@@ -153,22 +163,23 @@ def build_needle_context(
     p = 0
     for i in range(single):
         k, pl, c = kinds[i], places[p], str(codes4[i])
-        needles.append(("single", f"The {k} of the {pl} is {c}.", f"What is the {k} of the {pl}?",
-                        f"The {k} of the {pl} is", c, 0))
+        needles.append(("single", f"The {k} of the {pl}{link}{c}.", f"What is the {k} of the {pl}?",
+                        f"The {k} of the {pl}{link.rstrip()}", c, 0))
         p += 1
     ci = single
     for g, size in enumerate(multi_groups):
         k = kinds[single + g]
         for _ in range(size):
             pl, c = places[p], str(codes4[ci])
-            needles.append(("multi", f"The {k} of the {pl} is {c}.", f"What is the {k} of the {pl}?",
-                            f"The {k} of the {pl} is", c, size - 1))
+            needles.append(("multi", f"The {k} of the {pl}{link}{c}.", f"What is the {k} of the {pl}?",
+                            f"The {k} of the {pl}{link.rstrip()}", c, size - 1))
             p += 1
             ci += 1
     for j in range(qa_facts):
         pl, c = places[p], str(codes3[j])
-        needles.append(("qa", f"The access code for the {pl} is {c}.", f"What is the access code for the {pl}?",
-                        f"The access code for the {pl} is", c, qa_facts - 1))
+        needles.append(("qa", f"The access code for the {pl}{link}{c}.",
+                        f"What is the access code for the {pl}?", f"The access code for the {pl}{link.rstrip()}", c,
+                        qa_facts - 1))
         p += 1
     system = f"<|im_start|>system\n{system_prompt}<|im_end|>\n" if chat_markup and system_prompt else ""
     instruction = NEEDLE_INSTRUCTION if answer_style == "digits" else NEEDLE_INSTRUCTION_WORDS
@@ -209,9 +220,11 @@ def build_needle_context(
     for ni, (task, _, q, prefix, code, distractors) in enumerate(needles):
         if answer_hint:
             q = f"{q} Answer with the {'number' if answer_style == 'digits' else 'word'} only."
+        if not answer_prefix:
+            prefix = ""
         text = f" {q}" + (f"<|im_end|>\n<|im_start|>assistant\n{prefix}" if chat_markup else f"\nAnswer: {prefix}")
         # digits are split off the space before them; a word keeps its leading space in one token
-        full = tokenizer.encode(f"{text} {code}")
+        full = tokenizer.encode(f"{text} {code}" if prefix and needle_style == "sentence" else f"{text}{code}")
         answer = tokenizer.encode(code if answer_style == "digits" else f" {code}")
         if full[-len(answer) :] != answer:
             raise ValueError(f"the tokenizer does not split the code {code!r} off the answer sentence")

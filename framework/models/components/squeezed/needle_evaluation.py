@@ -34,6 +34,7 @@ class SqueezedVariant:
         radius_weight: see `SqueezedAttention`.
         query_aggregation: see `SqueezedAttention`.
         scope: selection scope while serving ("input": the paper; "last"; "token"), see `query_segments`.
+        refine: see `SqueezedAttention.refine_ratio` (0 = off).
     """
 
     index: str
@@ -41,6 +42,7 @@ class SqueezedVariant:
     radius_weight: float = 0.0
     query_aggregation: str = "mean"
     scope: str = "input"
+    refine: float = 0.0
 
 
 @dataclass
@@ -71,7 +73,7 @@ def _answer_logprob(logits: torch.Tensor, answer_ids) -> float:
 
 def squeezed_selector(variant: SqueezedVariant, build: SqueezedAttention, index, target: float) -> SqueezedAttention:
     """The `SqueezedAttention` serving `variant` at total budget `target` (keep fraction solved from it)."""
-    keep = keep_fraction_for_budget(target, index, build.levels)
+    keep = keep_fraction_for_budget(target, index, build.levels, refine_ratio=variant.refine)
     return SqueezedAttention(
         centroid_fraction=build.centroid_fraction,
         levels=build.levels,
@@ -84,6 +86,7 @@ def squeezed_selector(variant: SqueezedVariant, build: SqueezedAttention, index,
         kmeans_seed=build.kmeans_seed,
         radius_weight=variant.radius_weight,
         query_aggregation=variant.query_aggregation,
+        refine_ratio=variant.refine,
     )
 
 

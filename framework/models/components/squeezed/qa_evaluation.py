@@ -50,10 +50,14 @@ class QuestionRecord:
     mass_recall: float
 
 
-def keep_fraction_for_budget(total: float, index: FixedContextIndex, levels: int) -> float:
+def keep_fraction_for_budget(
+    total: float, index: FixedContextIndex, levels: int, *, refine_ratio: float = 0.0
+) -> float:
     """Clustered-key keep fraction whose expected total budget on the calibration queries is `total`.
 
-    total = keep * (N - W - S) / N + (W + S) / N + centroids / (2N), solved for keep and clipped to (0, 1].
+    total = keep * Nc / N + (W + S) / N + (centroids + candidates) / (2N) with Nc = N - W - S clustered keys and
+    candidates = refine_ratio * keep * Nc read as keys by exact refinement (0 without it), solved for keep and
+    clipped to (0, 1].
 
     Raises:
         ValueError: when `total` is below the fixed cost of the window, sinks and centroids.
@@ -63,7 +67,7 @@ def keep_fraction_for_budget(total: float, index: FixedContextIndex, levels: int
     n = index.metadata.context_length
     fixed = index.metadata.observation_window + index.metadata.attention_sinks
     meta = index.layers[0].metadata_vectors(levels)
-    keep = (total - fixed / n - meta / (2 * n)) * n / (n - fixed)
+    keep = (total - fixed / n - meta / (2 * n)) * n / ((n - fixed) * (1.0 + refine_ratio / 2.0))
     if keep <= 0:
         raise ValueError(
             f"target budget {total} is below the fixed cost of the observation window, sinks and centroids "

@@ -15,9 +15,11 @@ from torch import nn
 
 from framework.kernels.squeezed_attention import Selection, centroid_lookup, hierarchical_lookup, select_from_scores
 from framework.kernels.squeezed_attention.bounded_scores import AGGREGATIONS, bounded_cluster_scores_reference
+from framework.kernels.squeezed_attention.validation import budget_to_count
+from framework.models.components.squeezed.exact_refinement import candidate_keys, refine_candidates
 from framework.models.components.squeezed.fixed_and_dynamic import attend_fixed_and_dynamic
 from framework.models.components.squeezed.layer_index import LayerIndex
-from framework.models.components.squeezed.selection_tools import frame_selection
+from framework.models.components.squeezed.selection_tools import frame_selection, selection_from_indices
 from framework.models.components.squeezed.transformers_backend import check_fixed_prefix
 
 BUDGET_MODES = ("calibrated", "topk")
@@ -81,6 +83,10 @@ class SqueezedAttention(nn.Module):
             bound of its best key's logit). 0 = the paper. Ours; needs budget_mode "topk" or a raw threshold.
         query_aggregation: "mean" (the paper) or "max" of the estimated probabilities over the queries and the
             query heads of a KV group. Ours; "max" needs budget_mode "topk" or a raw threshold.
+        refine_ratio: 0 (the paper) or r >= 1: the cluster estimate shortlists r * K candidate keys (whole clusters
+            in rank order) and their exact attention probabilities keep the K = `budget` * Nc best
+            (`exact_refinement`); the candidates' keys are charged to the budget as metadata. Ours; needs
+            budget_mode "topk" and levels 1.
         backend: kernel backend, "auto" | "triton" | "reference".
     """
 
@@ -100,6 +106,7 @@ class SqueezedAttention(nn.Module):
         kmeans_seed: int = 0,
         radius_weight: float = 0.0,
         query_aggregation: str = "mean",
+        refine_ratio: float = 0.0,
         backend: str = "auto",
     ) -> None:
         super().__init__()
@@ -153,6 +160,19 @@ class SqueezedAttention(nn.Module):
                     "radius_weight > 0 or query_aggregation='max' change the score scale, which the index's "
                     "calibration does not cover: use budget_mode='topk' or a raw threshold"
                 )
+        if (
+            isinstance(refine_ratio, bool)
+            or not isinstance(refine_ratio, (int, float))
+            or not math.isfinite(float(refine_ratio))
+            or not (float(refine_ratio) == 0.0 or float(refine_ratio) >= 1.0)
+        ):
+            raise ValueError(f"refine_ratio must be 0 (off) or a finite number >= 1, got {refine_ratio!r}")
+        self.refine_ratio = float(refine_ratio)
+        if self.refine_ratio and (self.levels != 1 or self.threshold is not None or self.budget_mode != "topk"):
+            raise ValueError(
+                f"refine_ratio={refine_ratio} needs levels=1 and a budget with budget_mode='topk' "
+                f"(got levels={self.levels}, threshold={self.threshold}, budget_mode={self.budget_mode!r})"
+            )
         if backend not in KERNEL_BACKENDS:
             raise ValueError(f"backend must be one of {KERNEL_BACKENDS}, got {backend!r}")
         self.backend = backend
@@ -173,6 +193,7 @@ class SqueezedAttention(nn.Module):
             f"observation_window={self.observation_window}, attention_sinks={self.attention_sinks}, {sel}, "
             f"budget_mode={self.budget_mode}, radius_weight={self.radius_weight}, "
             f"query_aggregation={self.query_aggregation}"
+            + (f", refine_ratio={self.refine_ratio}" if self.refine_ratio else "")
         )
 
     def bind(self, index) -> "SqueezedAttention":
@@ -222,7 +243,14 @@ class SqueezedAttention(nn.Module):
         vectors = layer.metadata_vectors(self.levels)
         if self.radius_weight > 0:
             vectors += layer.centroids.shape[1] / layer.centroids.shape[2]
+        if self.refine_ratio:
+            vectors += self.refine_counts(layer.num_clustered)[1]
         return vectors
+
+    def refine_counts(self, num_clustered: int) -> tuple[int, int]:
+        """(K kept, M candidates) clustered keys per (batch row, KV head) under exact refinement."""
+        keep = budget_to_count(self.budget, num_clustered)
+        return keep, min(num_clustered, max(keep, round(self.refine_ratio * keep)))
 
     def select(self, query: torch.Tensor, layer: LayerIndex, *, scale: float) -> Selection:
         """Pick the fixed-context keys for these queries (one selection per batch row and KV head).
@@ -241,7 +269,24 @@ class SqueezedAttention(nn.Module):
             rule = {"threshold": self._fine_threshold}
         else:
             rule = {"budget": self.budget}
-        if self.bounded_scores:
+        if self.refine_ratio:
+            scores = bounded_cluster_scores_reference(
+                query,
+                layer.centroids.to(query.device),
+                layer.cluster_sizes.to(query.device),
+                scale,
+                radii=layer.cluster_radii().to(query.device) if self.radius_weight > 0 else None,
+                radius_weight=self.radius_weight,
+                aggregation=self.query_aggregation,
+            )
+            keep, candidates = self.refine_counts(layer.num_clustered)
+            shortlist = candidate_keys(scores, layer.key_labels, candidates)
+            s0 = layer.attention_sinks
+            clustered = layer.keys[:, :, s0 : s0 + layer.num_clustered].to(query.device)
+            chosen = refine_candidates(query, clustered, shortlist, keep=keep, scale=scale)
+            refined = selection_from_indices(chosen)
+            selection = Selection(refined.key_indices, refined.key_counts, scores)
+        elif self.bounded_scores:
             scores = bounded_cluster_scores_reference(
                 query,
                 layer.centroids.to(query.device),
