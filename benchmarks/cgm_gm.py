@@ -33,6 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harness import benchmark_parser, markdown_table, write_results
+from framework.atomic_files import write_json_atomic
 from framework.datamodules.ground_motion import GroundMotionCatalog
 from framework.metrics.ground_motion import (
     FASResiduals,
@@ -221,7 +222,7 @@ def main() -> None:
                                  chunk_seconds=args.chunk_seconds, compile=args.compile,
                                  compile_mode=args.compile_mode, fused=args.fused, cuda_graphs=args.cuda_graphs)
     if args.chunk_dir is not None:
-        (args.chunk_dir / "chunks.json").write_text(json.dumps(cfg["chunks"], indent=1))
+        write_json_atomic(args.chunk_dir / "chunks.json", cfg["chunks"], indent=1, keep_nonfinite=True)
         if not cfg["chunk_finished"]:
             print(f"slot done: {cfg['steps_taken']} of {cfg['steps']} steps; checkpoint {args.chunk_dir / 'chunk.ckpt'}"
                   f" ({(args.chunk_dir / 'chunk.ckpt').stat().st_size / 2**20:.1f} MiB); run again to continue")

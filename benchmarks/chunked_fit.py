@@ -40,6 +40,9 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from framework.atomic_files import write_json_atomic  # noqa: E402
 
 
 def restore_state(state_dir: Path, run: str) -> None:
@@ -157,7 +160,7 @@ def main() -> None:
         record["test_checkpoint"] = target.name
     history = json.loads((folder / "chunk.json").read_text()) if (folder / "chunk.json").exists() else []
     history.append(record)
-    (folder / "chunk.json").write_text(json.dumps(history, indent=1))
+    write_json_atomic(folder / "chunk.json", history, indent=1, keep_nonfinite=True)
     files = pack_state(state_dir, args.run, args.out, args.piece_mib)
     sizes = {f.name: round(f.stat().st_size / 2**20, 2) for f in files}
     print(json.dumps({**record, "archive_mib": sizes}), flush=True)

@@ -9,7 +9,6 @@ the rows and the environment. Comparisons are ratios measured side by side in th
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from framework.atomic_files import write_json_atomic  # noqa: E402  (standard library only)
 from framework.progress import progress_lines, stage  # noqa: E402  (standard library only)
 
 __all__ = ["LiveTable", "benchmark_parser", "environment", "markdown_row", "markdown_table", "progress_lines", "stage", "write_results",
@@ -122,11 +122,8 @@ def write_results(path: Path | None, *, name: str, rows: Sequence[dict[str, Any]
     """Write ``{"benchmark", "environment", "rows", ...extra}`` as JSON (atomically) if ``path`` is given."""
     if path is None:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": name, "environment": environment(), "rows": list(rows), **extra}
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    os.replace(tmp, path)
+    write_json_atomic(path, payload, indent=2, default=str, keep_nonfinite=True)
 
 
 def time_call(fn: Callable[[], Any], *, repeats: int = 3, warmup: int = 1) -> float:

@@ -18,7 +18,6 @@ Prints markdown tables and writes JSON with every number and the environment.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import sys
@@ -34,6 +33,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harness import benchmark_parser, environment, write_results  # noqa: E402
+from framework.atomic_files import write_json_atomic  # noqa: E402
 from framework.datamodules.digits_classification import generate_image_classification, shift_images  # noqa: E402
 from framework.metrics.ensemble_bounds import POLARIZATION_LAW_ETA  # noqa: E402
 from framework.metrics.ensemble_polarization import ensemble_polarization_statistics  # noqa: E402
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> dict:
         records.append(record)
         if args.out is not None:  # partial results survive an interrupted long run
             partial = args.out.with_suffix(".partial.json")
-            partial.write_text(json.dumps({"ensembles": records}, default=float))
+            write_json_atomic(partial, {"ensembles": records}, default=float, keep_nonfinite=True)
         print(f"[{time.perf_counter() - started:6.1f}s] {setting.name}: {epochs} epochs, "
               f"max train err {max(train_errors):.4f}, η test {record['splits']['test']['eta']:.3f}, "
               f"L_MV test {record['splits']['test']['majority_vote_error']:.4f}", flush=True)

@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.harness import markdown_table, write_results  # noqa: E402
+from framework.atomic_files import write_json_atomic  # noqa: E402
 
 # (name, config, global batch size, steps, target training loss, extra overrides)
 METHODS = [
@@ -58,8 +59,8 @@ class StepClock(pl.Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         if trainer.is_global_zero:
-            Path(self.path).write_text(json.dumps({"times": self.times, "losses": self.losses,
-                                                   "world_size": trainer.world_size}))
+            write_json_atomic(self.path, {"times": self.times, "losses": self.losses,
+                                          "world_size": trainer.world_size}, keep_nonfinite=True)
 
 
 def time_to_target(times: list[float], losses: list[float], target: float, window: int = 20) -> float | None:

@@ -67,6 +67,7 @@ from framework.models.components.squeezed.needle_evaluation import (  # noqa: E4
     squeezed_selector,
 )
 from framework.models.components.squeezed.transformers_backend import capture_queries  # noqa: E402
+from framework.atomic_files import write_json_atomic  # noqa: E402
 
 # Squeezed Attention rows of the needle suite: the paper's configuration and ours, each change on its own row.
 VARIANTS = {
@@ -560,11 +561,7 @@ def main(argv=None) -> dict:
         result["command"] = "python benchmarks/squeezed_attention_accuracy.py " + " ".join(sys.argv[1:])
         print(attribution_markdown(result))
         if args.out:
-            out = Path(args.out)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_suffix(out.suffix + ".tmp")
-            tmp.write_text(json.dumps(result, indent=2))
-            os.replace(tmp, out)
+            out = write_json_atomic(args.out, result, indent=2, keep_nonfinite=True)
             print(f"wrote {out}")
         return result
     if args.suite in ("needles", "summary"):
@@ -591,11 +588,7 @@ def main(argv=None) -> dict:
         print("\n## test, needle questions: accuracy % per depth bin (5 bins)")
         print(depth_markdown(result[key], split="test"))
         if args.out:
-            out = Path(args.out)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_suffix(out.suffix + ".tmp")
-            tmp.write_text(json.dumps(result, indent=2))
-            os.replace(tmp, out)
+            out = write_json_atomic(args.out, result, indent=2, keep_nonfinite=True)
             print(f"wrote {out}")
         return result
     if args.quick:
@@ -603,11 +596,7 @@ def main(argv=None) -> dict:
     result = run(args)
     print(markdown(result))
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        tmp.write_text(json.dumps(result, indent=2))
-        os.replace(tmp, out)
+        out = write_json_atomic(args.out, result, indent=2, keep_nonfinite=True)
         print(f"wrote {out}")
     return result
 

@@ -41,12 +41,10 @@ import argparse
 import gc
 import json
 import math
-import os
 import pathlib
 import platform
 import statistics
 import sys
-import tempfile
 import time
 
 import torch
@@ -54,6 +52,7 @@ import torch
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from benchmarks.squeezed_attention_speed import measure_copy_bandwidth  # noqa: E402
+from framework.atomic_files import write_json_atomic  # noqa: E402  (standard library only)
 from framework.kernels.squeezed_attention import set_decode_path  # noqa: E402
 from framework.kernels.squeezed_attention.ops import DECODE_PATHS  # noqa: E402
 from framework.models.components.squeezed import FixedContextIndex, SqueezedAttention, serve  # noqa: E402
@@ -238,11 +237,7 @@ class Results:
         return self.doc["contexts"].setdefault(str(n), {"build": None, "skipped": [], "eager": [], "static": []})
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.doc, f, indent=1)
-        os.replace(tmp, self.path)
+        write_json_atomic(self.path, self.doc, indent=1, keep_nonfinite=True)
 
 
 def skip(res: Results, n: int, what: str, reason: str) -> None:

@@ -44,6 +44,7 @@ from framework.kernels.squeezed_attention import (  # noqa: E402
     sparse_attention,
 )
 from framework.kernels.squeezed_attention import reference as ref  # noqa: E402
+from framework.atomic_files import write_json_atomic  # noqa: E402  (standard library only)
 
 BACKEND = "auto"  # "triton" with --smoke (CPU tensors would otherwise take the PyTorch reference)
 DEVICE = "cuda"  # "cpu" only for --smoke (Triton interpreter, tiny sizes: checks the script, times nothing real)
@@ -525,16 +526,6 @@ def fmt_target(r, paths) -> str:
     return "\n  ".join(parts)
 
 
-def write_json_atomically(path: pathlib.Path | None, result: dict) -> None:
-    """Write ``result`` to ``path`` (if given) through a temporary file, so an interrupted run never leaves half a file."""
-    if path is None:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(path)
-
-
 def measure_copy_bandwidth(device: str | torch.device = "cuda") -> float | None:
     """Bytes read + written per second by a 1 GiB device-to-device copy (median of 10 after 2 warm-ups); ``None``
     off a GPU. The one implementation: ``squeezed_attention_generation.py`` uses it for its Amdahl ceilings."""
@@ -654,7 +645,7 @@ def main(argv=None):
         if args.tune:
             extra["tune"] = tune(timer)
         if args.out is not None:
-            args.out.write_text(json.dumps(extra, indent=1, default=str))
+            write_json_atomic(args.out, extra, indent=1, default=str, keep_nonfinite=True)
         return extra
     rows: list[dict] = []
     started = time.time()
@@ -692,7 +683,8 @@ def write_targets(args, argv, rows, started):
         "copy_bandwidth_tbps": None if COPY_BW is None else COPY_BW / 1e12,
         "wall_s": time.time() - started, "rows": rows,
     }
-    write_json_atomically(args.out, result)
+    if args.out is not None:
+        write_json_atomic(args.out, result, indent=1, keep_nonfinite=True)
     return result
 
 
@@ -714,7 +706,8 @@ def write_result(args, argv, rows, started):
         "wall_s": time.time() - started,
         "rows": rows,
     }
-    write_json_atomically(args.out, result)
+    if args.out is not None:
+        write_json_atomic(args.out, result, indent=1, keep_nonfinite=True)
     return result
 
 

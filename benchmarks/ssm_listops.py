@@ -33,6 +33,8 @@ import lightning.pytorch as pl
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from framework.atomic_files import write_json_atomic  # noqa: E402
+
 CONFIG = "configs/ssm/listops_s4d.yaml"
 STEPS_PER_EPOCH = 96_000 // 32
 CONFIG_TOTAL_STEPS, CONFIG_WARMUP_STEPS = 150_000, 5_000
@@ -56,7 +58,7 @@ class StepTimer(pl.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         _synchronize()
         seconds = time.perf_counter() - self.start if self.start is not None else float("nan")
-        Path(self.path).write_text(json.dumps({"steps": self.steps, "seconds": seconds}))
+        write_json_atomic(self.path, {"steps": self.steps, "seconds": seconds}, keep_nonfinite=True)
 
 
 def _synchronize() -> None:
@@ -160,7 +162,7 @@ def _fit_and_test(args, out: Path, record: dict, start: float, steps: int, *, st
     record["test_accuracy"] = _last_metric(out / "test", "test/accuracy")
     record["total_seconds"] = round(time.perf_counter() - start, 1)
     print(json.dumps(record, indent=1), flush=True)
-    (out / "listops.json").write_text(json.dumps(record, indent=1))
+    write_json_atomic(out / "listops.json", record, indent=1, keep_nonfinite=True)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.harness import benchmark_parser, environment, markdown_table, write_results  # noqa: E402
+from framework.atomic_files import write_json_atomic  # noqa: E402
 
 CONFIGS = {
     "listops": "configs/ssm/listops_s4d.yaml",
@@ -268,7 +269,7 @@ def run_child(config: str, variant: str, steps: int, warmup: int, result: Path, 
     record["last_loss"] = float(cli.trainer.callback_metrics.get("train/loss", torch.tensor(float("nan"))))
     record.pop("_t0")
     record["overrides"] = variant_overrides(config, variant)
-    result.write_text(json.dumps(record))
+    write_json_atomic(result, record, keep_nonfinite=True)
 
 
 # ---------------------------------------------------------------------------------------------------- parent side

@@ -29,7 +29,6 @@ noisy section also compares TR-SQP with the baseline per problem on log10(sample
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -44,6 +43,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.evidence import SelectionProtocol, seed_difference, verdict  # noqa: E402
+from framework.atomic_files import write_json_atomic  # noqa: E402
 
 from framework.datamodules.constrained_logistic import ConstrainedLogisticDataModule  # noqa: E402
 from framework.optim.constrained_protocol import oracle_from_module  # noqa: E402
@@ -411,12 +411,8 @@ def main(argv=None) -> dict:
 
 
 def write_json(path, results) -> None:
-    if path is None:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(results, indent=1, default=float))
-    os.replace(tmp, path)
+    if path is not None:
+        write_json_atomic(path, results, indent=1, default=float, keep_nonfinite=True)
 
 
 if __name__ == "__main__":

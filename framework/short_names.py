@@ -22,6 +22,8 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+from framework.atomic_files import write_text_atomic
+
 __all__ = ["ENTRY_POINT_GROUP", "PROJECT_PACKAGES", "build_class_index", "import_for_short_names",
            "short_name_candidates", "str_values", "write_class_index"]
 
@@ -74,9 +76,7 @@ def render_class_index(index: dict[str, list[str]]) -> str:
 def write_class_index(path: Path = _INDEX_FILE) -> dict[str, list[str]]:
     """Regenerate the committed index file (atomically); returns the index."""
     index = build_class_index()
-    tmp = path.with_suffix(".py.tmp")
-    tmp.write_text(render_class_index(index), encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, render_class_index(index))
     return index
 
 

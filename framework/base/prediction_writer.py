@@ -19,9 +19,6 @@ choose the folder.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +28,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
 
+from framework.atomic_files import write_atomic, write_json_atomic
 from framework.base.output_root import output_root
 
 __all__ = ["PREDICTION_FORMAT", "PredictionWriter", "check_predict_support", "ensure_prediction_writer", "join_batches",
@@ -91,17 +89,6 @@ def _describe(value: Any, sizes: Sequence[int | None], path: str = "predictions"
     return [{"key": path, "type": type(value).__name__}]
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 class PredictionWriter(BasePredictionWriter):
     """Saves every ``predict`` batch's output, joined, to ``predictions.pt`` + ``manifest.json`` (module docstring).
 
@@ -151,7 +138,7 @@ class PredictionWriter(BasePredictionWriter):
         folder.mkdir(parents=True, exist_ok=True)
         suffix = f"-rank{trainer.global_rank}" if trainer.world_size > 1 else ""
         target = folder / f"predictions{suffix}.pt"
-        _atomic_write(target, lambda tmp: torch.save(payload, tmp))
+        write_atomic(target, lambda handle: torch.save(payload, handle))
         if len(loaders) == 1:
             entries = _describe(joined[0], self._sizes[loaders[0]])
         else:
@@ -159,8 +146,7 @@ class PredictionWriter(BasePredictionWriter):
                                                                           f"predictions[{k}]")]
         manifest = {**header, "file": target.name, "num_batches": sum(len(self._sizes[i]) for i in loaders),
                     "entries": entries}
-        _atomic_write(folder / f"manifest{suffix}.json",
-                      lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2) + "\n"))
+        write_json_atomic(folder / f"manifest{suffix}.json", manifest, indent=2, trailing_newline=True)
         self.written = target
         self._outputs, self._sizes, self._indices = {}, {}, {}
 

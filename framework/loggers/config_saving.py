@@ -9,14 +9,13 @@ output root is ``trainer.default_root_dir`` when set and ``outputs/`` otherwise 
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from pathlib import Path
 
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
+from framework.atomic_files import write_text_atomic
 from framework.base.output_root import output_root
 
 __all__ = ["RunConfigSaver", "free_path"]
@@ -64,7 +63,4 @@ class RunConfigSaver(SaveConfigCallback):
         for directory in directories:
             directory.mkdir(parents=True, exist_ok=True)
             target = free_path(directory, filename)
-            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".config-", suffix=".yaml")
-            with os.fdopen(fd, "w") as handle:
-                handle.write(text)
-            os.replace(tmp, target)
+            write_text_atomic(target, text)

@@ -15,5 +15,5 @@ One concept per module:
 * :mod:`~framework.callbacks.landscape.merge_tree` — union-find sublevel-set merge tree and 0-dim persistence on grids.
 * :mod:`~framework.callbacks.landscape.topology_summary` — minima, saddles, persistence statistics.
 * :mod:`~framework.callbacks.landscape.figures` — contour/surface, persistence diagram, merge tree, density plots.
-* :mod:`~framework.callbacks.landscape.atomic_json` — atomic JSON files.
+* JSON files are written by :func:`framework.atomic_files.write_json_atomic` (the project's one atomic writer).
 """

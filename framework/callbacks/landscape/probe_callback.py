@@ -235,7 +235,7 @@ class ProbeCallback(pl.Callback):
                 self.log_report_figures(trainer, report, step)
             payload = self.report_payload(report)
             if payload is not None:
-                from framework.callbacks.landscape.atomic_json import write_json_atomic
+                from framework.atomic_files import write_json_atomic
 
                 payload = {"tag": tag, "epoch": trainer.current_epoch, "global_step": step,
                            "settings": self.settings(), **payload}

@@ -7,7 +7,7 @@ Layout (all integers little-endian):
 Reading checks, in order, that the file is not empty, carries the magic (else it is some other file), is as long as
 its header says (else it was truncated or appended to) and that the payload hashes to the stored digest (else bytes
 were flipped), before `torch.load` sees a byte. Every failure is one `ValueError` naming the path and the problem.
-Writing is atomic (temporary file in the same folder, then `os.replace`).
+Writing is atomic (`framework.atomic_files.write_atomic`: temporary file in the same folder, fsynced, renamed).
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ import hashlib
 import io
 import os
 import struct
-import tempfile
 from pathlib import Path
 
 import torch
+
+from framework.atomic_files import write_atomic
 
 MAGIC = b"SQZIDX\x00\x02"
 _HEADER = struct.Struct("<8sQ32s")  # magic, payload length, sha256 digest
@@ -27,25 +28,11 @@ _HEADER = struct.Struct("<8sQ32s")  # magic, payload length, sha256 digest
 
 def write_index_file(path: str | os.PathLike, state: dict) -> Path:
     """Serialise `state` (tensors, ints, floats, strings, lists, dicts) to `path` atomically with a checksum."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save(state, buffer)
     payload = buffer.getbuffer()
     header = _HEADER.pack(MAGIC, len(payload), hashlib.sha256(payload).digest())
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(header)
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_atomic(path, lambda handle: (handle.write(header), handle.write(payload)))
 
 
 def read_index_file(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> dict:
