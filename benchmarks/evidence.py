@@ -3,7 +3,8 @@
 Two parts:
 
 * **Intervals**, re-exported from :mod:`framework.metrics.intervals` (their one implementation): :func:`mean_se`,
-  :func:`seed_difference`, :func:`paired_bootstrap`, :func:`spearman_interval`, :func:`verdict` and formatters.
+  :func:`seed_difference`, :func:`paired_bootstrap`, :func:`spearman_interval`, :func:`clopper_pearson_interval`,
+  :func:`verdict` and formatters.
 * **Selection protocol.** :class:`SelectionProtocol` chooses each tuned knob (hyper-parameter, epoch count,
   threshold) on a validation split disjoint from the test split, records which split chose what, and lets the test
   split be scored once per knob, after the choice. Its :meth:`SelectionProtocol.to_json` goes into the benchmark's
@@ -25,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from framework.metrics.intervals import (  # noqa: E402
     Interval,
     MeanSE,
+    clopper_pearson_interval,
     format_interval,
     format_mean_se,
     mean_se,
@@ -41,6 +43,7 @@ __all__ = [
     "seed_difference",
     "paired_bootstrap",
     "spearman_interval",
+    "clopper_pearson_interval",
     "verdict",
     "format_mean_se",
     "format_interval",

@@ -17,11 +17,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.evidence import paired_bootstrap  # noqa: E402
+from benchmarks.evidence import clopper_pearson_interval, paired_bootstrap  # noqa: E402
 from benchmarks.harness import benchmark_parser, markdown_table, write_results  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -35,9 +34,9 @@ TINYMEM_QUICK_COUNTS = [
 
 
 def exact_rate_interval(successes: int, trials: int) -> tuple[float, float]:
-    """Clopper-Pearson 95 % interval of a rate, in % (scipy's exact binomial interval)."""
-    ci = stats.binomtest(successes, trials).proportion_ci(0.95, method="exact")
-    return 100 * ci.low, 100 * ci.high
+    """Clopper-Pearson 95 % interval of a rate, in % (:func:`framework.metrics.intervals.clopper_pearson_interval`)."""
+    interval = clopper_pearson_interval(successes, trials)
+    return 100 * interval.low, 100 * interval.high
 
 
 def polarization(path: Path) -> list[dict]:

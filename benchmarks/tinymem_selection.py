@@ -34,12 +34,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.evidence import (  # noqa: E402
     SelectionProtocol,
+    clopper_pearson_interval,
     format_interval,
     paired_bootstrap,
     require_disjoint,
@@ -153,17 +153,12 @@ def run_method(name: str, base, dm, data, kwargs: dict, args, settings: dict):
     return model, time.perf_counter() - start
 
 
-def proportion_interval(successes: np.ndarray) -> tuple[float, float]:
-    """Exact (Clopper–Pearson) 95 % interval of a success rate, in %."""
-    ci = stats.binomtest(int(successes.sum()), len(successes)).proportion_ci(0.95, method="exact")
-    return 100.0 * ci.low, 100.0 * ci.high
-
-
 def score_on_test(name: str, label: str, kwargs: dict, model, seconds: float, before: dict, reference_exposure, args,
              windows) -> dict:
     after = item_scores(model, args.test_split, args.device)
     drop = paired_bootstrap(before["accuracy"] * 100, after["accuracy"] * 100)
-    low, high = proportion_interval(after["backdoor"])
+    rate = clopper_pearson_interval(int(after["backdoor"].sum()), len(after["backdoor"]))
+    low, high = 100.0 * rate.low, 100.0 * rate.high  # in %
     exp = exposures(model, windows, candidates=args.candidates, seed=args.seed, device=args.device)
     versus = paired_bootstrap(exp, reference_exposure)
     return {"method": name, "setting": label, **{k: v for k, v in kwargs.items() if k not in ("rows_per_pass",)},

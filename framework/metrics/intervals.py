@@ -3,7 +3,8 @@
 :func:`mean_se` (mean ± standard error over seeds), :func:`seed_difference` (paired t-interval of a difference over
 seeds), :func:`paired_bootstrap` (percentile bootstrap over test items of any paired statistic, via
 ``scipy.stats.bootstrap``; the default statistic is the mean paired difference) and :func:`spearman_interval`
-(bootstrap over items of Spearman's ρ). :func:`verdict` states a win only when the interval excludes a tie.
+(bootstrap over items of Spearman's ρ). :func:`clopper_pearson_interval` is the exact (Clopper–Pearson) interval of a
+success rate. :func:`verdict` states a win only when the interval excludes a tie.
 The one implementation of these routines in the project: benchmarks (``benchmarks/evidence.py``) and evaluation
 code (e.g. the Squeezed Attention needle evaluation) both use it.
 """
@@ -17,8 +18,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-__all__ = ["MeanSE", "Interval", "mean_se", "seed_difference", "paired_bootstrap", "spearman_interval", "verdict",
-           "format_mean_se", "format_interval"]
+__all__ = ["MeanSE", "Interval", "mean_se", "seed_difference", "paired_bootstrap", "spearman_interval",
+           "clopper_pearson_interval", "verdict", "format_mean_se", "format_interval"]
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,25 @@ def spearman_interval(x: Sequence[float], y: Sequence[float], *, confidence: flo
     interval = paired_bootstrap(u, v, statistic=rho, confidence=confidence, n_resamples=n_resamples, seed=seed)
     return Interval(interval.estimate, interval.low, interval.high, interval.confidence, interval.n,
                     "percentile bootstrap over pairs of Spearman's rho")
+
+
+def clopper_pearson_interval(successes: int, trials: int, *, confidence: float = 0.95) -> Interval:
+    """Exact (Clopper–Pearson) interval of a success rate: ``successes`` of ``trials`` independent Bernoulli items.
+
+    The estimate is ``successes / trials``; the bounds are beta quantiles (``scipy.stats.binomtest(...)
+    .proportion_ci(method="exact")``), so the coverage is at least ``confidence`` for every true rate. Rates, not %.
+    """
+    for name, value in (("successes", successes), ("trials", trials)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+    if trials < 1:
+        raise ValueError(f"trials must be >= 1, got {trials}")
+    if not 0 <= successes <= trials:
+        raise ValueError(f"successes must lie in [0, trials={trials}], got {successes}")
+    level = _confidence(confidence)
+    ci = stats.binomtest(int(successes), int(trials)).proportion_ci(confidence_level=level, method="exact")
+    return Interval(successes / trials, float(ci.low), float(ci.high), level, int(trials),
+                    "exact binomial (Clopper-Pearson)")
 
 
 def verdict(interval: Interval, *, higher_is_better: bool, tie: float = 0.0, names: tuple[str, str] = ("a", "b")
