@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Iterator
+from contextlib import closing
 from fractions import Fraction
 from pathlib import Path
 
@@ -95,10 +97,9 @@ def _finalize(meta: dict[str, list], waveforms: list[np.ndarray], names: list[st
     return columns
 
 
-def check_csv_records(path: str | Path) -> None:
-    """Cheap check of a CGM-GM-layout CSV before any run starts: a non-empty text file whose first record row has
-    the 14 numeric metadata columns and samples (the full read, with per-record checks, is :func:`load_csv_records`)."""
-    path = require_data_file("records_path", path)
+def _csv_record_rows(path: Path, label: str) -> Iterator[tuple[int, list[float]]]:
+    """``(line number, values)`` of each record row of a CGM-GM-layout CSV: blank rows skipped, a first row that is
+    not numeric taken as the header, at least the metadata columns plus one sample. ``label`` starts each error."""
     try:
         with path.open(newline="", encoding="utf-8") as handle:
             for line_number, row in enumerate(csv.reader(handle), start=1):
@@ -109,24 +110,37 @@ def check_csv_records(path: str | Path) -> None:
                 except ValueError:
                     if line_number == 1:
                         continue  # header
-                    raise ValueError(f"records_path={str(path)!r}: line {line_number} has a non-numeric cell; "
+                    raise ValueError(f"{label}: line {line_number} has a non-numeric cell; "
                                      "expected the CGM-GM CSV layout") from None
                 if len(values) <= len(CSV_METADATA_COLUMNS):
-                    raise ValueError(f"records_path={str(path)!r}: line {line_number} has {len(values)} columns; "
+                    raise ValueError(f"{label}: line {line_number} has {len(values)} columns; "
                                      f"need the {len(CSV_METADATA_COLUMNS)} metadata columns followed by the samples")
-                return
+                yield line_number, values
     except (UnicodeDecodeError, csv.Error) as error:
-        raise ValueError(f"records_path={str(path)!r} is not a readable CSV text file ({error})") from None
-    raise ValueError(f"records_path={str(path)!r}: no records found")
+        raise ValueError(f"{label} is not a readable CSV text file ({error})") from None
+
+
+def check_csv_records(path: str | Path) -> None:
+    """Cheap check of a CGM-GM-layout CSV before any run starts: a non-empty text file whose first record row has
+    the 14 numeric metadata columns and samples (the full read, with per-record checks, is :func:`load_csv_records`)."""
+    path = require_data_file("records_path", path)
+    with closing(_csv_record_rows(path, f"records_path={str(path)!r}")) as rows:
+        if next(rows, None) is None:  # only the first record row is read
+            raise ValueError(f"records_path={str(path)!r}: no records found")
+
+
+def _import_obspy():
+    try:
+        import obspy
+    except ImportError as error:  # optional dependency
+        raise ImportError("reading miniSEED / SAC records needs ObsPy: pip install obspy") from error
+    return obspy
 
 
 def check_obspy_records(metadata_path: str | Path) -> None:
     """Check the metadata table (columns, at least one row) and every record it lists (exists, non-empty, ObsPy
     reads its header) before any run starts; the samples are read by :func:`load_obspy_records`."""
-    try:
-        import obspy
-    except ImportError as error:  # optional dependency
-        raise ImportError("reading miniSEED / SAC records needs ObsPy: pip install obspy") from error
+    obspy = _import_obspy()
     metadata_path = Path(metadata_path)
     read_csv_header("records_path", metadata_path, required=("path", *_REQUIRED_METADATA))
     with metadata_path.open(newline="", encoding="utf-8") as handle:
@@ -154,30 +168,18 @@ def load_csv_records(path: str | Path, *, sampling_rate: float = 100.0, n_sample
     meta: dict[str, list] = {k: [] for k in CSV_METADATA_COLUMNS if k not in ("n_steps", "min_frequency",
                                                                             "max_frequency", "n_frequency_steps")}
     waveforms, names = [], []
-    with path.open(newline="") as handle:
-        for line_number, row in enumerate(csv.reader(handle), start=1):
-            if not row or all(not cell.strip() for cell in row):
-                continue
-            try:
-                values = [float(cell) for cell in row]
-            except ValueError:
-                if line_number == 1:
-                    continue  # header
-                raise ValueError(f"{path}: line {line_number} has a non-numeric cell") from None
-            if len(values) <= len(CSV_METADATA_COLUMNS):
-                raise ValueError(f"{path}: line {line_number} has {len(values)} columns; need the "
-                                 f"{len(CSV_METADATA_COLUMNS)} metadata columns followed by the samples")
-            record = dict(zip(CSV_METADATA_COLUMNS, values[:len(CSV_METADATA_COLUMNS)]))
-            name = f"{path.name}:{line_number} (event {record['event_id']:g})"
-            rate = record["sampling_frequency"]
-            if not math.isfinite(rate) or rate <= 0:
-                rate = 1.0 / record["dt"] if record["dt"] > 0 else float("nan")
-            waveforms.append(fit_record(np.asarray(values[len(CSV_METADATA_COLUMNS):]), rate=rate, name=name,
-                                        sampling_rate=sampling_rate, n_samples=n_samples, skip_samples=skip_samples,
-                                        resample=resample, trim=trim))
-            names.append(name)
-            for key, values_of_key in meta.items():
-                values_of_key.append(record[key])
+    for line_number, values in _csv_record_rows(path, str(path)):
+        record = dict(zip(CSV_METADATA_COLUMNS, values[:len(CSV_METADATA_COLUMNS)]))
+        name = f"{path.name}:{line_number} (event {record['event_id']:g})"
+        rate = record["sampling_frequency"]
+        if not math.isfinite(rate) or rate <= 0:
+            rate = 1.0 / record["dt"] if record["dt"] > 0 else float("nan")
+        waveforms.append(fit_record(np.asarray(values[len(CSV_METADATA_COLUMNS):]), rate=rate, name=name,
+                                    sampling_rate=sampling_rate, n_samples=n_samples, skip_samples=skip_samples,
+                                    resample=resample, trim=trim))
+        names.append(name)
+        for key, values_of_key in meta.items():
+            values_of_key.append(record[key])
     if not waveforms:
         raise ValueError(f"{path}: no records found")
     return _finalize(meta, waveforms, names)
@@ -186,20 +188,14 @@ def load_csv_records(path: str | Path, *, sampling_rate: float = 100.0, n_sample
 def load_obspy_records(metadata_path: str | Path, *, sampling_rate: float = 100.0, n_samples: int = 6000,
                        resample: bool = True, trim: bool = True) -> dict[str, np.ndarray]:
     """miniSEED / SAC records (any format ObsPy reads) listed in a metadata CSV (see the module docstring)."""
-    try:
-        import obspy
-    except ImportError as error:  # optional dependency
-        raise ImportError("reading miniSEED / SAC records needs ObsPy: pip install obspy") from error
+    obspy = _import_obspy()
     metadata_path = Path(metadata_path)
     if not metadata_path.is_file():
         raise ValueError(f"metadata table {str(metadata_path)!r} does not exist")
-    with metadata_path.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows:
-        raise ValueError(f"{metadata_path}: no records listed")
-    missing = [k for k in ("path", *_REQUIRED_METADATA) if k not in rows[0]]
-    if missing:
-        raise ValueError(f"{metadata_path}: missing columns {missing}; required: ['path', *{list(_REQUIRED_METADATA)}]")
+    read_csv_header("records_path", metadata_path, required=("path", *_REQUIRED_METADATA))
+    with metadata_path.open(newline="", encoding="utf-8") as handle:
+        # Column names stripped as read_csv_header strips them, so a table it accepts is read the same way.
+        rows = [{(key or "").strip(): value for key, value in row.items()} for row in csv.DictReader(handle)]
     optional = [k for k in ("event_id", "rupture_distance") if k in rows[0]]
     meta: dict[str, list] = {k: [] for k in (*_REQUIRED_METADATA, *optional)}
     waveforms, names = [], []

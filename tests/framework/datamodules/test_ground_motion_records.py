@@ -8,7 +8,11 @@ import numpy as np
 import pytest
 
 from framework.datamodules.ground_motion import GroundMotionCatalog, load_csv_records, load_obspy_records
-from framework.datamodules.ground_motion.records_loader import CSV_METADATA_COLUMNS
+from framework.datamodules.ground_motion.records_loader import (
+    CSV_METADATA_COLUMNS,
+    check_csv_records,
+    check_obspy_records,
+)
 
 META = {"source_latitude": 37.9, "source_longitude": -122.1, "station_latitude": 37.8, "station_longitude": -122.3,
         "depth": 9.0, "magnitude": 3.1}
@@ -101,3 +105,44 @@ def test_obspy_loader_reads_mseed_and_sac(tmp_path):
         load_obspy_records(tmp_path / "meta.csv", resample=False)
     with pytest.raises(ValueError, match="rec0.mseed: 6500 samples .* expected exactly 6000"):
         load_obspy_records(tmp_path / "meta.csv", trim=False)
+
+
+@pytest.mark.parametrize(("content", "needle"), [
+    (None, "line 3 has a non-numeric cell; expected the CGM-GM CSV layout"),
+    ("1,2,3\n", "line 1 has 3 columns; need the 14 metadata columns followed by the samples"),
+    (",".join(CSV_METADATA_COLUMNS) + ",s0\n\n", "no records found"),
+    (b"\xff\xfe\x00bad", "is not a readable CSV text file"),
+])
+def test_csv_check_and_loader_give_the_same_errors(tmp_path, content, needle):
+    # One parser of the CGM-GM layout: the construction-time check and the full read fail alike, naming the file.
+    path = tmp_path / "records.csv"
+    if content is None:
+        _write_csv(path, [_csv_row(1, 100, np.zeros(7000)), _csv_row(2, 100, np.zeros(7000))])
+        lines = path.read_text().splitlines()
+        lines[2] = lines[2].replace(",0.0,", ",oops,", 1)
+        path.write_text("\n".join(lines) + "\n")
+        check_csv_records(path)  # the check reads the first record row only
+        with pytest.raises(ValueError, match=f"records.csv: {needle}"):
+            load_csv_records(path)
+        return
+    path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+    for read in (check_csv_records, load_csv_records):
+        with pytest.raises(ValueError, match=f"records.csv.*{needle}"):
+            read(path)
+
+
+def test_obspy_metadata_columns_are_read_as_the_check_reads_them(tmp_path):
+    obspy = pytest.importorskip("obspy")
+    trace = obspy.Trace(data=np.random.default_rng(4).standard_normal(6000) * 1e-5)
+    trace.stats.sampling_rate = 100.0
+    trace.write(str(tmp_path / "rec.mseed"), format="MSEED")
+    row = {"path": "rec.mseed", **META}
+    meta = tmp_path / "meta.csv"
+    meta.write_text(", ".join(row) + "\n" + ",".join(str(v) for v in row.values()) + "\n")  # "name, name, ..."
+    check_obspy_records(meta)
+    assert load_obspy_records(meta)["waveform"].shape == (1, 6000)
+    meta.write_text(",".join(k for k in row if k != "depth") + "\n"
+                    + ",".join(str(v) for k, v in row.items() if k != "depth") + "\n")
+    for read in (check_obspy_records, load_obspy_records):
+        with pytest.raises(ValueError, match=r"meta.csv.* lacks the columns \['depth'\]"):
+            read(meta)
