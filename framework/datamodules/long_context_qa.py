@@ -11,13 +11,13 @@ start of the answer sentence; the answer is the number.
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass
 
 import torch
 from torch.utils.data import Dataset
 
 from framework.base import FrameworkDataModule
+from framework.datamodules.offline_texts import source_paragraphs
 from framework.models.components.smollm2 import SMOLLM2_GGUF, smollm2_dir
 
 PLACES = (
@@ -73,22 +73,9 @@ def make_tokenizer(name: str):
 
 
 def prose_paragraphs() -> list[str]:
-    """English prose paragraphs of the Python documentation topics shipped with CPython (code and grammar dropped)."""
-    import pydoc_data.topics
-
-    paragraphs = []
-    for name in sorted(pydoc_data.topics.topics):
-        for block in re.split(r"\n\s*\n", pydoc_data.topics.topics[name]):
-            lines = block.splitlines()
-            if not lines or any(line.startswith((" ", "\t")) for line in lines):
-                continue  # indented blocks are code, grammar or tables
-            text = " ".join(line.strip() for line in lines)
-            if re.fullmatch(r"[*=\-~^]+", text.replace(" ", "")) or len(text) < 80:
-                continue  # section underlines and headings
-            letters = sum(c.isalpha() or c == " " for c in text)
-            if letters / len(text) > 0.85:
-                paragraphs.append(text)
-    return paragraphs
+    """English prose paragraphs of the Python documentation topics shipped with CPython (code and grammar dropped):
+    the "python_docs" source of :func:`framework.datamodules.offline_texts.source_paragraphs`, as a new list."""
+    return list(source_paragraphs("python_docs"))
 
 
 @dataclass
