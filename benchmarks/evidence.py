@@ -3,8 +3,8 @@
 Two parts:
 
 * **Intervals**, re-exported from :mod:`framework.metrics.intervals` (their one implementation): :func:`mean_se`,
-  :func:`seed_difference`, :func:`paired_bootstrap`, :func:`spearman_interval`, :func:`clopper_pearson_interval`,
-  :func:`verdict` and formatters.
+  :func:`t_interval`, :func:`seed_difference`, :func:`paired_bootstrap`, :func:`spearman_interval`,
+  :func:`clopper_pearson_interval`, :func:`verdict` and formatters.
 * **Selection protocol.** :class:`SelectionProtocol` chooses each tuned knob (hyper-parameter, epoch count,
   threshold) on a validation split disjoint from the test split, records which split chose what, and lets the test
   split be scored once per knob, after the choice. Its :meth:`SelectionProtocol.to_json` goes into the benchmark's
@@ -33,6 +33,7 @@ from framework.metrics.intervals import (  # noqa: E402
     paired_bootstrap,
     seed_difference,
     spearman_interval,
+    t_interval,
     verdict,
 )
 
@@ -40,6 +41,7 @@ __all__ = [
     "MeanSE",
     "Interval",
     "mean_se",
+    "t_interval",
     "seed_difference",
     "paired_bootstrap",
     "spearman_interval",

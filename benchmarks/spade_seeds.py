@@ -16,11 +16,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.evidence import mean_se  # noqa: E402
+from benchmarks.evidence import mean_se, t_interval  # noqa: E402
 from benchmarks.harness import benchmark_parser, markdown_table, write_results  # noqa: E402
 
 # (target, value of one seed from {model: row}, threshold, "<=" or ">=" or "abs<=")
@@ -61,8 +60,8 @@ def summarise(by_seed: dict[int, dict[str, dict]]) -> list[dict]:
         values = np.array([value(by_seed[s]) for s in complete])
         summary = mean_se(values)
         if summary.n >= 2:
-            half = float(stats.t.ppf(0.975, summary.n - 1)) * summary.se
-            low, high = summary.mean - half, summary.mean + half
+            interval = t_interval(values)
+            low, high = interval.low, interval.high
         else:
             low = high = summary.mean
         if kind == "abs<=":

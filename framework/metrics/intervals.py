@@ -1,10 +1,11 @@
 """Intervals for claims about differences: over seeds and over paired test items (numpy + scipy only).
 
-:func:`mean_se` (mean ± standard error over seeds), :func:`seed_difference` (paired t-interval of a difference over
-seeds), :func:`paired_bootstrap` (percentile bootstrap over test items of any paired statistic, via
-``scipy.stats.bootstrap``; the default statistic is the mean paired difference) and :func:`spearman_interval`
-(bootstrap over items of Spearman's ρ). :func:`clopper_pearson_interval` is the exact (Clopper–Pearson) interval of a
-success rate. :func:`verdict` states a win only when the interval excludes a tie.
+:func:`mean_se` (mean ± standard error over seeds), :func:`t_interval` (Student-t interval of a mean over seeds),
+:func:`seed_difference` (paired t-interval of a difference over seeds), :func:`paired_bootstrap` (percentile
+bootstrap over test items of any paired statistic, via ``scipy.stats.bootstrap``; the default statistic is the mean
+paired difference), :func:`spearman_interval` (bootstrap over items of Spearman's ρ) and
+:func:`clopper_pearson_interval` (exact interval of a success rate). :func:`verdict` states a win only when the
+interval excludes a tie.
 The one implementation of these routines in the project: benchmarks (``benchmarks/evidence.py``) and evaluation
 code (e.g. the Squeezed Attention needle evaluation) both use it.
 """
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-__all__ = ["MeanSE", "Interval", "mean_se", "seed_difference", "paired_bootstrap", "spearman_interval",
+__all__ = ["MeanSE", "Interval", "mean_se", "t_interval", "seed_difference", "paired_bootstrap", "spearman_interval",
            "clopper_pearson_interval", "verdict", "format_mean_se", "format_interval"]
 
 
@@ -68,16 +69,23 @@ def mean_se(values: Sequence[float]) -> MeanSE:
     return MeanSE(mean=float(array.mean()), se=se, n=int(array.size))
 
 
+def t_interval(values: Sequence[float], *, confidence: float = 0.95) -> Interval:
+    """Student-t interval of the mean of per-seed values ``[n]`` (n >= 2): ``mean ± t_{n-1} · se``."""
+    array = _values("values", values, 2)
+    level = _confidence(confidence)
+    summary = mean_se(array)
+    half = float(stats.t.ppf(0.5 + level / 2, df=array.size - 1)) * summary.se
+    return Interval(summary.mean, summary.mean - half, summary.mean + half, level, array.size, "t over seeds")
+
+
 def seed_difference(a: Sequence[float], b: Sequence[float], *, confidence: float = 0.95) -> Interval:
     """Paired t-interval of ``mean(a - b)`` over seeds (``a[i]`` and ``b[i]`` share seed ``i``; n >= 2)."""
     x, y = _values("a", a, 2), _values("b", b, 2)
     if x.shape != y.shape:
         raise ValueError(f"a ({x.size} seeds) and b ({y.size} seeds) must be paired by seed")
-    level = _confidence(confidence)
-    diff = x - y
-    summary = mean_se(diff)
-    half = float(stats.t.ppf(0.5 + level / 2, df=diff.size - 1)) * summary.se
-    return Interval(summary.mean, summary.mean - half, summary.mean + half, level, diff.size, "paired t over seeds")
+    interval = t_interval(x - y, confidence=confidence)
+    return Interval(interval.estimate, interval.low, interval.high, interval.confidence, interval.n,
+                    "paired t over seeds")
 
 
 def paired_bootstrap(a: Sequence[float], b: Sequence[float], *,

@@ -1,10 +1,11 @@
-"""clopper_pearson_interval against beta quantiles written out by hand and the closed forms at 0 and n successes."""
+"""clopper_pearson_interval against hand-written beta quantiles and the closed forms at 0 and n successes; t_interval
+against scipy.stats.t.interval."""
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from framework.metrics.intervals import clopper_pearson_interval
+from framework.metrics.intervals import clopper_pearson_interval, seed_difference, t_interval
 
 
 @pytest.mark.parametrize(("k", "n"), [(1, 1), (2, 241), (37, 71), (50, 100), (70, 71), (3, 10)])
@@ -54,3 +55,20 @@ def test_numpy_integers_are_accepted():
 def test_bad_input_names_the_value(kwargs, message):
     with pytest.raises(ValueError, match=message):
         clopper_pearson_interval(**kwargs)
+
+
+def test_t_interval_is_scipys_student_t_interval():
+    values = [0.31, 0.27, 0.35, 0.30]
+    interval = t_interval(values)
+    low, high = stats.t.interval(0.95, df=3, loc=np.mean(values), scale=stats.sem(values))
+    assert (interval.estimate, interval.n) == (pytest.approx(np.mean(values)), 4)
+    assert interval.low == pytest.approx(low, rel=1e-12) and interval.high == pytest.approx(high, rel=1e-12)
+    with pytest.raises(ValueError, match="at least 2 numbers"):
+        t_interval([1.0])
+
+
+def test_seed_difference_is_the_t_interval_of_the_differences():
+    a, b = [0.9, 0.8, 0.85, 0.7], [0.7, 0.65, 0.66, 0.72]
+    paired, direct = seed_difference(a, b, confidence=0.9), t_interval(np.subtract(a, b), confidence=0.9)
+    assert (paired.estimate, paired.low, paired.high, paired.n) == (direct.estimate, direct.low, direct.high, direct.n)
+    assert paired.method == "paired t over seeds"
