@@ -20,6 +20,26 @@ from typing import IO, Any
 __all__ = ["write_atomic", "write_text_atomic", "jsonable", "write_json_atomic"]
 
 
+def _umask() -> int:
+    try:  # Linux: read it, rather than set and restore it (which would race with other threads creating files)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
+def _file_mode(path: Path) -> int:
+    """The old file's permission bits, or those ``open(path, "w")`` would give a new one."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+
+
 def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> Path:
     """Call ``write(handle)`` on a binary handle to a temporary file next to ``path``, fsync it, rename it to
     ``path`` (creating the parent folders); the temporary file is removed if anything fails. Returns the path."""
@@ -27,6 +47,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _file_mode(path))  # mkstemp makes 0600; give the mode a plain open() would (or the old file's)
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()

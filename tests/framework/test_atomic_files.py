@@ -81,3 +81,19 @@ def test_importing_it_loads_no_heavy_package():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                             env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_a_new_file_gets_the_umask_mode_and_a_rewritten_file_keeps_its_mode(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        fresh = write_text_atomic(tmp_path / "fresh.txt", "x")
+        assert fresh.stat().st_mode & 0o777 == 0o644  # as open(..., "w") would make it, not mkstemp's 0600
+        kept = tmp_path / "kept.txt"
+        kept.write_text("old")
+        kept.chmod(0o640)
+        write_text_atomic(kept, "new")
+        assert kept.stat().st_mode & 0o777 == 0o640 and kept.read_text() == "new"
+    finally:
+        os.umask(umask)
