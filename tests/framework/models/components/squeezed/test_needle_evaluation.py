@@ -54,6 +54,31 @@ def test_needle_context_is_seeded():
     assert a == b and a.context_ids != c.context_ids
 
 
+@pytest.mark.parametrize("style, link", [("sentence", " is "), ("colon", ":")])
+def test_needle_styles_and_answer_prefix(style, link):
+    tok = ByteTokenizer()
+    para = source_paragraphs("python_docs")
+    ctx = build_needle_context(tok, context_tokens=3000, seed=4, paragraphs=para, single=2, multi_groups=(3,),
+                               qa_facts=1, needle_style=style)
+    bare = build_needle_context(tok, context_tokens=3000, seed=4, paragraphs=para, single=2, multi_groups=(3,),
+                                qa_facts=1, needle_style=style, answer_prefix=False)
+    text = tok.decode(list(ctx.context_ids))
+    assert bare.context_ids == ctx.context_ids  # the prefix only changes the assistant turn
+    for q, b in zip(ctx.questions, bare.questions):
+        assert f"{link}{q.answer_text}." in text
+        question = tok.decode(list(q.question_ids))
+        # the answer sentence, up to the code, is the assistant's prefix; without it the turn starts with the code
+        assert question.endswith(link.rstrip() + (" " if style == "sentence" else ""))
+        assert tok.decode(list(b.question_ids)).endswith("<|im_start|>assistant\n")
+        assert b.answer_ids == q.answer_ids
+
+
+def test_unknown_needle_style_is_an_error():
+    with pytest.raises(ValueError, match="needle_style must be one of"):
+        build_needle_context(ByteTokenizer(), context_tokens=3000, seed=0, paragraphs=source_paragraphs("licenses"),
+                             needle_style="table")
+
+
 def test_needle_context_too_short_is_an_error():
     with pytest.raises(ValueError, match="too short"):
         build_needle_context(ByteTokenizer(), context_tokens=500, seed=0, paragraphs=source_paragraphs("licenses"))
