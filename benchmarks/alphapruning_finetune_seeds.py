@@ -261,7 +261,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"CLI test == probe after fine-tuning: {summary['cli_test_matches_probe']}; "
           f"dense model identical across allocations: {summary['dense_identical']}")
     write_results(args.out, name="alphapruning_finetune_seeds", rows=rows, summary=summary,
-                  config=args.config, seeds=args.seeds, base_seed_stride=args.base_seed_stride, extra=args.extra)
+                  config=args.config, seeds=args.seeds, base_seed_stride=args.base_seed_stride, extra=args.extra,
+                  cli_threads=args.threads)  # environment() describes this process, not the CLI runs
     return summary
 
 
