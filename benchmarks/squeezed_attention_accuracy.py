@@ -94,7 +94,8 @@ VARIANTS = {
     "sq_sinks_topk_refine2": SqueezedVariant("sinks", "topk", refine=2.0),
 }
 # Baselines: the name in qa_evaluation.BASELINES, optionally "@token" for per-token selection.
-BASELINE_ROWS = ("oracle_topk", "quest", "window_sinks", "random", "oracle_topk@token", "quest@token")
+BASELINE_ROWS = ("oracle_topk", "quest", "window_sinks", "random", "oracle_topk@token", "quest@token", "pq_topk",
+                 "pq_topk@token")
 
 def _read_records(path: Path) -> list[dict]:
     """Question records of a JSONL file; a torn last line (interrupted write) is ignored."""
@@ -521,7 +522,7 @@ def main(argv=None) -> dict:
     p.add_argument("--val-contexts", type=int, default=1, help="validation contexts per length (needles suite)")
     p.add_argument("--test-contexts", type=int, default=5, help="test contexts per length (needles suite)")
     p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
-    p.add_argument("--baselines", nargs="*", default=list(BASELINE_ROWS), choices=list(BASELINE_ROWS),
+    p.add_argument("--baselines", nargs="*", default=list(BASELINE_ROWS[:6]), choices=list(BASELINE_ROWS),
                    help="baseline rows of the needles suite (name@token = per-token selection)")
     p.add_argument("--single", type=int, default=6, help="single needles per context (needles suite)")
     p.add_argument("--multi-groups", type=int, nargs="*", default=[3, 4],

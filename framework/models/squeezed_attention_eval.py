@@ -20,7 +20,7 @@ from torchmetrics import MeanMetric
 from framework.base import FrameworkModule
 from framework.models.components.squeezed.backbones import BACKBONES, load_backbone
 from framework.models.components.squeezed.fixed_context_index import FixedContextIndex
-from framework.models.components.squeezed.qa_evaluation import BASELINES, evaluate_question
+from framework.models.components.squeezed.qa_evaluation import BASELINES, DEFAULT_BASELINES, evaluate_question
 from framework.models.components.squeezed.squeezed_attention import SqueezedAttention
 
 METRICS = ("accuracy", "token_accuracy", "kl", "budget", "kept_fraction", "output_error", "mass_recall")
@@ -59,7 +59,7 @@ class SqueezedAttentionQAEval(FrameworkModule):
         attention_sinks: int = 4,
         budget_mode: str = "calibrated",
         kmeans_iters: int = 25,
-        baselines: list[str] = tuple(BASELINES),
+        baselines: list[str] = DEFAULT_BASELINES,
         diagnostics: bool = True,
         index_dir: str | None = None,
         optimizer: OptimizerCallable | None = None,

@@ -125,6 +125,7 @@ def kmeans(
     seed: int = 0,
     tol: float = 1e-4,
     init: str = "k-means++",
+    normalize: bool = True,
 ) -> KMeansResult:
     """Cluster the keys of every head (see the module docstring for the algorithm).
 
@@ -136,6 +137,8 @@ def kmeans(
         tol: stop when the relative inertia decrease falls below ``tol`` (or no label changes).
         init: "k-means++" (the paper's; C sequential passes over the points) or "random" (C distinct points per
             head, one step: for contexts where C passes are too slow, e.g. 128K keys x 256 heads).
+        normalize: True (the paper's cosine assignment on L2-normalized keys) or False (plain Euclidean k-means of
+            the raw vectors, e.g. for product quantization; the stored centroid is the raw mean either way).
 
     Returns:
         :class:`KMeansResult` with ``centroids [H, C, D]`` fp32 (mean of raw keys), ``labels [H, N]`` int64,
@@ -143,7 +146,7 @@ def kmeans(
     """
     _check(x, num_clusters, iters, tol, init)
     xf = x.float()
-    xn = F.normalize(xf, dim=-1, eps=1e-12)
+    xn = F.normalize(xf, dim=-1, eps=1e-12) if normalize else xf
     gen = torch.Generator(device=x.device)
     gen.manual_seed(int(seed))
     mu = _kmeanspp(xn, num_clusters, gen) if init == "k-means++" else _random_init(xn, num_clusters, gen)

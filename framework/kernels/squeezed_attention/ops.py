@@ -86,16 +86,20 @@ def kmeans(
     seed: int = 0,
     tol: float = 1e-4,
     init: str = "k-means++",
+    normalize: bool = True,
     backend: str = "auto",
 ) -> KMeansResult:
     """Cosine k-means of ``x [H, N, D]`` into ``num_clusters`` clusters per head (torch on x's device).
 
     ``init``: "k-means++" (the paper's) or "random" (C distinct points per head; one step instead of C passes).
+    ``normalize=False``: Euclidean k-means of the raw vectors instead of the cosine assignment.
 
     ``backend`` is accepted for uniformity; k-means is written in torch and runs on the GPU as is.
     """
     check_backend(backend)
-    return _kmeans(x, num_clusters, iters=iters, seed=seed, tol=tol, init=init)
+    if not isinstance(normalize, bool):
+        raise ValueError(f"normalize must be a bool, got {normalize!r}")
+    return _kmeans(x, num_clusters, iters=iters, seed=seed, tol=tol, init=init, normalize=normalize)
 
 
 def _check_sync(sync) -> None:

@@ -12,6 +12,7 @@ from torch import nn
 from framework.models.components.squeezed.answer_scoring import next_token_kl, score_answer, score_answer_rows
 from framework.models.components.squeezed.baselines import OracleTopK, QuestPages, RandomKeys, RowwiseSelector, SlidingWindowSinks
 from framework.models.components.squeezed.fixed_context_index import FixedContextIndex
+from framework.models.components.squeezed.product_quantized_selection import ProductQuantizedTopK
 from framework.models.components.squeezed.squeezed_attention import SqueezedAttention
 from framework.models.components.squeezed.transformers_backend import serve
 
@@ -20,7 +21,10 @@ BASELINES: dict[str, Callable[[float], nn.Module]] = {
     "quest": lambda b: QuestPages(budget=b, page_size=16),
     "window_sinks": lambda b: SlidingWindowSinks(budget=b, sinks=4),
     "random": lambda b: RandomKeys(budget=b, seed=0),
+    "pq_topk": lambda b: ProductQuantizedTopK(budget=b, subspaces=8, codewords=16),
 }
+# The rows every evaluation runs unless told otherwise (the paper's comparison set).
+DEFAULT_BASELINES = ("oracle_topk", "quest", "window_sinks", "random")
 
 
 @dataclass
@@ -84,7 +88,7 @@ def evaluate_question(
     *,
     budgets: tuple[float, ...],
     settings: SqueezedAttention,
-    baselines: tuple[str, ...] = tuple(BASELINES),
+    baselines: tuple[str, ...] = DEFAULT_BASELINES,
     diagnostics: bool = True,
     method_name: str = "squeezed",
     extra_variants: tuple[tuple[str, SqueezedAttention, FixedContextIndex], ...] = (),

@@ -1,0 +1,100 @@
+"""Product-quantized key scores (issue 21) against brute-force references."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from framework.kernels.squeezed_attention import kmeans
+from framework.models.components.squeezed import serve
+from framework.models.components.squeezed.baselines import OracleTopK
+from framework.models.components.squeezed.product_quantized_selection import (
+    ProductQuantizedTopK,
+    estimated_logits,
+    fit_product_quantizer,
+)
+
+
+def test_euclidean_kmeans_is_a_lloyd_fixed_point():
+    # normalize=False: every point is nearest (Euclidean, raw vectors) to its own centroid, which is its cluster mean
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.randn(1, 40, 3, generator=g) * 0.3 + 5.0, torch.randn(1, 40, 3, generator=g) * 0.3])
+    x = torch.cat([x[:1], x[1:]], 1)  # one head, two well separated blobs of very different norms
+    fit = kmeans(x, 2, iters=50, normalize=False)
+    d = torch.cdist(x[0], fit.centroids[0])
+    assert torch.equal(d.argmin(-1), fit.labels[0])
+    for c in range(2):
+        torch.testing.assert_close(fit.centroids[0, c], x[0][fit.labels[0] == c].mean(0))
+    assert sorted(fit.cluster_sizes[0].tolist()) == [40, 40]  # the blobs, which the cosine assignment would mix
+    with pytest.raises(ValueError, match="normalize must be a bool"):
+        from framework.kernels.squeezed_attention.ops import kmeans as kmeans_op
+
+        kmeans_op(x, 2, normalize=1)
+
+
+def test_estimated_logits_are_the_dot_products_with_the_reconstructed_keys():
+    g = torch.Generator().manual_seed(1)
+    keys = torch.randn(2, 30, 8, generator=g)
+    books, codes = fit_product_quantizer(keys, subspaces=4, codewords=5, iters=10)
+    assert books.shape == (2, 4, 5, 2) and codes.shape == (2, 30, 4)
+    # brute force: rebuild every key from its codewords and take q . k_hat
+    recon = torch.stack([
+        torch.stack([torch.cat([books[h, j, codes[h, n, j]] for j in range(4)]) for n in range(30)]) for h in range(2)
+    ])
+    q = torch.randn(3, 2, 5, 8, generator=g)
+    want = torch.einsum("bhrd,hnd->bhrn", q, recon)
+    torch.testing.assert_close(estimated_logits(q, books, codes), want, rtol=1e-5, atol=1e-5)
+
+
+def test_one_codeword_per_key_is_exact_and_selects_like_the_oracle(index):
+    # k = N: every sub-vector is its own codeword, so the estimate is exact and the selection is the oracle top-k
+    layer = index.layers[1]
+    n = layer.num_tokens
+    pq = ProductQuantizedTopK(budget=0.9, subspaces=4, codewords=n, kmeans_iters=3)
+    books, codes = pq.quantizer(layer)
+    q = torch.randn(1, 4, 3, 16, generator=torch.Generator().manual_seed(2))
+    grouped = q.reshape(1, 2, 6, 16)
+    torch.testing.assert_close(
+        estimated_logits(grouped, books, codes), torch.einsum("bhrd,hnd->bhrn", grouped, layer.keys[0].float()),
+        rtol=1e-4, atol=1e-4,
+    )
+    oracle = OracleTopK(budget=0.3)
+    # same key count: the oracle has no metadata, so give PQ the oracle's count through its budget
+    pq.budget = 0.3 + pq.metadata_vectors(layer) / (2.0 * n)
+    assert pq.num_keys(layer) == oracle.num_keys(layer)
+    a, b = pq.select(q, layer, scale=0.25), oracle.select(q, layer, scale=0.25)
+    torch.testing.assert_close(a.key_indices, b.key_indices)
+
+
+def test_measured_budget_charges_codes_and_codebooks(model, index):
+    pq = ProductQuantizedTopK(budget=0.5, subspaces=4, codewords=8)
+    layer = index.layers[0]
+    n, d = layer.num_tokens, layer.keys.shape[-1]
+    meta = 8 + n * 4 * math.ceil(math.log2(8)) / (16.0 * d)
+    assert pq.metadata_vectors(layer) == pytest.approx(meta)
+    question = torch.randint(3, 300, (1, 5), generator=torch.Generator().manual_seed(3))
+    with serve(model, index, pq) as session:
+        model(input_ids=question, cache=index.new_cache(), use_cache=True)
+    keys = round((0.5 - meta / (2 * n)) * n)
+    assert session.budget().budget == pytest.approx(keys / n + meta / (2 * n), rel=1e-6)
+    assert session.budget().budget == pytest.approx(0.5, abs=1.0 / n)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(subspaces=0), "subspaces must be an int >= 1"),
+        (dict(codewords=1), "codewords must be >= 2"),
+        (dict(kmeans_iters=True), "kmeans_iters must be an int >= 1"),
+    ],
+)
+def test_bad_settings_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ProductQuantizedTopK(budget=0.3, **kwargs)
+
+
+def test_head_dim_must_split_into_subspaces():
+    with pytest.raises(ValueError, match="not divisible by subspaces=3"):
+        fit_product_quantizer(torch.randn(1, 10, 8), subspaces=3, codewords=2)
