@@ -82,20 +82,30 @@ class ProductQuantizedTopK(BudgetedSelector):
         subspaces: m channel groups (the head dim must be divisible by it).
         codewords: k codewords per group (log2(k) bits per code).
         kmeans_iters: k-means iterations of the codebook fit.
+        sinks: the first `sinks` keys are always kept (attention sinks, as `SqueezedAttention(attention_sinks=...)`).
+        window: the last `window` keys are always kept (as the paper's observation window).
     """
 
-    def __init__(self, *, budget: float, subspaces: int = 8, codewords: int = 16, kmeans_iters: int = 25) -> None:
+    def __init__(
+        self, *, budget: float, subspaces: int = 8, codewords: int = 16, kmeans_iters: int = 25, sinks: int = 0,
+        window: int = 0,
+    ) -> None:
         super().__init__(budget=budget)
         for name, value in (("subspaces", subspaces), ("codewords", codewords), ("kmeans_iters", kmeans_iters)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        for name, value in (("sinks", sinks), ("window", window)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        self.sinks, self.window = sinks, window
         if codewords < 2:
             raise ValueError(f"codewords must be >= 2 (a code of at least one bit), got {codewords}")
         self.subspaces, self.codewords, self.kmeans_iters = subspaces, codewords, kmeans_iters
         self._fits: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def extra_repr(self) -> str:
-        return f"budget={self.budget}, subspaces={self.subspaces}, codewords={self.codewords}"
+        return (f"budget={self.budget}, subspaces={self.subspaces}, codewords={self.codewords}, sinks={self.sinks}, "
+                f"window={self.window}")
 
     def metadata_vectors(self, layer: LayerIndex) -> float:
         """Codebooks (k vectors) + codes (N·m·log2(k) bits at 16·D bits per key-sized vector)."""
@@ -123,4 +133,14 @@ class ProductQuantizedTopK(BudgetedSelector):
         q = query.reshape(b, hkv, (hq // hkv) * t, d)
         logits = estimated_logits(q, codebooks.to(query.device), codes.to(query.device)) * scale
         probs = torch.softmax(logits, dim=-1).mean(dim=2)  # [B, Hkv, N]
+        n = probs.shape[-1]
+        if self.sinks + self.window > self.num_keys(layer):
+            raise ValueError(
+                f"budget {self.budget} keeps {self.num_keys(layer)} keys of N={n}, fewer than sinks={self.sinks} + "
+                f"window={self.window} always kept"
+            )
+        always = torch.zeros(n, dtype=torch.bool, device=probs.device)
+        always[: self.sinks] = True
+        always[max(0, n - self.window) :] = True
+        probs = probs.masked_fill(always, float("inf"))  # kept first, whatever their estimate
         return selection_from_indices(torch.topk(probs, self.num_keys(layer), dim=-1).indices)

@@ -22,6 +22,7 @@ BASELINES: dict[str, Callable[[float], nn.Module]] = {
     "window_sinks": lambda b: SlidingWindowSinks(budget=b, sinks=4),
     "random": lambda b: RandomKeys(budget=b, seed=0),
     "pq_topk": lambda b: ProductQuantizedTopK(budget=b, subspaces=8, codewords=16),
+    "pq_sinks_window": lambda b: ProductQuantizedTopK(budget=b, subspaces=8, codewords=16, sinks=4, window=100),
 }
 # The rows every evaluation runs unless told otherwise (the paper's comparison set).
 DEFAULT_BASELINES = ("oracle_topk", "quest", "window_sinks", "random")

@@ -98,3 +98,24 @@ def test_bad_settings_are_refused(kwargs, match):
 def test_head_dim_must_split_into_subspaces():
     with pytest.raises(ValueError, match="not divisible by subspaces=3"):
         fit_product_quantizer(torch.randn(1, 10, 8), subspaces=3, codewords=2)
+
+
+def test_sinks_and_window_are_always_kept(index):
+    layer = index.layers[0]
+    n = layer.num_tokens
+    pq = ProductQuantizedTopK(budget=0.3, subspaces=4, codewords=8, sinks=3, window=10)
+    q = torch.randn(2, 4, 2, 16, generator=torch.Generator().manual_seed(5))
+    sel = pq.select(q, layer, scale=0.25)
+    books, codes = pq.quantizer(layer)
+    probs = torch.softmax(estimated_logits(q.reshape(2, 2, 4, 16), books, codes) * 0.25, -1).mean(2)  # [B, Hkv, N]
+    for b in range(2):
+        for h in range(2):
+            got = set(sel.key_indices[b, h, : int(sel.key_counts[b, h])].tolist())
+            always = set(range(3)) | set(range(n - 10, n))
+            assert always <= got and len(got) == pq.num_keys(layer)
+            # the rest are the best-estimated keys outside the always-kept ones (brute force)
+            middle = probs[b, h, 3 : n - 10]
+            want = {3 + i for i in torch.topk(middle, pq.num_keys(layer) - 13).indices.tolist()}
+            assert got - always == want
+    with pytest.raises(ValueError, match="fewer than sinks=3 \\+ window=100"):
+        ProductQuantizedTopK(budget=0.1, subspaces=4, codewords=8, sinks=3, window=100).select(q, layer, scale=0.25)
