@@ -1,7 +1,7 @@
-"""Paired comparison of one method row between two needle-record files of ``squeezed_attention_accuracy.py``.
+"""Paired comparison of method rows between two needle-record files of ``squeezed_attention_accuracy.py``.
 
     python benchmarks/squeezed_records_compare.py A.jsonl B.jsonl --method sq_sinks_topk_token --budget 0.325 \
-        [--split test] [--dense-solved-only]
+        [--method-b OTHER_ROW] [--split test] [--dense-solved-only]
 
 The two files must hold the same questions (same design options and seeds; matched by context key and question
 index) scored with different index settings (e.g. ``--centroid-fraction``). Prints accuracy, mean KL and mass
@@ -50,17 +50,21 @@ def main() -> None:
     parser.add_argument("a", type=Path)
     parser.add_argument("b", type=Path)
     parser.add_argument("--method", required=True)
+    parser.add_argument("--method-b", default=None,
+                        help="the row of file B to compare (default: --method); A and B may be the same file")
     parser.add_argument("--budget", type=float, required=True)
     parser.add_argument("--split", default="test", help="split to compare ('' for all)")
     parser.add_argument("--dense-solved-only", action="store_true")
     args = parser.parse_args()
     split = args.split or None
-    a, b = load(args.a, args.method, args.budget, split), load(args.b, args.method, args.budget, split)
+    method_b = args.method_b or args.method
+    a, b = load(args.a, args.method, args.budget, split), load(args.b, method_b, args.budget, split)
     keys = sorted(set(a) & set(b))
     if args.dense_solved_only:
         keys = [k for k in keys if a[k]["dense"]["correct"]]
     if len(keys) < 2:
-        raise SystemExit(f"error: only {len(keys)} question(s) scored by {args.method} at {args.budget} in both files")
+        raise SystemExit(f"error: only {len(keys)} question(s) scored by {args.method} (A) and {method_b} (B) at "
+                         f"{args.budget} in both files")
     for group, wanted in (("all", None), ("needles", {"single", "multi"}), ("qa", {"qa"})):
         ks = [k for k in keys if wanted is None or a[k]["task"] in wanted]
         if len(ks) < 2:

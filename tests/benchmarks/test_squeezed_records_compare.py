@@ -42,5 +42,28 @@ def test_unknown_method_is_one_clear_error(tmp_path):
     a = tmp_path / "a.jsonl"
     _write(a, [True, False], [True, True])
     out = _run(str(a), str(a), "--method", "nope", "--budget", "0.325")
-    assert out.returncode != 0 and "error: only 0 question(s) scored by nope" in out.stderr
+    assert out.returncode != 0 and "error: only 0 question(s) scored by nope (A)" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_two_rows_of_one_file(tmp_path):
+    # --method-b: another method of the same questions (here B = dense itself, which is right on every question)
+    a = tmp_path / "a.jsonl"
+    _write(a, [True, False, False, True], [True, True, True, True])
+    out = _run(str(a), str(a), "--method", "ours", "--method-b", "dense", "--budget", "0.325")
+    assert out.returncode != 0 and "scored by ours (A) and dense (B) at 0.325" in out.stderr  # dense is at 1.0
+    lines = []
+    for i, c in enumerate([True, False, False, True]):
+        records = [{"method": "dense", "target_budget": 1.0, "correct": True, "kl": 0.0, "budget": 1.0,
+                    "mass_recall": 1.0},
+                   {"method": "ours", "target_budget": 0.325, "correct": c, "kl": 0.1, "budget": 0.325,
+                    "mass_recall": 0.9},
+                   {"method": "other", "target_budget": 0.325, "correct": True, "kl": 0.0, "budget": 0.325,
+                    "mass_recall": 0.95}]
+        lines.append(json.dumps({"context_key": "ctx", "question": i, "split": "test", "task": "multi",
+                                 "records": records}))
+    a.write_text("\n".join(lines) + "\n")
+    out = _run(str(a), str(a), "--method", "ours", "--method-b", "other", "--budget", "0.325")
+    assert out.returncode == 0, out.stderr
+    # A 2/4 = 50 %, B 4/4 = 100 %: B − A = +50 points
+    assert "A 50.0 %" in out.stdout and "B 100.0 %" in out.stdout and "B − A +50.0 [" in out.stdout
