@@ -1,7 +1,7 @@
 """Paired comparison of method rows between two needle-record files of ``squeezed_attention_accuracy.py``.
 
     python benchmarks/squeezed_records_compare.py A.jsonl B.jsonl --method sq_sinks_topk_token --budget 0.325 \
-        [--method-b OTHER_ROW] [--split test] [--dense-solved-only]
+        [--method-b OTHER_ROW] [--split test] [--length 2048] [--dense-solved-only]
 
 The two files must hold the same questions (same design options and seeds; matched by context key and question
 index) scored with different index settings (e.g. ``--centroid-fraction``). Prints accuracy, mean KL and mass
@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from framework.metrics.intervals import paired_bootstrap  # noqa: E402
 
 
-def load(path: Path, method: str, budget: float, split: str | None) -> dict[tuple[str, int], dict]:
+def load(path: Path, method: str, budget: float, split: str | None, length: int | None = None
+         ) -> dict[tuple[str, int], dict]:
     """``{(context_key, question): {"row": record of method at budget, "dense": dense record, "task": ...}}``."""
     if not path.is_file():
         raise SystemExit(f"error: records file {path} does not exist")
@@ -37,6 +38,8 @@ def load(path: Path, method: str, budget: float, split: str | None) -> dict[tupl
         except json.JSONDecodeError as err:
             raise SystemExit(f"error: {path}, line {number}: not JSON ({err})") from None
         if split is not None and item.get("split") != split:
+            continue
+        if length is not None and item.get("length") != length:
             continue
         rows = {(r["method"], round(float(r["target_budget"]), 6)): r for r in item["records"]}
         row, dense = rows.get((method, round(budget, 6))), rows.get(("dense", 1.0))
@@ -55,10 +58,12 @@ def main() -> None:
     parser.add_argument("--budget", type=float, required=True)
     parser.add_argument("--split", default="test", help="split to compare ('' for all)")
     parser.add_argument("--dense-solved-only", action="store_true")
+    parser.add_argument("--length", type=int, default=None, help="only contexts of this length (tokens)")
     args = parser.parse_args()
     split = args.split or None
     method_b = args.method_b or args.method
-    a, b = load(args.a, args.method, args.budget, split), load(args.b, method_b, args.budget, split)
+    a = load(args.a, args.method, args.budget, split, args.length)
+    b = load(args.b, method_b, args.budget, split, args.length)
     keys = sorted(set(a) & set(b))
     if args.dense_solved_only:
         keys = [k for k in keys if a[k]["dense"]["correct"]]
