@@ -150,6 +150,7 @@ CLASS_INDEX: dict[str, tuple[str, ...]] = {
     'ProbabilityPath': ('framework.models.components.flow_matching.paths',),
     'ProbeCallback': ('framework.callbacks.landscape.probe_callback',),
     'ProbeLoss': ('framework.callbacks.landscape.probe_loss',),
+    'ProductQuantizedTopK': ('framework.models.components.squeezed.product_quantized_selection',),
     'PruningReport': ('framework.callbacks.pruning.prune_model',),
     'QAContext': ('framework.datamodules.long_context_qa',),
     'QuadratureNodes': ('framework.callbacks.landscape.spectral_density',),
