@@ -29,6 +29,11 @@ from framework.datamodules.offline_texts import TEXT_SOURCES, source_paragraphs 
 
 
 def parse_designs(pairs: list[list[str]]) -> dict[str, dict]:
+    """``{name: options}`` from the --design pairs; unknown option names are one clear error."""
+    import inspect
+
+    allowed = set(inspect.signature(build_needle_context).parameters) - {"tokenizer", "context_tokens", "seed",
+                                                                          "paragraphs", "source"}
     designs = {}
     for name, text in pairs:
         try:
@@ -37,6 +42,9 @@ def parse_designs(pairs: list[list[str]]) -> dict[str, dict]:
             raise SystemExit(f"error: --design {name}: not a JSON object ({err})") from None
         if not isinstance(design, dict):
             raise SystemExit(f"error: --design {name}: expected a JSON object of build_needle_context options")
+        unknown = sorted(set(design) - allowed)
+        if unknown:
+            raise SystemExit(f"error: --design {name}: unknown options {unknown}; allowed: {sorted(allowed)}")
         designs[name] = design
     return designs
 

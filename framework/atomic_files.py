@@ -26,7 +26,7 @@ def _umask() -> int:
             if line.startswith("Umask:"):
                 return int(line.split()[1], 8)
     except (OSError, ValueError, IndexError):
-        pass
+        pass  # no /proc (not Linux) or an unexpected format: fall through to the portable set-and-restore below
     umask = os.umask(0o022)
     os.umask(umask)
     return umask

@@ -252,6 +252,18 @@ class SqueezedAttention(nn.Module):
         keep = budget_to_count(self.budget, num_clustered)
         return keep, min(num_clustered, max(keep, round(self.refine_ratio * keep)))
 
+    def _cluster_scores(self, query: torch.Tensor, layer: LayerIndex, scale: float) -> torch.Tensor:
+        """[B, Hkv, C] estimated cluster probabilities under this module's radius weight and aggregation (PyTorch)."""
+        return bounded_cluster_scores_reference(
+            query,
+            layer.centroids.to(query.device),
+            layer.cluster_sizes.to(query.device),
+            scale,
+            radii=layer.cluster_radii().to(query.device) if self.radius_weight > 0 else None,
+            radius_weight=self.radius_weight,
+            aggregation=self.query_aggregation,
+        )
+
     def select(self, query: torch.Tensor, layer: LayerIndex, *, scale: float) -> Selection:
         """Pick the fixed-context keys for these queries (one selection per batch row and KV head).
 
@@ -270,15 +282,7 @@ class SqueezedAttention(nn.Module):
         else:
             rule = {"budget": self.budget}
         if self.refine_ratio:
-            scores = bounded_cluster_scores_reference(
-                query,
-                layer.centroids.to(query.device),
-                layer.cluster_sizes.to(query.device),
-                scale,
-                radii=layer.cluster_radii().to(query.device) if self.radius_weight > 0 else None,
-                radius_weight=self.radius_weight,
-                aggregation=self.query_aggregation,
-            )
+            scores = self._cluster_scores(query, layer, scale)
             keep, candidates = self.refine_counts(layer.num_clustered)
             shortlist = candidate_keys(scores, layer.key_labels, candidates)
             s0 = layer.attention_sinks
@@ -287,15 +291,7 @@ class SqueezedAttention(nn.Module):
             refined = selection_from_indices(chosen)
             selection = Selection(refined.key_indices, refined.key_counts, scores)
         elif self.bounded_scores:
-            scores = bounded_cluster_scores_reference(
-                query,
-                layer.centroids.to(query.device),
-                layer.cluster_sizes.to(query.device),
-                scale,
-                radii=layer.cluster_radii().to(query.device) if self.radius_weight > 0 else None,
-                radius_weight=self.radius_weight,
-                aggregation=self.query_aggregation,
-            )
+            scores = self._cluster_scores(query, layer, scale)
             selection = select_from_scores(scores, layer.key_labels, backend=self.backend, **rule)
         elif self.levels == 1:
             selection = centroid_lookup(
