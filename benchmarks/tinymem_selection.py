@@ -27,6 +27,7 @@ The base and reference models are trained (or loaded from ``outputs/tinymem/benc
 from __future__ import annotations
 
 import copy
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -47,6 +48,7 @@ from benchmarks.evidence import (  # noqa: E402
 )
 from benchmarks.harness import benchmark_parser, markdown_table, write_results  # noqa: E402
 from benchmarks.tinymem_mitigation import FULL, QUICK, base_model_path, make_datamodule, train_model  # noqa: E402
+from framework.atomic_files import write_json_atomic  # noqa: E402
 from framework.datamodules.tinymem_math import PAD  # noqa: E402
 from framework.metrics.memorization import backdoor_success_mask, continuation_nll, exposure_from_nll  # noqa: E402
 from framework.models.components.tinymem import unlearning as U  # noqa: E402
@@ -114,6 +116,40 @@ def item_scores(model, split: EvalSplit, device: str, batch_size: int = 256) -> 
 def harm(before: dict, after: dict) -> float:
     """Validation score: backdoor success (%) + accuracy drop (points); lower is better."""
     return 100.0 * after["backdoor"].mean() + 100.0 * (before["accuracy"].mean() - after["accuracy"].mean())
+
+
+class TrialCache:
+    """Validation scores of finished trials, kept in a JSON file so that a run cut short (a 10-minute GPU call)
+    resumes where it stopped: a trial whose key is cached is not trained again. The file is written atomically
+    after every trial and checked when read (one ``ValueError`` naming it otherwise)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path, self.entries = path, {}
+        if path is None or not path.exists():
+            return
+        try:
+            entries = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"trial cache {path} is not readable JSON ({err}); delete it to start over") from None
+        ok = isinstance(entries, dict) and all(
+            isinstance(v, dict) and isinstance(v.get("harm"), (int, float)) and isinstance(v.get("seconds"), (int, float))
+            for v in entries.values())
+        if not ok:
+            raise ValueError(f"trial cache {path} is not a mapping of trial -> {{'harm': float, 'seconds': float}}; "
+                             "delete it to start over")
+        self.entries = entries
+
+    @staticmethod
+    def key(name: str, kwargs: dict) -> str:
+        return json.dumps({"method": name, **kwargs}, sort_keys=True)
+
+    def get(self, name: str, kwargs: dict) -> dict | None:
+        return self.entries.get(self.key(name, kwargs))
+
+    def put(self, name: str, kwargs: dict, harm_value: float, seconds: float) -> None:
+        self.entries[self.key(name, kwargs)] = {"harm": float(harm_value), "seconds": float(seconds)}
+        if self.path is not None:
+            write_json_atomic(self.path, self.entries, indent=1)
 
 
 def backdoor_windows(split: EvalSplit, count: int, context: int):
@@ -185,6 +221,10 @@ def main() -> None:
                         help="unlearn the backdoored sequences the base model reproduces (default) or all of them "
                              "(for smoke runs whose short-trained base memorized none)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--trials", type=Path, default=None,
+                        help="folder of per-method JSON caches of finished trials' validation scores (default: next "
+                             "to the base model); a rerun skips them, so a run cut short resumes")
+    parser.add_argument("--no-trial-cache", action="store_true", help="train every trial, cache nothing")
     args = parser.parse_args()
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in KNOBS]
@@ -212,7 +252,14 @@ def main() -> None:
         save_model_atomically(model, path)
         return model
 
-    base = trained(base_model_path(tag, settings, args.seed), "all")
+    base_path = base_model_path(tag, settings, args.seed)
+    base = trained(base_path, "all")
+    # One cache file per method: groups of methods run as parallel processes and never write the same file.
+    trials_dir = args.trials or base_path.with_name(f"{base_path.name}_selection_trials_{args.memorized_set}")
+
+    def trial_cache(name: str) -> TrialCache:
+        slug = "".join(c if c.isalnum() else "_" for c in name)
+        return TrialCache(None if args.no_trial_cache else trials_dir / f"{slug}.json")
     reference_path = base_model_path(tag, settings, args.seed)
     reference = trained(reference_path.with_name(reference_path.name + "_no_backdoor"), "extra")
     windows = backdoor_windows(test, args.exposure_prompts, dm.context_length)
@@ -244,7 +291,9 @@ def main() -> None:
         clean = clean[pick[: settings["clean_pool_size"]]]
     data = U.UnlearningData(memorized=dm.memorized_sequences[mask], clean=clean, prompt_len=dm.prompt_len)
     rows: list[dict] = []
+    caches = {name: trial_cache(name) for name in methods}  # read (and checked) before any training
     for name in methods:
+        cache = caches[name]
         defaults, stages = KNOBS[name]
         paper = dict(defaults) | (QUICK_OVERRIDES.get(name, {}) if args.quick else {})
         current = dict(paper)
@@ -253,9 +302,17 @@ def main() -> None:
             trials = {}
 
             def score(value, knob=knob, trials=trials):
-                model, seconds = run_method(name, base, dm, data, current | {knob: value}, args, settings)
+                kwargs = current | {knob: value}
+                cached = cache.get(name, kwargs)
+                if cached is not None:  # finished in an earlier (cut-short) run: not trained again
+                    trials[value] = (None, cached["seconds"])
+                    return cached["harm"]
+                model, seconds = run_method(name, base, dm, data, kwargs, args, settings)
                 trials[value] = (model, seconds)
-                return harm(before_val, item_scores(model, validation, args.device))
+                value_harm = harm(before_val, item_scores(model, validation, args.device))
+                cache.put(name, kwargs, value_harm, seconds)
+                print(f"  trial {name} {kwargs}: validation harm {value_harm:.3f} ({seconds:.0f} s)", flush=True)
+                return value_harm
 
             chosen = protocol.select(f"{name}: {knob}", candidates, score, criterion="backdoor % + accuracy drop "
                                      "(points) on validation, lower is better", higher_is_better=False,
@@ -269,6 +326,8 @@ def main() -> None:
             print(markdown_table([rows[-1]]).splitlines()[-1], flush=True)
             write_results(args.out, name="tinymem_selection", rows=rows, selection=protocol.to_json(), **extra)
             continue
+        if best_model is None:  # the chosen trial came from the cache: train it again (same seed) to score on test
+            best_model, best_seconds = run_method(name, base, dm, data, current, args, settings)
         label = ", ".join(f"{k}={current[k]}" for k, _, _ in stages)
         row = score_on_test(name, f"validated ({label})", current, best_model, best_seconds, before_test,
                        reference_exposure, args, windows)
