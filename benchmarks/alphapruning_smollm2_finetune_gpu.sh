@@ -19,7 +19,9 @@ export HF_HUB_OFFLINE=1 WANDB_MODE=disabled PYTHONUNBUFFERED=1
 # The config's AlphaPruning entry, prune_at switched to evaluation_start (read from the YAML: no setting duplicated).
 AT_EVAL=$("$PY" -c "import json, sys, yaml; c = yaml.safe_load(open(sys.argv[1]))['trainer']['callbacks'][0]; \
 assert c['class_path'].endswith('AlphaPruning'); c['init_args']['prune_at'] = 'evaluation_start'; print(json.dumps([c]))" "$CFG") || exit 1
+STAGES=${STAGES:-dense_test pruned_val pruned_test fit finetuned_test}  # a subset resumes a partly measured run
 stage() { local name=$1; shift; local t=$SECONDS
+  case " $STAGES " in *" $name "*) ;; *) echo "$name: skipped (STAGES)" | tee -a "$OUT/stages.txt"; return;; esac
   local sub=$1; shift  # --config first: a later --config would override the stage's own arguments
   "$PY" -m framework "$sub" --config "$CFG" "$@" --trainer.accelerator "$ACC" \
     --trainer.logger lightning.pytorch.loggers.CSVLogger --trainer.logger.init_args.save_dir "$WORK" \
