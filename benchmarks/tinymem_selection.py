@@ -30,6 +30,7 @@ import copy
 import json
 import sys
 import time
+from dataclasses import asdict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,6 +40,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.evidence import (  # noqa: E402
+    Selection,
     SelectionProtocol,
     clopper_pearson_interval,
     format_interval,
@@ -150,6 +152,33 @@ class TrialCache:
         self.entries[self.key(name, kwargs)] = {"harm": float(harm_value), "seconds": float(seconds)}
         if self.path is not None:
             write_json_atomic(self.path, self.entries, indent=1)
+
+
+class FinishedMethod:
+    """A method's finished test rows and selections, so that a later (resumed) run reports them without training
+    again. Stored next to its trial cache with a fingerprint of what they depend on (knob grid, exposure sizes);
+    a file with another fingerprint is ignored (recomputed), a malformed one raises one ``ValueError``."""
+
+    def __init__(self, path: Path | None, fingerprint: dict) -> None:
+        self.path, self.fingerprint = path, json.loads(json.dumps(fingerprint, default=str))
+
+    def load(self) -> dict | None:
+        if self.path is None or not self.path.exists():
+            return None
+        try:
+            saved = json.loads(self.path.read_text())
+            ok = isinstance(saved, dict) and isinstance(saved.get("rows"), list) and \
+                isinstance(saved.get("selections"), list) and all(isinstance(r, dict) for r in saved["rows"])
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"finished-method file {self.path} is not readable JSON ({err}); delete it") from None
+        if not ok:
+            raise ValueError(f"finished-method file {self.path} lacks its 'rows' / 'selections' lists; delete it")
+        return saved if saved.get("fingerprint") == self.fingerprint else None
+
+    def save(self, rows: list[dict], selections: list[Selection]) -> None:
+        if self.path is not None:
+            write_json_atomic(self.path, {"fingerprint": self.fingerprint, "rows": rows,
+                                          "selections": [asdict(s) for s in selections]}, indent=1, default=str)
 
 
 def backdoor_windows(split: EvalSplit, count: int, context: int):
@@ -295,11 +324,28 @@ def main() -> None:
         clean = clean[pick[: settings["clean_pool_size"]]]
     data = U.UnlearningData(memorized=dm.memorized_sequences[mask], clean=clean, prompt_len=dm.prompt_len)
     rows: list[dict] = []
-    caches = {name: trial_cache(name) for name in methods}  # read (and checked) before any training
+    caches = {name: trial_cache(name) for name in methods}  # read (and checked) before any method trains
+
+    def paper_setting(name: str) -> dict:
+        return dict(KNOBS[name][0]) | (QUICK_OVERRIDES.get(name, {}) if args.quick else {})
+
+    finished_by = {name: FinishedMethod(None if caches[name].path is None else
+                                        caches[name].path.with_suffix(".finished.json"),
+                                        {"paper": paper_setting(name), "stages": KNOBS[name][1],
+                                         "candidates": args.candidates, "exposure_prompts": len(windows)})
+                   for name in methods}
+    saved_by = {name: finished.load() for name, finished in finished_by.items()}  # likewise
     for name in methods:
-        cache = caches[name]
-        defaults, stages = KNOBS[name]
-        paper = dict(defaults) | (QUICK_OVERRIDES.get(name, {}) if args.quick else {})
+        cache, stages = caches[name], KNOBS[name][1]
+        paper = paper_setting(name)
+        finished, saved = finished_by[name], saved_by[name]
+        if saved is not None:  # reported by an earlier (resumed) run: not trained again
+            rows.extend(saved["rows"])
+            for selection in saved["selections"]:
+                protocol.selections[selection["knob"]] = Selection(**selection)
+            print(f"{name}: finished in an earlier run ({finished.path})", flush=True)
+            write_results(args.out, name="tinymem_selection", rows=rows, selection=protocol.to_json(), **extra)
+            continue
         current = dict(paper)
         best_model, best_seconds = None, float("nan")
         for knob, candidates, paper_value in stages:
@@ -328,6 +374,7 @@ def main() -> None:
             rows.append(score_on_test(name, "paper (not tuned)", paper, model, seconds, before_test, reference_exposure,
                                  args, windows))
             print(markdown_table([rows[-1]]).splitlines()[-1], flush=True)
+            finished.save(rows[-1:], [])
             write_results(args.out, name="tinymem_selection", rows=rows, selection=protocol.to_json(), **extra)
             continue
         if best_model is None:  # the chosen trial came from the cache: train it again (same seed) to score on test
@@ -342,8 +389,10 @@ def main() -> None:
             model, seconds = run_method(name, base, dm, data, paper, args, settings)
             rows.append(score_on_test(name, "paper (pre-specified, not selected)", paper, model, seconds, before_test,
                                  reference_exposure, args, windows))
-        for r in rows[-2:] if current != paper else rows[-1:]:
+        mine = rows[-2:] if current != paper else rows[-1:]
+        for r in mine:
             print(markdown_table([r]).splitlines()[-1], flush=True)
+        finished.save(mine, [protocol.selections[f"{name}: {knob}"] for knob, _, _ in stages])
         write_results(args.out, name="tinymem_selection", rows=rows, selection=protocol.to_json(), **extra)
     columns = ["method", "setting", "backdoor_after", "backdoor_ci95", "accuracy_drop", "drop_ci95", "exposure",
                "exposure_minus_reference", "removed_by_exposure", "target_met_point", "target_met_interval"]
