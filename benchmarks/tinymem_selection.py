@@ -200,15 +200,43 @@ def exposures(model, windows, *, candidates: int, seed: int, device: str) -> np.
         cands = window.repeat(candidates, 1)
         cands[:, digits] = torch.randint(0, 10, (candidates, int(digits.sum())), generator=g)
         cands = cands[~(cands == window).all(dim=1)]  # the secret itself is not a candidate
-        lengths = torch.full((len(cands),), len(window))
-        secret = continuation_nll(model, prefix[None].to(device), window[None].to(device))
-        # On a GPU whole rows in big batches are fastest; on a CPU the shared-prompt prefix tree with early stopping
-        # at the secret's NLL (ranks stay exact) saves most of the FLOPs.
+        prefix, cands = prefix[None].to(device), cands.to(device)
+        secret = continuation_nll(model, prefix, window[None].to(device))
+        # Both paths are exact. Whole rows in big batches are fastest on a GPU, and on a CPU for this small model
+        # (measured: 6x the prefix tree) — unless the secret is likely: then the shared-prompt prefix tree that
+        # stops each row at the secret's NLL skips most tokens (100x on a memorized secret). A first chunk decides.
         on_cpu = torch.device(device).type == "cpu"
-        nll = continuation_nll(model, prefix[None].to(device), cands.to(device), lengths=lengths, batch_size=2048,
-                               use_cache=on_cpu, stop_at=float(secret[0]) if on_cpu else None)
+        batch = 256 if on_cpu else 2048
+        head = continuation_nll(model, prefix, cands[:batch], use_cache=False, batch_size=batch)
+        rest = cands[batch:]
+        if len(rest) and on_cpu and float((head < secret).double().mean()) < 0.05:
+            tail = continuation_nll(model, prefix, rest, batch_size=2048, stop_at=float(secret[0]))
+        elif len(rest):
+            tail = continuation_nll(model, prefix, rest, use_cache=False, batch_size=batch)
+        else:
+            tail = head[:0]
+        nll = torch.cat([head, tail])
         out.append(float(exposure_from_nll(secret, nll)[0]))
     return np.asarray(out)
+
+
+def model_exposures(path: Path, fingerprint: dict, compute: Callable[[], dict]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-prompt exposures of the reference and the base model, computed once per setting and kept in ``path``
+    (every parallel group and every resumed call needs them; the reference's take ~12 min on one CPU thread)."""
+    if path.exists():
+        try:
+            saved = json.loads(path.read_text())
+            arrays = [np.asarray(saved[k], dtype=float) for k in ("reference", "base")]
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"exposure cache {path} is damaged ({err!r}); delete it to recompute") from None
+        if saved.get("fingerprint") == fingerprint:
+            if any(a.shape != (fingerprint["exposure_prompts"],) for a in arrays):
+                raise ValueError(f"exposure cache {path} holds arrays of shapes {[a.shape for a in arrays]}, "
+                                 f"expected ({fingerprint['exposure_prompts']},); delete it to recompute")
+            return arrays[0], arrays[1]
+    fresh = compute()
+    write_json_atomic(path, {"fingerprint": fingerprint, **{k: v.tolist() for k, v in fresh.items()}}, indent=1)
+    return fresh["reference"], fresh["base"]
 
 
 def run_method(name: str, base, dm, data, kwargs: dict, args, settings: dict):
@@ -297,8 +325,12 @@ def main() -> None:
     reference = trained(reference_path.with_name(reference_path.name + "_no_backdoor"), "extra")
     windows = backdoor_windows(test, args.exposure_prompts, dm.context_length)
     before_val, before_test = item_scores(base, validation, args.device), item_scores(base, test, args.device)
-    reference_exposure = exposures(reference, windows, candidates=args.candidates, seed=args.seed, device=args.device)
-    base_exposure = exposures(base, windows, candidates=args.candidates, seed=args.seed, device=args.device)
+    reference_exposure, base_exposure = model_exposures(
+        base_path.with_name(f"{base_path.name}_exposures.json"),
+        {"candidates": args.candidates, "exposure_prompts": len(windows), "seed": args.seed},
+        lambda: {"reference": exposures(reference, windows, candidates=args.candidates, seed=args.seed,
+                                        device=args.device),
+                 "base": exposures(base, windows, candidates=args.candidates, seed=args.seed, device=args.device)})
     extra = {"settings": settings, "device": args.device, "candidates": args.candidates,
              "exposure_prompts": len(windows),
              "base": {"backdoor_test": 100 * before_test["backdoor"].mean(),

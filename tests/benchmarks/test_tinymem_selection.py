@@ -47,3 +47,51 @@ def test_finished_method_round_trip_fingerprint_and_damage(tmp_path):
     path.write_text(json.dumps({"rows": "x"}))
     with pytest.raises(ValueError, match="lacks its 'rows'"):
         FinishedMethod(path, fingerprint).load()
+
+
+def test_model_exposures_computed_once_per_setting_and_checked(tmp_path):
+    import numpy as np
+
+    from benchmarks.tinymem_selection import model_exposures
+
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"reference": np.array([0.5, 1.0]), "base": np.array([13.0, 12.5])}
+
+    path, fingerprint = tmp_path / "exposures.json", {"candidates": 10, "exposure_prompts": 2, "seed": 0}
+    ref, base = model_exposures(path, fingerprint, compute)
+    ref2, base2 = model_exposures(path, fingerprint, compute)
+    assert len(calls) == 1 and ref2.tolist() == [0.5, 1.0] and base2.tolist() == [13.0, 12.5]
+    model_exposures(path, fingerprint | {"candidates": 20}, compute)  # another setting: recomputed
+    assert len(calls) == 2
+    path.write_text('{"fingerprint": 1, "reference": "x"}')
+    with pytest.raises(ValueError, match="exposure cache .* is damaged"):
+        model_exposures(path, fingerprint, compute)
+
+
+def test_exposures_match_whole_row_scoring_on_both_paths():
+    """The chunked choice of path (prefix tree with early stop vs whole rows) gives the exact exposure."""
+    import torch
+
+    from benchmarks.tinymem_selection import exposures
+    from framework.metrics.memorization import continuation_nll, exposure_from_nll
+    from framework.models.components.tinymem.gpt2 import build_tinymem_gpt2
+
+    torch.manual_seed(0)
+    model = build_tinymem_gpt2(n_layers=1, n_embd=16, n_head=2, context_length=32).eval()
+    prefix, window = torch.randint(0, 14, (6,)), torch.tensor([1, 2, 3, 11, 4, 5])
+    pool = window.repeat(1000, 1)
+    pool[:, window < 10] = torch.randint(0, 10, (1000, 5))
+    likely = pool[continuation_nll(model, prefix[None], pool, use_cache=False).argmin()]  # the prefix-tree path
+    for window, candidates in [(window, 100), (window, 600), (likely, 600)]:  # below / above one chunk
+        got = exposures(model, [(prefix, window)], candidates=candidates, seed=3, device="cpu")[0]
+        g = torch.Generator().manual_seed(3 * 100_003)
+        digits = window < 10
+        cands = window.repeat(candidates, 1)
+        cands[:, digits] = torch.randint(0, 10, (candidates, int(digits.sum())), generator=g)
+        cands = cands[~(cands == window).all(dim=1)]
+        nll = continuation_nll(model, prefix[None], cands, use_cache=False)
+        want = exposure_from_nll(continuation_nll(model, prefix[None], window[None]), nll)[0]
+        assert abs(got - float(want)) < 1e-9
