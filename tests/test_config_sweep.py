@@ -59,3 +59,17 @@ def test_config_uses_full_class_paths(config):
                 walk(value, f"{where}[{i}]")
 
     walk(yaml.safe_load(config.read_text()), "")
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[str(p.relative_to(REPO_ROOT / "configs")) for p in CONFIGS])
+def test_step_validation_interval_counts_across_epochs(config):
+    """An integer ``val_check_interval`` counts training steps; unless ``check_val_every_n_epoch`` is null,
+    Lightning bounds it by one epoch and refuses the fit when an epoch is shorter (fast_dev_run cannot see this:
+    the SmolLM2 prune-then-fine-tune config failed so on its first real run, 100 > 17 batches per epoch)."""
+    import yaml
+
+    trainer = (yaml.safe_load(config.read_text()) or {}).get("trainer") or {}
+    interval = trainer.get("val_check_interval")
+    if isinstance(interval, int) and not isinstance(interval, bool):
+        assert "check_val_every_n_epoch" in trainer and trainer["check_val_every_n_epoch"] is None, (
+            f"{config}: val_check_interval {interval} (steps) needs check_val_every_n_epoch: null")
