@@ -8,12 +8,13 @@ probes with a 14 % median relative standard error (research note §2.1). Here th
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from framework.metrics.intervals import mean_se
 
 __all__ = ["TraceEstimate", "hutchinson_trace", "rademacher"]
 
@@ -66,11 +67,16 @@ def hutchinson_trace(
         v = rademacher(dim, generator=generator, dtype=dtype, device=device)
         samples.append(float(v @ hvp(v)))
         n = len(samples)
-        if rel_se_tol is not None and n >= max(min_samples, 2):
-            values = torch.tensor(samples, dtype=torch.float64)
-            se = float(values.std(unbiased=True)) / math.sqrt(n)
-            if se <= rel_se_tol * abs(float(values.mean())):
+        if rel_se_tol is not None and n >= max(min_samples, 2) and _finite(samples):
+            summary = mean_se(samples)
+            if summary.se <= rel_se_tol * abs(summary.mean):
                 break
     values = torch.tensor(samples, dtype=torch.float64)
-    se = float(values.std(unbiased=True)) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
-    return TraceEstimate(mean=float(values.mean()), standard_error=se, samples=values)
+    if not _finite(samples):  # a diverged operator: report it as such rather than raise mid-training
+        return TraceEstimate(mean=float(values.mean()), standard_error=float("nan"), samples=values)
+    summary = mean_se(samples)
+    return TraceEstimate(mean=summary.mean, standard_error=summary.se, samples=values)
+
+
+def _finite(samples: list[float]) -> bool:
+    return all(abs(x) < float("inf") for x in samples)
