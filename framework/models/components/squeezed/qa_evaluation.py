@@ -23,6 +23,9 @@ BASELINES: dict[str, Callable[[float], nn.Module]] = {
     "random": lambda b: RandomKeys(budget=b, seed=0),
     "pq_topk": lambda b: ProductQuantizedTopK(budget=b, subspaces=8, codewords=16),
     "pq_sinks_window": lambda b: ProductQuantizedTopK(budget=b, subspaces=8, codewords=16, sinks=4, window=100),
+    # Finer quantizers, paid from the same budget (session 7 validation): 16 groups of 4 channels, or 32 codewords.
+    "pq_m16_sinks_window": lambda b: ProductQuantizedTopK(budget=b, subspaces=16, codewords=16, sinks=4, window=100),
+    "pq_k32_sinks_window": lambda b: ProductQuantizedTopK(budget=b, subspaces=8, codewords=32, sinks=4, window=100),
 }
 # The rows every evaluation runs unless told otherwise (the paper's comparison set).
 DEFAULT_BASELINES = ("oracle_topk", "quest", "window_sinks", "random")
