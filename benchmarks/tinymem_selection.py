@@ -27,11 +27,12 @@ The base and reference models are trained (or loaded from ``outputs/tinymem/benc
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import sys
 import time
-from dataclasses import asdict
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +121,22 @@ def harm(before: dict, after: dict) -> float:
     return 100.0 * after["backdoor"].mean() + 100.0 * (before["accuracy"].mean() - after["accuracy"].mean())
 
 
+def read_state_json(path: Path, what: str):
+    """The JSON of a resume-state file, or one ``ValueError`` naming it (read before any method trains)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{what} {path} is not readable JSON ({err}); delete it to start over") from None
+
+
+def weights_digest(model_dir: Path) -> str:
+    """Short SHA-256 of a saved model's weights: resume state is only valid for the model it was computed on."""
+    digest = hashlib.sha256()
+    for file in sorted(model_dir.glob("*.safetensors")):
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 class TrialCache:
     """Validation scores of finished trials, kept in a JSON file so that a run cut short (a 10-minute GPU call)
     resumes where it stopped: a trial whose key is cached is not trained again. The file is written atomically
@@ -129,10 +146,7 @@ class TrialCache:
         self.path, self.entries = path, {}
         if path is None or not path.exists():
             return
-        try:
-            entries = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"trial cache {path} is not readable JSON ({err}); delete it to start over") from None
+        entries = read_state_json(path, "trial cache")
         ok = isinstance(entries, dict) and all(
             isinstance(v, dict) and isinstance(v.get("harm"), (int, float)) and isinstance(v.get("seconds"), (int, float))
             for v in entries.values())
@@ -165,12 +179,9 @@ class FinishedMethod:
     def load(self) -> dict | None:
         if self.path is None or not self.path.exists():
             return None
-        try:
-            saved = json.loads(self.path.read_text())
-            ok = isinstance(saved, dict) and isinstance(saved.get("rows"), list) and \
-                isinstance(saved.get("selections"), list) and all(isinstance(r, dict) for r in saved["rows"])
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"finished-method file {self.path} is not readable JSON ({err}); delete it") from None
+        saved = read_state_json(self.path, "finished-method file")
+        ok = isinstance(saved, dict) and isinstance(saved.get("rows"), list) and \
+            isinstance(saved.get("selections"), list) and all(isinstance(r, dict) for r in saved["rows"])
         if not ok:
             raise ValueError(f"finished-method file {self.path} lacks its 'rows' / 'selections' lists; delete it")
         return saved if saved.get("fingerprint") == self.fingerprint else None
@@ -224,10 +235,10 @@ def model_exposures(path: Path, fingerprint: dict, compute: Callable[[], dict]) 
     """Per-prompt exposures of the reference and the base model, computed once per setting and kept in ``path``
     (every parallel group and every resumed call needs them; the reference's take ~12 min on one CPU thread)."""
     if path.exists():
+        saved = read_state_json(path, "exposure cache")
         try:
-            saved = json.loads(path.read_text())
             arrays = [np.asarray(saved[k], dtype=float) for k in ("reference", "base")]
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"exposure cache {path} is damaged ({err!r}); delete it to recompute") from None
         if saved.get("fingerprint") == fingerprint:
             if any(a.shape != (fingerprint["exposure_prompts"],) for a in arrays):
@@ -316,7 +327,9 @@ def main() -> None:
     base_path = base_model_path(tag, settings, args.seed)
     base = trained(base_path, "all")
     # One cache file per method: groups of methods run as parallel processes and never write the same file.
-    trials_dir = args.trials or base_path.with_name(f"{base_path.name}_selection_trials_{args.memorized_set}")
+    # Keyed by the base weights: a retrained base (same path) must not reuse another model's trials.
+    trials_dir = args.trials or base_path.with_name(
+        f"{base_path.name}_selection_trials_{args.memorized_set}_{weights_digest(base_path)}")
 
     def trial_cache(name: str) -> TrialCache:
         slug = "".join(c if c.isalnum() else "_" for c in name)
@@ -327,7 +340,9 @@ def main() -> None:
     before_val, before_test = item_scores(base, validation, args.device), item_scores(base, test, args.device)
     reference_exposure, base_exposure = model_exposures(
         base_path.with_name(f"{base_path.name}_exposures.json"),
-        {"candidates": args.candidates, "exposure_prompts": len(windows), "seed": args.seed},
+        {"candidates": args.candidates, "exposure_prompts": len(windows), "seed": args.seed,
+         "base": weights_digest(base_path), "reference": weights_digest(reference_path.with_name(
+             reference_path.name + "_no_backdoor"))},
         lambda: {"reference": exposures(reference, windows, candidates=args.candidates, seed=args.seed,
                                         device=args.device),
                  "base": exposures(base, windows, candidates=args.candidates, seed=args.seed, device=args.device)})

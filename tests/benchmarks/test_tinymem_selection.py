@@ -95,3 +95,14 @@ def test_exposures_match_whole_row_scoring_on_both_paths():
         nll = continuation_nll(model, prefix[None], cands, use_cache=False)
         want = exposure_from_nll(continuation_nll(model, prefix[None], window[None]), nll)[0]
         assert abs(got - float(want)) < 1e-9
+
+
+def test_weights_digest_tells_retrained_models_apart(tmp_path):
+    from benchmarks.tinymem_selection import weights_digest
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "model.safetensors").write_bytes(b"weights one")
+    (tmp_path / "b" / "model.safetensors").write_bytes(b"weights two")
+    assert weights_digest(tmp_path / "a") == weights_digest(tmp_path / "a")
+    assert weights_digest(tmp_path / "a") != weights_digest(tmp_path / "b")
