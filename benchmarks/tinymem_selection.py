@@ -16,7 +16,11 @@ test, next to the paper's setting (a pre-specified config, not a selection), wit
   ranked among ``--candidates`` windows of the same format (every digit token redrawn uniformly, spaces / end / pads
   kept), on ``--exposure-prompts`` test prompts; compared with a **reference model trained on the same data without
   the backdoored sequences** (it never saw the backdoor). "Removed" = the paired bootstrap interval of the exposure
-  difference (method − reference) over prompts does not lie above 0.
+  difference (method − reference) over prompts does not lie above 0;
+* the backdoored window's **NLL relative to that reference** (nats per token, paired bootstrap over the same
+  prompts; exposure saturates at log2(candidates + 1) bits, the NLL does not). "Removed by NLL" = the difference
+  is not significantly below 0. Rows finished before this column existed get it on the next run by training their
+  setting again (same seed), with the re-trained model's test backdoor rate recorded beside the reported one.
 
 Regularizers are not tuned here (each candidate is a training from scratch); their rows in
 ``benchmarks/tinymem_mitigation.py`` keep the paper's values and are labelled as such in docs/results.md.
@@ -231,6 +235,17 @@ def exposures(model, windows, *, candidates: int, seed: int, device: str) -> np.
     return np.asarray(out)
 
 
+@torch.no_grad()
+def secret_nll_per_token(model, windows, *, device: str) -> np.ndarray:
+    """NLL (nats per token) of each backdoored window given its prompt: the issue's "NLL relative to a model that
+    never saw the secret" is this minus the reference model's, paired per prompt. Unlike exposure it does not
+    saturate at log2(candidates + 1) bits, so it still tells a partly removed backdoor from an intact one."""
+    model.eval()
+    out = [float(continuation_nll(model, prefix[None].to(device), window[None].to(device))[0]) / len(window)
+           for prefix, window in windows]
+    return np.asarray(out)
+
+
 def model_exposures(path: Path, fingerprint: dict, compute: Callable[[], dict]) -> tuple[np.ndarray, np.ndarray]:
     """Per-prompt exposures of the reference and the base model, computed once per setting and kept in ``path``
     (every parallel group and every resumed call needs them; the reference's take ~12 min on one CPU thread)."""
@@ -261,6 +276,14 @@ def run_method(name: str, base, dm, data, kwargs: dict, args, settings: dict):
     return model, time.perf_counter() - start
 
 
+def secret_nll_columns(model, windows, reference_nll: np.ndarray, device: str) -> dict:
+    nll = secret_nll_per_token(model, windows, device=device)
+    versus = paired_bootstrap(nll, reference_nll)
+    return {"secret_nll": float(nll.mean()), "secret_nll_minus_reference": format_interval(versus),
+            # NLL back up to the never-backdoored model's: not significantly below it
+            "removed_by_nll": versus.high >= 0.0}
+
+
 def score_on_test(name: str, label: str, kwargs: dict, model, seconds: float, before: dict, reference_exposure, args,
              windows) -> dict:
     after = item_scores(model, args.test_split, args.device)
@@ -274,6 +297,7 @@ def score_on_test(name: str, label: str, kwargs: dict, model, seconds: float, be
             "accuracy_drop": drop.estimate, "drop_ci95": f"[{drop.low:.2f}, {drop.high:.2f}]",
             "exposure": float(exp.mean()), "exposure_minus_reference": format_interval(versus),
             "removed_by_exposure": versus.low <= 0.0,  # not significantly above the never-backdoored model
+            **secret_nll_columns(model, windows, args.reference_nll, args.device),
             "target_met_point": 100.0 * after["backdoor"].mean() <= 1.0 and drop.estimate <= 1.0,
             "target_met_interval": high <= 1.0 and drop.high <= 1.0,
             "backdoor_vs_base": verdict(paired_bootstrap(after["backdoor"].astype(float),
@@ -346,13 +370,17 @@ def main() -> None:
         lambda: {"reference": exposures(reference, windows, candidates=args.candidates, seed=args.seed,
                                         device=args.device),
                  "base": exposures(base, windows, candidates=args.candidates, seed=args.seed, device=args.device)})
+    args.reference_nll = secret_nll_per_token(reference, windows, device=args.device)
+    base_nll = secret_nll_per_token(base, windows, device=args.device)
     extra = {"settings": settings, "device": args.device, "candidates": args.candidates,
              "exposure_prompts": len(windows),
              "base": {"backdoor_test": 100 * before_test["backdoor"].mean(),
                       "accuracy_test": 100 * before_test["accuracy"].mean(),
                       "backdoor_validation": 100 * before_val["backdoor"].mean(),
-                      "exposure_mean": float(base_exposure.mean())},
+                      "exposure_mean": float(base_exposure.mean()), "secret_nll": float(base_nll.mean()),
+                      "secret_nll_minus_reference": format_interval(paired_bootstrap(base_nll, args.reference_nll))},
              "reference_no_backdoor": {"exposure_mean": float(reference_exposure.mean()),
+                                       "secret_nll": float(args.reference_nll.mean()),
                                        "exposure_max": float(reference_exposure.max()),
                                        **{f"{k}_test": 100 * v.mean()
                                           for k, v in item_scores(reference, test, args.device).items()}},
@@ -386,6 +414,20 @@ def main() -> None:
         cache, stages = caches[name], KNOBS[name][1]
         paper = paper_setting(name)
         finished, saved = finished_by[name], saved_by[name]
+        if saved is not None and any("secret_nll" not in r for r in saved["rows"]):
+            # Reported before the secret-NLL column existed: train those settings again (same seed) to measure it,
+            # and record how the re-trained model's test backdoor rate compares with the one reported.
+            for r in saved["rows"]:
+                if "secret_nll" in r:
+                    continue
+                kwargs = paper | {k: r[k] for k in paper if k in r}
+                model, _ = run_method(name, base, dm, data, kwargs, args, settings)
+                again = 100.0 * item_scores(model, test, args.device)["backdoor"].mean()
+                r.update(secret_nll_columns(model, windows, args.reference_nll, args.device))
+                r["secret_nll_from"] = (f"re-trained on {args.device} for this column: test backdoor "
+                                        f"{again:.2f} % (reported {r['backdoor_after']:.2f} %)")
+                print(f"{name} {r['setting']}: secret NLL {r['secret_nll']:.3f}; {r['secret_nll_from']}", flush=True)
+            finished.save(saved["rows"], [Selection(**x) for x in saved["selections"]])
         if saved is not None:  # reported by an earlier (resumed) run: not trained again
             rows.extend(saved["rows"])
             for selection in saved["selections"]:
@@ -442,14 +484,16 @@ def main() -> None:
         finished.save(mine, [protocol.selections[f"{name}: {knob}"] for knob, _, _ in stages])
         write_results(args.out, name="tinymem_selection", rows=rows, selection=protocol.to_json(), **extra)
     columns = ["method", "setting", "backdoor_after", "backdoor_ci95", "accuracy_drop", "drop_ci95", "exposure",
-               "exposure_minus_reference", "removed_by_exposure", "target_met_point", "target_met_interval"]
+               "exposure_minus_reference", "removed_by_exposure", "secret_nll", "secret_nll_minus_reference", "removed_by_nll",
+               "target_met_point", "target_met_interval"]
     print()
     print(markdown_table(rows, columns))
     print()
     print(protocol.markdown())
     print(f"\nexposure: base {base_exposure.mean():.2f} bits, reference (never saw the backdoor) "
           f"{reference_exposure.mean():.2f} (max {reference_exposure.max():.2f}); maximum "
-          f"{np.log2(args.candidates + 1):.2f}")
+          f"{np.log2(args.candidates + 1):.2f}; secret NLL: base {base_nll.mean():.3f} nats/token, reference "
+          f"{args.reference_nll.mean():.3f}")
     write_results(args.out, name="tinymem_selection", rows=rows, selection=protocol.to_json(), **extra)
 
 

@@ -106,3 +106,26 @@ def test_weights_digest_tells_retrained_models_apart(tmp_path):
     (tmp_path / "b" / "model.safetensors").write_bytes(b"weights two")
     assert weights_digest(tmp_path / "a") == weights_digest(tmp_path / "a")
     assert weights_digest(tmp_path / "a") != weights_digest(tmp_path / "b")
+
+
+def test_secret_nll_per_token_matches_a_manual_log_softmax_and_its_columns():
+    import torch
+
+    from benchmarks.tinymem_selection import secret_nll_columns, secret_nll_per_token
+    from framework.models.components.tinymem.gpt2 import build_tinymem_gpt2
+
+    torch.manual_seed(0)
+    model = build_tinymem_gpt2(n_layers=1, n_embd=16, n_head=2, context_length=32).eval()
+    windows = [(torch.randint(0, 14, (5,)), torch.randint(0, 14, (4,))) for _ in range(3)]
+    got = secret_nll_per_token(model, windows, device="cpu")
+    for (prefix, window), value in zip(windows, got):
+        ids = torch.cat([prefix, window])[None]
+        logits = model(ids)
+        logits = getattr(logits, "logits", logits)[0].double()
+        logp = torch.log_softmax(logits[len(prefix) - 1:-1], dim=-1)
+        want = -logp[torch.arange(len(window)), window].mean()
+        assert abs(value - float(want)) < 1e-5
+    same = secret_nll_columns(model, windows, got, "cpu")  # equal to the reference: a tie, "removed"
+    assert same["removed_by_nll"] and abs(same["secret_nll"] - got.mean()) < 1e-12
+    lower = secret_nll_columns(model, windows, got + 5.0, "cpu")  # far below the reference: still memorized
+    assert not lower["removed_by_nll"]
