@@ -84,7 +84,7 @@ def _logits_chunk(
 
 @triton.jit
 def _row_log_z(pm_ptr, pl_ptr, prog, row0, R, GT, NS, BLOCK_NS: tl.constexpr, BLOCK_GT: tl.constexpr,
-               CACHE: tl.constexpr = ""):
+               CACHE: tl.constexpr):
     """``[BLOCK_GT]`` log2 of the size-weighted softmax denominator of rows ``row0 ..`` from the NS split partials
     (+inf for a row without a non-empty cluster, so all its probabilities are 0)."""
     offs_s = tl.arange(0, BLOCK_NS)
@@ -143,7 +143,7 @@ def _scores_kernel(
         count = tl.load(ids_cnt_ptr + bh)
     else:
         count = C
-    log_z = _row_log_z(pm_ptr, pl_ptr, prog, row0, R, GT, NS, BLOCK_NS, BLOCK_GT)
+    log_z = _row_log_z(pm_ptr, pl_ptr, prog, row0, R, GT, NS, BLOCK_NS, BLOCK_GT, "")
     offs_g = tl.arange(0, BLOCK_GT)
     rows = row0 + offs_g
     slot = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)

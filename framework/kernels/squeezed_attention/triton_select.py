@@ -374,7 +374,7 @@ def _coarse_rows(pm_ptr, pl_ptr, bh, H, R, GT, NS, FROM_LOGITS: tl.constexpr, AL
         prog = bh
         row0 = 0
     if FROM_LOGITS:
-        log_z = _row_log_z(pm_ptr, pl_ptr, prog, row0, R, GT, NS, BLOCK_NS, BLOCK_GT)
+        log_z = _row_log_z(pm_ptr, pl_ptr, prog, row0, R, GT, NS, BLOCK_NS, BLOCK_GT, "")
     else:
         log_z = tl.zeros([BLOCK_GT], tl.float32)
     return prog, row0, log_z
