@@ -129,3 +129,31 @@ def test_secret_nll_per_token_matches_a_manual_log_softmax_and_its_columns():
     assert same["removed_by_nll"] and abs(same["secret_nll"] - got.mean()) < 1e-12
     lower = secret_nll_columns(model, windows, got + 5.0, "cpu")  # far below the reference: still memorized
     assert not lower["removed_by_nll"]
+
+
+def test_backfill_secret_nll_retrains_only_rows_without_the_column():
+    """Rows reported before the secret-NLL column are re-trained with their own knobs (the paper's elsewhere) and
+    get the column plus a note comparing the re-trained test backdoor rate with the reported one; others stay."""
+    from benchmarks.tinymem_selection import backfill_secret_nll
+
+    paper = {"ratio": 0.01, "epochs": 10, "lr": 1e-5}
+    done = {"method": "M", "setting": "paper", "ratio": 0.01, "backdoor_after": 5.0, "secret_nll": 3.0}
+    old = {"method": "M", "setting": "validated", "ratio": 0.005, "epochs": 1, "backdoor_after": 0.0,
+           "shard": "ignored: not a knob"}
+    rows = [dict(done), old]
+    trained = []
+
+    def retrain(kwargs):
+        trained.append(kwargs)
+        return f"model{len(trained)}"
+
+    changed = backfill_secret_nll("M", rows, paper, retrain=retrain, test_backdoor=lambda model: 0.83,
+                                  columns=lambda model: {"secret_nll": 2.5, "from_model": model}, device="cpu")
+    assert changed and rows[0] == done  # the row that had the column is untouched
+    assert trained == [{"ratio": 0.005, "epochs": 1, "lr": 1e-5}]  # row's knobs over the paper's; no extra keys
+    assert rows[1]["secret_nll"] == 2.5 and rows[1]["from_model"] == "model1"
+    assert rows[1]["secret_nll_from"] == "re-trained on cpu for this column: test backdoor 0.83 % (reported 0.00 %)"
+    # a second pass finds nothing to do and trains nothing
+    assert not backfill_secret_nll("M", rows, paper, retrain=retrain, test_backdoor=lambda model: 0.0,
+                                   columns=lambda model: {}, device="cpu")
+    assert len(trained) == 1
