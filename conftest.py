@@ -20,6 +20,11 @@ os.environ["WANDB_MODE"] = "disabled"
 os.environ["WANDB_SILENT"] = "true"
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("PYTHONHASHSEED", "0")
+if os.environ.get("FRAMEWORK_TRITON_COMPILE_ARCH"):
+    # Interpreted kernels are also compiled for this GPU architecture (ptxas, no GPU): `make gpu-compile-check`.
+    from framework.kernels.gpu_compile_check import install_from_env
+
+    install_from_env()
 
 import pytest  # noqa: E402
 
@@ -31,3 +36,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not os.environ.get("FRAMEWORK_TRITON_COMPILE_ARCH"):
+        return
+    from framework.kernels.gpu_compile_check import installed
+
+    log = installed()
+    total = sum(log.kernels.values())
+    terminalreporter.write_line(f"compiled for sm_{log.arch}: {total} specializations of {len(log.kernels)} kernels")
+    for name, count in sorted(log.kernels.items()):
+        terminalreporter.write_line(f"  {count:4d}  {name}  (shared memory up to {log.max_shared[name]:,} bytes)")
