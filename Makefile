@@ -59,7 +59,7 @@ gpu-compile-check: setup
 	  sys.exit(triton.__version__ != '$(GPU_TRITON)'.split('==')[1])" 2>/dev/null || \
 	  $(BIN)/python -m pip install --no-deps --upgrade --target $(GPU_TRITON_DIR) "$(GPU_TRITON)"
 	PYTHONPATH=$(GPU_TRITON_DIR) FRAMEWORK_TRITON_COMPILE_ARCH=$(GPU_ARCH) $(BIN)/python -m pytest -q \
-	  -p no:cacheprovider tests/framework/kernels
+	  -p no:cacheprovider tests/framework/kernels tests/framework/models/components/squeezed
 
 # torch stays at TORCH_SPEC (the CPU build): the newest torch on PyPI is the multi-GB CUDA build. Everything else is
 # upgraded eagerly to its newest release, ignoring constraints.txt.
