@@ -6,8 +6,9 @@
     python benchmarks/flow_matching_seeds.py fm_seed0.json fm_seed1.json fm_seed2.json --intervals 10 \\
         --out benchmarks/results/flow_matching_full_seeds.json
 
-A difference "holds" (the bridge is better) when its mean is negative and more than two standard errors from 0;
-"reversed" when positive by the same margin; otherwise "within noise". Each input is one seed (its ``--seed``); the
+A difference "holds" (the bridge is better) when its 95 % paired t-interval over seeds lies below 0; "reversed"
+when it lies above 0; otherwise "within noise". Measures: the test rollout RFNE at ``--intervals`` and the mean
+validation RFNE over training checkpoints (the convergence claim). Each input is one seed (its ``--seed``); the
 same seed may not appear twice.
 """
 
@@ -23,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harness import markdown_table, write_results  # noqa: E402
-from framework.metrics.intervals import mean_se  # noqa: E402
+from framework.metrics.intervals import mean_se, seed_difference  # noqa: E402
 
 
 def mean_and_standard_error(values: list[float]) -> tuple[float, float]:
@@ -32,30 +33,42 @@ def mean_and_standard_error(values: list[float]) -> tuple[float, float]:
     return summary.mean, summary.se
 
 
+MEASURES = {"rfne": "test rollout RFNE at the chosen interval count",
+            "val_rfne_mean": "mean validation RFNE over training checkpoints (the convergence claim)"}
+
+
 def pool(runs: dict[int, list[dict]], intervals: int) -> tuple[list[dict], list[dict]]:
-    """``runs``: seed -> rows of one flow_matching_paths JSON. Returns (per-path rows, paired differences)."""
-    rfne: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
+    """``runs``: seed -> rows of one flow_matching_paths JSON. Returns (per-path rows, paired differences).
+
+    For each measure in ``MEASURES`` present in the rows: mean ± standard error per path over seeds, and for every
+    path the paired (same seed) difference bridge − path with a 95 % paired t-interval over seeds. The verdict on
+    "the bridge is better" is "holds" when the interval lies below 0, "reversed" above 0, else "within noise".
+    """
+    values: dict[tuple[str, str, str], dict[int, float]] = defaultdict(dict)
     for seed, rows in runs.items():
         for row in rows:
-            if row["intervals"] == intervals:
-                rfne[(row["system"], row["path"])][seed] = float(row["rfne"])
+            if row["intervals"] != intervals:
+                continue
+            for measure in MEASURES:
+                if row.get(measure) is not None:
+                    values[(measure, row["system"], row["path"])][seed] = float(row[measure])
     per_path, paired = [], []
-    for (system, path), by_seed in sorted(rfne.items()):
+    for (measure, system, path), by_seed in sorted(values.items()):
         mean, se = mean_and_standard_error(list(by_seed.values()))
-        per_path.append({"system": system, "path": path, "intervals": intervals, "seeds": len(by_seed),
-                         "rfne_mean": mean, "rfne_se": se})
-        bridge = rfne.get((system, "bridge"), {})
+        per_path.append({"measure": measure, "system": system, "path": path, "intervals": intervals,
+                         "seeds": len(by_seed), "mean": mean, "se": se})
+        bridge = values.get((measure, system, "bridge"), {})
         if path == "bridge" or not bridge:
             continue
         common = sorted(set(bridge) & set(by_seed))
-        if not common:
+        if len(common) < 2:
             continue
-        diff_mean, diff_se = mean_and_standard_error([bridge[s] - by_seed[s] for s in common])
-        verdict = ("holds" if diff_mean < 0 and abs(diff_mean) > 2 * diff_se else
-                   "reversed" if diff_mean > 0 and abs(diff_mean) > 2 * diff_se else "within noise")
-        paired.append({"system": system, "bridge_minus": path, "intervals": intervals, "seeds": len(common),
-                       "difference_mean": diff_mean, "difference_se": diff_se,
-                       "bridge_better_claim": verdict})
+        diff = seed_difference([bridge[s] for s in common], [by_seed[s] for s in common])
+        verdict = "holds" if diff.high < 0 else "reversed" if diff.low > 0 else "within noise"
+        paired.append({"measure": measure, "system": system, "bridge_minus": path, "intervals": intervals,
+                       "seeds": len(common), "difference_mean": diff.estimate,
+                       "difference_se": mean_and_standard_error([bridge[s] - by_seed[s] for s in common])[1],
+                       "difference_ci95": [diff.low, diff.high], "bridge_better_claim": verdict})
     return per_path, paired
 
 
