@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harness import markdown_table, write_results  # noqa: E402
-from framework.metrics.intervals import mean_se, seed_difference  # noqa: E402
+from framework.metrics.intervals import mean_se, seed_difference, t_interval  # noqa: E402
 
 
 def mean_and_standard_error(values: list[float]) -> tuple[float, float]:
@@ -72,6 +72,28 @@ def pool(runs: dict[int, list[dict]], intervals: int) -> tuple[list[dict], list[
     return per_path, paired
 
 
+def few_step(runs: dict[int, list[dict]], path: str = "bridge", steps: tuple[int, ...] = (5, 10),
+             reference: int = 50, tolerance: float = 1.05) -> list[dict]:
+    """The few-step claim: RFNE at ``steps`` solver intervals over RFNE at ``reference``, per system, with a 95 %
+    t-interval over seeds; "holds" when the interval lies below ``tolerance`` (within 5 % of the many-step error)."""
+    ratios: dict[tuple[str, int], list[float]] = defaultdict(list)
+    for rows in runs.values():
+        by = {(r["system"], r["intervals"]): float(r["rfne"]) for r in rows if r["path"] == path}
+        for (system, intervals), value in by.items():
+            if intervals in steps and (system, reference) in by:
+                ratios[(system, intervals)].append(value / by[(system, reference)])
+    out = []
+    for (system, intervals), values in sorted(ratios.items()):
+        if len(values) < 2:
+            continue
+        interval = t_interval(values)
+        out.append({"system": system, "path": path, "intervals": intervals, "versus": reference, "seeds": len(values),
+                    "ratio_mean": interval.estimate, "ratio_ci95": [interval.low, interval.high],
+                    "within_5_percent": "holds" if interval.high <= tolerance else
+                    "fails" if interval.low > tolerance else "undecided"})
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results", nargs="+", type=Path, help="flow_matching_paths.py JSON files, one per seed")
@@ -92,10 +114,14 @@ def main() -> None:
             parser.error(f"seed {seed} appears twice ({path})")
         runs[seed] = payload["rows"]
     per_path, paired = pool(runs, args.intervals)
+    steps = few_step(runs)
     print(markdown_table(per_path))
     print()
     print(markdown_table(paired))
-    write_results(args.out, name="flow_matching_seeds", rows=per_path, paired=paired, seeds=sorted(runs),
+    print()
+    print(markdown_table(steps))
+    write_results(args.out, name="flow_matching_seeds", rows=per_path, paired=paired, few_step=steps,
+                  seeds=sorted(runs),
                   inputs=[str(p) for p in args.results])
 
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 from scipy import stats
 
-from benchmarks.flow_matching_seeds import mean_and_standard_error, pool
+from benchmarks.flow_matching_seeds import few_step, mean_and_standard_error, pool
 
 
 def test_mean_and_standard_error_match_numpy():
@@ -53,3 +53,17 @@ def test_validation_convergence_measure_is_pooled_too():
     assert math.isclose(val["difference_mean"], -0.005) and val["bridge_better_claim"] == "holds"
     (test,) = [r for r in paired if r["measure"] == "rfne"]
     assert test["difference_mean"] == 0.0 and test["bridge_better_claim"] == "within noise"
+
+
+def test_few_step_ratio_interval_against_scipy():
+    def rows(r5, r10, r50):
+        return [{"system": "ns", "path": "bridge", "intervals": k, "rfne": v} for k, v in ((5, r5), (10, r10), (50, r50))]
+
+    runs = {0: rows(0.101, 0.100, 0.100), 1: rows(0.099, 0.1, 0.1), 2: rows(0.1005, 0.1, 0.1)}
+    five, ten = few_step(runs)
+    r = np.array([1.01, 0.99, 1.005])
+    assert five["intervals"] == 5 and math.isclose(five["ratio_mean"], r.mean())
+    assert np.allclose(five["ratio_ci95"], stats.t.interval(0.95, df=2, loc=r.mean(), scale=stats.sem(r)))
+    assert five["within_5_percent"] == "holds" and ten["ratio_mean"] == 1.0
+    far = few_step({s: rows(0.2 + s / 100, 0.1, 0.1) for s in range(3)})
+    assert far[0]["within_5_percent"] == "fails"
