@@ -119,3 +119,11 @@ def test_sinks_and_window_are_always_kept(index):
             assert got - always == want
     with pytest.raises(ValueError, match="fewer than sinks=3 \\+ window=100"):
         ProductQuantizedTopK(budget=0.1, subspaces=4, codewords=8, sinks=3, window=100).select(q, layer, scale=0.25)
+
+
+def test_default_quantizer_is_the_validated_one():
+    """The default groups are the issue-21 choice: the `pq_m16_sinks_window` evaluation row without its sinks/window."""
+    from framework.models.components.squeezed.qa_evaluation import BASELINES
+
+    default, chosen = ProductQuantizedTopK(budget=0.3), BASELINES["pq_m16_sinks_window"](0.3)
+    assert (default.subspaces, default.codewords) == (chosen.subspaces, chosen.codewords) == (16, 16)
