@@ -26,6 +26,10 @@ BASELINES: dict[str, Callable[[float], nn.Module]] = {
     # Finer quantizers, paid from the same budget (session 7 validation): 16 groups of 4 channels, or 32 codewords.
     "pq_m16_sinks_window": lambda b: ProductQuantizedTopK(budget=b, subspaces=16, codewords=16, sinks=4, window=100),
     "pq_k32_sinks_window": lambda b: ProductQuantizedTopK(budget=b, subspaces=8, codewords=32, sinks=4, window=100),
+    # Shorter always-kept windows (session 9): at 2K and budget 0.125 the 100-key window + 4 sinks take 104 of the
+    # ~184 keys left after the codes, so the estimate chooses only ~80.
+    "pq_m16_sinks_w32": lambda b: ProductQuantizedTopK(budget=b, subspaces=16, codewords=16, sinks=4, window=32),
+    "pq_m16_sinks": lambda b: ProductQuantizedTopK(budget=b, subspaces=16, codewords=16, sinks=4, window=0),
 }
 # The rows every evaluation runs unless told otherwise (the paper's comparison set).
 DEFAULT_BASELINES = ("oracle_topk", "quest", "window_sinks", "random")
