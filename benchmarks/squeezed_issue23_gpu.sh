@@ -5,14 +5,9 @@
 # Each stage has its own time limit; every benchmark rewrites its JSON after each measurement.
 set -u
 OUT=${OUT:-out}
-mkdir -p "$OUT"
-# The GPU image may name its interpreter python3 only.
-command -v python >/dev/null || { mkdir -p /tmp/bin && ln -sf "$(command -v python3)" /tmp/bin/python && export PATH=/tmp/bin:$PATH; }
-export PYTHONPATH=$PWD HF_HUB_OFFLINE=1 WANDB_MODE=disabled TRITON_INTERPRET=0
 STAGES=${STAGES:-"gpu_tests speed_targets gen_128k gen_64k"}  # a subset when device time is short
-stage() { local limit=$1 name=$2; shift 2; local t=$SECONDS
-  case " $STAGES " in *" $name "*) ;; *) echo "$name: skipped (STAGES)" | tee -a "$OUT/stages.txt"; return;; esac
-  timeout "$limit" "$@" > "$OUT/$name.log" 2>&1; echo "$name: rc=$? $((SECONDS - t)) s" | tee -a "$OUT/stages.txt"; }
+source "$(dirname "$0")/gpu_call.sh"
+export PYTHONPATH=$PWD HF_HUB_OFFLINE=1 WANDB_MODE=disabled TRITON_INTERPRET=0
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$OUT/gpu.txt" 2>&1
 stage 140 gpu_tests python -m pytest -m gpu -v -p no:cacheprovider -rf --durations=5 tests/framework/kernels/squeezed_attention \
   tests/framework/models/components/squeezed/test_static_decoding_gpu.py
@@ -25,4 +20,5 @@ stage 90 gen_64k python benchmarks/squeezed_attention_generation.py --contexts 6
 for f in gen_128k gen_64k; do
   [ -f "$OUT/$f.json" ] && python benchmarks/squeezed_attention_generation.py --render "$OUT/$f.json" > "$OUT/$f.md" 2>&1
 done
-cat "$OUT/stages.txt"
+cat "$OUT/stages.txt"; tail -n 3 "$OUT"/*.log 2>/dev/null
+pack_logs

@@ -6,17 +6,14 @@
 # what it measured.
 set -u
 OUT=${OUT:-out}
-mkdir -p "$OUT"
-command -v python >/dev/null || { mkdir -p /tmp/bin && ln -sf "$(command -v python3)" /tmp/bin/python && export PATH=/tmp/bin:$PATH; }
-python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-  > "$OUT/pip.log" 2>&1 || { echo "wheels failed"; tail -5 "$OUT/pip.log"; exit 1; }
-export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 WANDB_MODE=disabled PYTHONUNBUFFERED=1
 STAGES=${STAGES:-"listops cgm_gm"}
-stage() { local limit=$1 name=$2; shift 2; local t=$SECONDS
-  case " $STAGES " in *" $name "*) ;; *) echo "$name: skipped (STAGES)" | tee -a "$OUT/stages.txt"; return;; esac
-  timeout "$limit" "$@" > "$OUT/$name.log" 2>&1; echo "$name: rc=$? $((SECONDS - t)) s" | tee -a "$OUT/stages.txt"; }
+source "$(dirname "$0")/gpu_call.sh"
+python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+  > "$OUT/pip.log" 2>&1 || { echo "wheels failed"; tail -n 5 "$OUT/pip.log"; exit 1; }
+export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 WANDB_MODE=disabled PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$OUT/gpu.txt" 2>&1
 T="python benchmarks/training_throughput.py --steps 200 --warmup 30 --timeout 95"
 stage 290 listops $T --configs listops --variants before graphed static --out "$OUT/tp_listops.json"
 stage 290 cgm_gm $T --configs cgm_gm --variants before graphed static --out "$OUT/tp_cgm_gm.json"
-cat "$OUT/stages.txt"; tail -4 "$OUT/listops.log" "$OUT/cgm_gm.log"
+cat "$OUT/stages.txt"; tail -n 4 "$OUT"/*.log 2>/dev/null
+pack_logs
