@@ -14,6 +14,11 @@ vectors) plus the codes (N·m·log2(k) bits → N·m·log2(k) / (16·D) vectors)
 The selector ranks all N fixed-context keys by the estimated attention probability (softmax of the estimated logits
 per query, averaged over the group's queries: the rule of `OracleTopK`) and keeps the top ones; the codebooks are
 fitted lazily per layer (Euclidean k-means of each channel group, `kmeans(normalize=False)`) and cached.
+
+``head_allocation="mass"`` (ours, session 10) spends the layer's keys jointly over its KV heads: each head's estimate
+is a probability distribution over the same N keys, so keeping the Hkv·K largest estimated probabilities of all
+heads together maximizes the estimated attention mass kept at the same total count — a head whose attention is
+concentrated gives keys to one whose attention is spread. The per-head top-K (``"equal"``) is the default.
 """
 
 from __future__ import annotations
@@ -85,13 +90,20 @@ class ProductQuantizedTopK(BudgetedSelector):
         kmeans_iters: k-means iterations of the codebook fit.
         sinks: the first `sinks` keys are always kept (attention sinks, as `SqueezedAttention(attention_sinks=...)`).
         window: the last `window` keys are always kept (as the paper's observation window).
+        head_allocation: ``"equal"`` keeps K keys per KV head; ``"mass"`` keeps the Hkv·K keys of largest estimated
+            probability over all the layer's KV heads of a batch row together (the same total, so the same measured
+            budget), each head keeping at least its sinks and window. ``"mass"`` builds its selection through one host
+            sync (the largest per-head count), so it is for evaluation, not for a graph-captured decode step.
     """
 
     def __init__(
         self, *, budget: float, subspaces: int = 16, codewords: int = 16, kmeans_iters: int = 25, sinks: int = 0,
-        window: int = 0,
+        window: int = 0, head_allocation: str = "equal",
     ) -> None:
         super().__init__(budget=budget)
+        if head_allocation not in ("equal", "mass"):
+            raise ValueError(f"head_allocation must be 'equal' or 'mass', got {head_allocation!r}")
+        self.head_allocation = head_allocation
         for name, value in (("subspaces", subspaces), ("codewords", codewords), ("kmeans_iters", kmeans_iters)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
@@ -106,7 +118,7 @@ class ProductQuantizedTopK(BudgetedSelector):
 
     def extra_repr(self) -> str:
         return (f"budget={self.budget}, subspaces={self.subspaces}, codewords={self.codewords}, sinks={self.sinks}, "
-                f"window={self.window}")
+                f"window={self.window}, head_allocation={self.head_allocation!r}")
 
     def metadata_vectors(self, layer: LayerIndex) -> float:
         """Codebooks (k vectors) + codes (N·m·log2(k) bits at 16·D bits per key-sized vector)."""
@@ -127,7 +139,8 @@ class ProductQuantizedTopK(BudgetedSelector):
         return self._fits[key][1], self._fits[key][2]
 
     def select(self, query: torch.Tensor, layer: LayerIndex, *, scale: float) -> Selection:
-        """Args: query [B, Hq, T, D]. Returns a `Selection` of exactly `num_keys` keys per (B, Hkv)."""
+        """Args: query [B, Hq, T, D]. Returns a `Selection` of `num_keys` keys per (B, Hkv) — per head with
+        ``head_allocation="equal"``, on average over the Hkv heads of each batch row with ``"mass"``."""
         codebooks, codes = self.quantizer(layer)
         b, hq, t, d = query.shape
         hkv = codebooks.shape[0]
@@ -144,4 +157,21 @@ class ProductQuantizedTopK(BudgetedSelector):
         always[: self.sinks] = True
         always[max(0, n - self.window) :] = True
         probs = probs.masked_fill(always, float("inf"))  # kept first, whatever their estimate
-        return selection_from_indices(torch.topk(probs, self.num_keys(layer), dim=-1).indices)
+        k = self.num_keys(layer)
+        if self.head_allocation == "equal" or hkv == 1:
+            return selection_from_indices(torch.topk(probs, k, dim=-1).indices)
+        # One pool of Hkv·N keys per batch row: its Hkv·K largest estimates (the forced keys, Hkv·(S + W) <= Hkv·K,
+        # come first). Indices into the pool decompose as head · N + key.
+        flat = torch.topk(probs.reshape(b, hkv * n), hkv * k, dim=-1).indices  # [B, Hkv·K]
+        head, key = flat // n, flat % n
+        counts = torch.zeros(b, hkv, dtype=torch.int64, device=probs.device)
+        counts.scatter_add_(1, head, torch.ones_like(head))
+        k_max = int(counts.max().item())
+        # Per head, its chosen keys in pool order (sort by head, stable), placed in slots 0 .. count - 1.
+        order = torch.sort(head, dim=-1, stable=True).indices
+        head, key = head.gather(1, order), key.gather(1, order)
+        start = torch.cumsum(counts, dim=1) - counts  # [B, Hkv] first pool slot of each head
+        slot = torch.arange(hkv * k, device=probs.device).unsqueeze(0) - start.gather(1, head)
+        indices = torch.zeros(b, hkv, k_max, dtype=torch.int64, device=probs.device)
+        indices[torch.arange(b, device=probs.device).unsqueeze(1), head, slot] = key
+        return selection_from_indices(indices, counts)

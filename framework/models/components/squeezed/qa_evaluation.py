@@ -30,6 +30,9 @@ BASELINES: dict[str, Callable[[float], nn.Module]] = {
     # ~184 keys left after the codes, so the estimate chooses only ~80.
     "pq_m16_sinks_w32": lambda b: ProductQuantizedTopK(budget=b, subspaces=16, codewords=16, sinks=4, window=32),
     "pq_m16_sinks": lambda b: ProductQuantizedTopK(budget=b, subspaces=16, codewords=16, sinks=4, window=0),
+    # Keys spent jointly over a layer's KV heads by estimated probability (session 10; same total, same budget).
+    "pq_m16_sinks_mass": lambda b: ProductQuantizedTopK(budget=b, subspaces=16, codewords=16, sinks=4, window=0,
+                                                        head_allocation="mass"),
 }
 # The rows every evaluation runs unless told otherwise (the paper's comparison set).
 DEFAULT_BASELINES = ("oracle_topk", "quest", "window_sinks", "random")

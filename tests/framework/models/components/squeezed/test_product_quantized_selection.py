@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -68,8 +69,9 @@ def test_one_codeword_per_key_is_exact_and_selects_like_the_oracle(index):
     torch.testing.assert_close(a.key_indices, b.key_indices)
 
 
-def test_measured_budget_charges_codes_and_codebooks(model, index):
-    pq = ProductQuantizedTopK(budget=0.5, subspaces=4, codewords=8)
+@pytest.mark.parametrize("allocation", ["equal", "mass"])
+def test_measured_budget_charges_codes_and_codebooks(model, index, allocation):
+    pq = ProductQuantizedTopK(budget=0.5, subspaces=4, codewords=8, head_allocation=allocation)
     layer = index.layers[0]
     n, d = layer.num_tokens, layer.keys.shape[-1]
     meta = 8 + n * 4 * math.ceil(math.log2(8)) / (16.0 * d)
@@ -127,3 +129,56 @@ def test_default_quantizer_is_the_validated_one():
 
     default, chosen = ProductQuantizedTopK(budget=0.3), BASELINES["pq_m16_sinks_window"](0.3)
     assert (default.subspaces, default.codewords) == (chosen.subspaces, chosen.codewords) == (16, 16)
+
+
+def _estimated_probs(pq, q, layer, scale=0.25):
+    books, codes = pq.quantizer(layer)
+    b, hq, t, d = q.shape
+    hkv = books.shape[0]
+    return torch.softmax(estimated_logits(q.reshape(b, hkv, hq // hkv * t, d), books, codes) * scale, -1).mean(2)
+
+
+def test_mass_allocation_keeps_the_largest_estimates_of_all_heads_together(index):
+    layer = index.layers[0]
+    n = layer.num_tokens
+    pq = ProductQuantizedTopK(budget=0.3, subspaces=4, codewords=8, sinks=2, window=5, head_allocation="mass")
+    q = torch.randn(3, 4, 2, 16, generator=torch.Generator().manual_seed(7)) * 3.0  # peaked heads
+    sel = pq.select(q, layer, scale=0.25)
+    probs = _estimated_probs(pq, q, layer)  # [B, Hkv, N]
+    k, hkv = pq.num_keys(layer), probs.shape[1]
+    always = set(range(2)) | set(range(n - 5, n))
+    for b in range(3):
+        chosen = {(h, i) for h in range(hkv) for i in sel.key_indices[b, h, : int(sel.key_counts[b, h])].tolist()}
+        assert int(sel.key_counts[b].sum()) == hkv * k == len(chosen)  # same total as K per head
+        assert all((h, i) in chosen for h in range(hkv) for i in always)
+        # brute force: the remaining slots are the largest estimates among every head's other keys
+        pool = sorted(((float(probs[b, h, i]), h, i) for h in range(hkv) for i in range(n) if i not in always),
+                      reverse=True)
+        want = {(h, i) for _, h, i in pool[: hkv * k - hkv * len(always)]}
+        assert chosen - {(h, i) for h in range(hkv) for i in always} == want
+        for h in range(hkv):  # rows ascending, as the kernels expect
+            row = sel.key_indices[b, h, : int(sel.key_counts[b, h])]
+            assert torch.all(row[1:] > row[:-1])
+    # it keeps at least the estimated mass of the per-head top-K (it maximizes that sum at the same total count)
+    equal = ProductQuantizedTopK(budget=0.3, subspaces=4, codewords=8, sinks=2, window=5)
+    equal._fits = pq._fits
+    def kept_mass(s):
+        return sum(float(probs[b, h, s.key_indices[b, h, : int(s.key_counts[b, h])].long()].sum())
+                   for b in range(3) for h in range(hkv))
+    assert kept_mass(sel) >= kept_mass(equal.select(q, layer, scale=0.25)) - 1e-6
+    assert (sel.key_counts != k).any()  # the peaked heads did give keys away
+
+
+def test_mass_allocation_at_full_budget_and_with_one_head_is_the_per_head_top_k(model, index):
+    layer = index.layers[0]
+    q = torch.randn(2, 4, 3, 16, generator=torch.Generator().manual_seed(8))
+    full = ProductQuantizedTopK(budget=1.0, subspaces=4, codewords=8, head_allocation="mass")
+    full.budget = 1.0 + full.metadata_vectors(layer) / (2.0 * layer.num_tokens)  # every key
+    sel = full.select(q, layer, scale=0.25)
+    assert torch.equal(sel.key_counts, torch.full_like(sel.key_counts, layer.num_tokens))
+    one = dataclasses.replace(layer, keys=layer.keys[:, :1], values=layer.values[:, :1])  # one KV head
+    a = ProductQuantizedTopK(budget=0.3, subspaces=4, codewords=8, head_allocation="mass").select(q[:, :2], one, scale=0.25)
+    b = ProductQuantizedTopK(budget=0.3, subspaces=4, codewords=8).select(q[:, :2], one, scale=0.25)
+    assert torch.equal(a.key_indices, b.key_indices) and torch.equal(a.key_counts, b.key_counts)
+    with pytest.raises(ValueError, match="head_allocation must be 'equal' or 'mass', got 'greedy'"):
+        ProductQuantizedTopK(budget=0.3, head_allocation="greedy")
