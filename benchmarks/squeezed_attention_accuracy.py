@@ -96,7 +96,7 @@ VARIANTS = {
 # Baselines: the name in qa_evaluation.BASELINES, optionally "@token" for per-token selection.
 BASELINE_ROWS = ("oracle_topk", "quest", "window_sinks", "random", "oracle_topk@token", "quest@token", "pq_topk",
                  "pq_topk@token", "pq_sinks_window", "pq_sinks_window@token", "pq_m16_sinks_window@token",
-                 "pq_k32_sinks_window@token", "pq_m16_sinks_w32@token", "pq_m16_sinks@token")
+                 "pq_k32_sinks_window@token", "pq_m16_sinks_w32@token", "pq_m16_sinks@token", "pq_m16_sinks_mass@token")
 
 def _read_records(path: Path) -> list[dict]:
     """Question records of a JSONL file; a torn last line (interrupted write) is ignored."""
