@@ -168,7 +168,18 @@ class _GPUUtilisation:
         return sum(self.samples) / len(self.samples) if self.samples else None
 
 
-def _timing_callback(warmup: int, record: dict):
+def _progress_writer(result: Path, t0: float):
+    """Where a child run has got to, in ``RESULT.progress.json``: what a parent reports when it abandons the run
+    (a timed-out row then says whether set-up or training ate the time)."""
+    path = result.with_name(result.name + ".progress.json")
+
+    def write(stage: str, step: int | None = None) -> None:
+        write_json_atomic(path, {"stage": stage, "seconds": round(time.perf_counter() - t0, 1), "step": step})
+
+    return write
+
+
+def _timing_callback(warmup: int, record: dict, progress=None):
     import lightning.pytorch as pl
     import torch
 
@@ -185,6 +196,8 @@ def _timing_callback(warmup: int, record: dict):
         def on_train_start(self, trainer, pl_module) -> None:
             sync()
             record["seconds_to_first_step"] = round(time.perf_counter() - record["_t0"], 2)
+            if progress is not None:
+                progress("training started", 0)
             self.warm_start = time.perf_counter()
             if torch.cuda.is_available():
                 torch.cuda.reset_peak_memory_stats()
@@ -193,6 +206,8 @@ def _timing_callback(warmup: int, record: dict):
             loss = outputs["loss"] if isinstance(outputs, dict) else outputs
             if trainer.global_step == 1:
                 self.first_loss = float(loss)  # one sync, before the timed window
+            if progress is not None and (trainer.global_step in (1, warmup) or trainer.global_step % 50 == 0):
+                progress("warm-up" if trainer.global_step < warmup else "timed steps", trainer.global_step)
             if trainer.global_step == warmup:
                 sync()
                 record["warmup_seconds"] = round(time.perf_counter() - self.warm_start, 2)
@@ -243,6 +258,8 @@ def run_child(config: str, variant: str, steps: int, warmup: int, result: Path, 
     from framework.cli import main
 
     record: dict = {"config": config, "variant": variant, "_t0": time.perf_counter()}
+    progress = _progress_writer(result, record["_t0"])
+    progress("set-up (config, data, model)")
     workdir = Path(tempfile.mkdtemp(prefix=f"throughput-{config}-"))
     overrides = variant_overrides(config, variant)
     if tiny:  # the sweep's 64-token ListOps sequences need buckets below 64
@@ -260,7 +277,8 @@ def run_child(config: str, variant: str, steps: int, warmup: int, result: Path, 
     os.chdir(workdir)  # checkpoints of the configs' ModelCheckpoint land here
     sys.argv = sys.argv[:1]  # the CLI parses ``args`` only
     cli = main(args, run=False)
-    timing = _timing_callback(warmup, record)
+    progress("set-up done, fit starting (data preparation, loaders)")
+    timing = _timing_callback(warmup, record, progress)
     cli.trainer.callbacks.append(timing)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     graphs = [c.final_stats for c in cli.trainer.callbacks if type(c).__name__ == "CUDAGraphModules"]
@@ -304,7 +322,7 @@ def main() -> None:
                     failed = proc.returncode != 0 or not result.exists()
                     tail = (proc.stdout + proc.stderr)[-1500:] if failed else ""
                 except subprocess.TimeoutExpired:
-                    failed, tail = True, f"timed out after {args.timeout:.0f} s"
+                    failed, tail = True, f"timed out after {args.timeout:.0f} s{_progress_note(result)}"
                 if failed:
                     print(tail, flush=True)
                     rows.append({"config": config, "variant": variant, "error": tail.strip().splitlines()[-1:]})
@@ -324,6 +342,17 @@ def main() -> None:
     write_results(args.out, name="training_throughput", rows=rows, steps=args.steps, warmup=args.warmup,
                   wall_seconds=round(time.perf_counter() - started, 1), complete=True,
                   child_environment=environment())
+
+
+def _progress_note(result: Path) -> str:
+    """``" in <stage> (step n, at t s)"`` from a child's progress file, or a note that it never wrote one."""
+    path = result.with_name(result.name + ".progress.json")
+    try:
+        last = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return " before the child's first progress record (interpreter start-up and imports)"
+    step = "" if last.get("step") is None else f"step {last['step']}, "
+    return f" in {last['stage']} ({step}last record at {last['seconds']} s)"
 
 
 def _add_speedups(rows: list[dict]) -> None:
