@@ -507,7 +507,9 @@ def main(argv=None) -> dict:
     p.add_argument("--dense-solved-only", action="store_true",
                    help="run the sparse methods only on questions dense attention answers (needles suite)")
     p.add_argument("--first-context", type=int, default=0,
-                   help="start at this context index of every length (split a run over processes; needles suite)")
+                   help="start at this context index of every length (split a run over processes; needles suite). "
+                        "Contexts are numbered c0 .. c(V+T-1) — validation first, then test — whatever this is: "
+                        "--first-context 13 --val-contexts 0 --test-contexts 20 runs c13..c19")
     p.add_argument("--floor-budgets", type=float, nargs="*", default=None,
                    help="run the floor baselines (window_sinks, random) only at these budgets (needles suite)")
     p.add_argument("--attr-variants", nargs="*", default=["sq_paper", "sq_sinks_topk"], choices=list(VARIANTS))
