@@ -61,6 +61,7 @@ from framework.models.components.squeezed.static_decoding import (  # noqa: E402
     ATTENTION_RANGE,
     StaticLlamaRunner,
     compile_fixed_context,
+    generate_cache_keyword,
 )
 
 GB = 1024**3
@@ -407,7 +408,7 @@ def eager_generate(model, index, prompt, new: int, clock: Clock, settings=None) 
 
     def run(tokens: int):
         cache = index.new_cache(prompt.shape[0])
-        return model.generate(input_ids=prompt, past_key_values=cache, max_new_tokens=tokens, min_new_tokens=tokens,
+        return model.generate(input_ids=prompt, **{generate_cache_keyword(): cache}, max_new_tokens=tokens, min_new_tokens=tokens,
                               do_sample=False)
 
     def timed():

@@ -499,10 +499,29 @@ class CapturedDecode:
         return self.logits
 
 
+def generate_cache_keyword() -> str:
+    """The keyword `generate()` takes a prepared cache by in the installed Transformers: ``"cache"`` where
+    ``past_key_values`` is a deprecated alias of it (newer releases, which warn on the old name), else
+    ``"past_key_values"`` (e.g. 5.17, the GPU image's). Read from the deprecation wrapper around `generate`, so the
+    answer follows the installed code rather than a version number guessed here.
+    """
+    import inspect
+
+    from transformers import GenerationMixin
+
+    func = GenerationMixin.generate
+    while func is not None:
+        names = inspect.getclosurevars(func).nonlocals if getattr(func, "__closure__", None) else {}
+        if names.get("old_name") == "past_key_values" and names.get("new_name") == "cache":
+            return "cache"
+        func = getattr(func, "__wrapped__", None)
+    return "past_key_values"
+
+
 def static_cache_from_index(index, model: nn.Module, *, batch_size: int, max_cache_len: int):
     """A Transformers `StaticCache` of ``max_cache_len`` positions per sequence holding the index's fixed-context KV.
 
-    For `model.generate(input_ids=context + question, past_key_values=cache, ...)` with either "sdpa" or (inside
+    For `model.generate(input_ids=context + question, **{generate_cache_keyword(): cache}, ...)` with either "sdpa" or (inside
     `serve`) "squeezed" attention: generation reuses the N cached positions and feeds only the rest. Each sequence
     gets its own copy of the fixed KV (that is how a static cache stores it).
     """

@@ -12,6 +12,7 @@ from framework.models.components.squeezed.static_decoding import (
     check_batch_contexts,
     check_kernel_support,
     compile_fixed_context,
+    generate_cache_keyword,
     static_cache_from_index,
 )
 from tests.framework.models.components.squeezed.conftest import tiny_llama
@@ -43,6 +44,21 @@ def _generate_with_runner(runner: StaticLlamaRunner, question: torch.Tensor, new
     return torch.cat(tokens, 1), torch.stack(logits)
 
 
+def test_generate_cache_keyword_is_the_one_generate_takes_without_a_warning(model, context, index, question):
+    """The installed Transformers' keyword for a prepared cache: no deprecation warning, and the cache is used."""
+    import warnings
+
+    keyword = generate_cache_keyword()
+    assert keyword in ("cache", "past_key_values")
+    cache = index.new_cache(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        with torch.no_grad(), serve(model, index, _settings(budget=1.0)):
+            model.generate(input_ids=torch.cat([context, question[:1]], 1), **{keyword: cache},
+                           max_new_tokens=2, do_sample=False)
+    assert cache.get_seq_length() > index.metadata.context_length  # generation wrote into the cache it was given
+
+
 def test_generate_static_cache_full_budget_equals_sdpa(model, context, index, question):
     """Transformers generate() with a static cache: "squeezed" at budget 1 gives sdpa's tokens."""
     ref = tiny_llama("sdpa")
@@ -51,11 +67,11 @@ def test_generate_static_cache_full_budget_equals_sdpa(model, context, index, qu
     kw = dict(max_new_tokens=NEW, do_sample=False, output_logits=True, return_dict_in_generate=True)
     with torch.no_grad():
         cache = static_cache_from_index(index, ref, batch_size=2, max_cache_len=length)
-        expected = ref.generate(input_ids=prompt, past_key_values=cache, **kw)
+        expected = ref.generate(input_ids=prompt, **{generate_cache_keyword(): cache}, **kw)
         plain = ref.generate(input_ids=prompt, **kw)
         with serve(model, index, _settings(budget=1.0)):
             cache = static_cache_from_index(index, model, batch_size=2, max_cache_len=length)
-            got = model.generate(input_ids=prompt, past_key_values=cache, **kw)
+            got = model.generate(input_ids=prompt, **{generate_cache_keyword(): cache}, **kw)
     assert torch.equal(expected.sequences, plain.sequences)  # the prefilled static cache is the context's own KV
     assert torch.equal(got.sequences, expected.sequences)
     torch.testing.assert_close(torch.stack(got.logits), torch.stack(expected.logits), rtol=1e-4, atol=1e-4)
