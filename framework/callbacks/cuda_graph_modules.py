@@ -9,9 +9,12 @@ A launch-bound step (hundreds of small kernels, each costing the host more than 
 per module: ``torch.cuda.make_graphed_callables`` captures the module's forward and its backward once per input
 signature (shapes, dtypes, ``requires_grad``, keyword arguments, autocast state) at the first training call, and
 replays them afterwards. Use it with static shapes (``ListOps(pad_to_seq_len=True)`` or a few ``length_buckets``;
-the last, smaller batch of an epoch is one more signature). Everything else runs the module's own forward: eval mode,
-``torch.no_grad`` (validation, generation), CPU tensors, non-tensor positional arguments, tensor or object keyword
-arguments (e.g. a ``torch.Generator``), and signatures beyond ``max_graphs``.
+the last, smaller batch of an epoch is one more signature). Tensor keyword arguments (a Hugging Face model's
+``input_ids=..., attention_mask=..., labels=...``) are graph inputs like positional ones. Everything else runs the
+module's own forward: eval mode, ``torch.no_grad`` (validation, generation), CPU tensors, non-tensor positional
+arguments, object keyword arguments (e.g. a ``torch.Generator``), signatures beyond ``max_graphs``, and a signature
+whose capture failed (one warning names the module and PyTorch's error — typically a host synchronisation inside the
+module — and that signature stays eager; buffers and the random-number state are restored as after a capture).
 
 Numerics: the graphs run the same kernels as eager. Capturing runs ``warmup_iters`` untimed forward/backward passes
 on the first batch of each signature; afterwards the module's buffers (BatchNorm running statistics) and the
@@ -29,6 +32,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from framework.callbacks.submodule_path import resolve_submodule
@@ -39,16 +43,23 @@ _PLAIN = (bool, int, float, str, type(None))
 
 
 class _BoundForward(nn.Module):
-    """``module``'s original forward with fixed keyword arguments; its parameters are ``module``'s."""
+    """``module``'s original forward with fixed plain keyword arguments; its parameters are ``module``'s.
 
-    def __init__(self, module: nn.Module, forward: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+    Called with ``positional + tensor keyword`` tensors in one flat tuple (what graph capture takes): the first
+    ``num_positional`` are passed positionally, the rest as ``tensor_names`` in order.
+    """
+
+    def __init__(self, module: nn.Module, forward: Callable[..., Any], kwargs: dict[str, Any], num_positional: int,
+                 tensor_names: tuple[str, ...]) -> None:
         super().__init__()
         self.inner = module
         self._call = forward
         self._kwargs = kwargs
+        self._num_positional, self._tensor_names = num_positional, tensor_names
 
-    def forward(self, *args: Tensor) -> Any:
-        return self._call(*args, **self._kwargs)
+    def forward(self, *inputs: Tensor) -> Any:
+        tensors = dict(zip(self._tensor_names, inputs[self._num_positional:]))
+        return self._call(*inputs[: self._num_positional], **self._kwargs, **tensors)
 
 
 class _GraphedForward:
@@ -64,39 +75,56 @@ class _GraphedForward:
         self.replays = 0
         self.eager_calls = 0
 
+    def _on_device(self, value: Any) -> bool:
+        return isinstance(value, Tensor) and value.device.type == self.device_type
+
     def _eligible(self, args: tuple, kwargs: dict) -> bool:
-        return (self.module.training and torch.is_grad_enabled() and bool(args)
-                and all(isinstance(a, Tensor) and a.device.type == self.device_type for a in args)
-                and all(isinstance(v, _PLAIN) for v in kwargs.values()))
+        return (self.module.training and torch.is_grad_enabled()
+                and (bool(args) or any(isinstance(v, Tensor) for v in kwargs.values()))
+                and all(self._on_device(a) for a in args)
+                and all(isinstance(v, _PLAIN) or self._on_device(v) for v in kwargs.values()))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if not self._eligible(args, kwargs):
             self.eager_calls += 1
             return self.eager(*args, **kwargs)
+        plain = {k: v for k, v in kwargs.items() if not isinstance(v, Tensor)}
+        names = tuple(sorted(k for k, v in kwargs.items() if isinstance(v, Tensor)))
+        inputs = (*args, *(kwargs[k] for k in names))
         autocast = (torch.is_autocast_enabled(self.device_type), torch.get_autocast_dtype(self.device_type))
-        key = (tuple((tuple(a.shape), a.dtype, a.requires_grad) for a in args), tuple(sorted(kwargs.items())), autocast)
-        graphed = self.graphs.get(key)
-        if graphed is None:
+        key = (len(args), names, tuple((tuple(a.shape), a.dtype, a.requires_grad) for a in inputs),
+               tuple(sorted(plain.items())), autocast)
+        if key not in self.graphs:
             if len(self.graphs) >= self.max_graphs:
                 self.eager_calls += 1
                 return self.eager(*args, **kwargs)
-            graphed = self._capture(args, kwargs, autocast)
-            self.graphs[key] = graphed
+            self.graphs[key] = self._capture(inputs, _BoundForward(self.module, self.eager, plain, len(args), names),
+                                             autocast)
+        graphed = self.graphs[key]
+        if graphed is None:  # its capture failed: this signature runs eagerly
+            self.eager_calls += 1
+            return self.eager(*args, **kwargs)
         self.replays += 1
-        return graphed(*args)
+        return graphed(*inputs)
 
-    def _capture(self, args: tuple, kwargs: dict, autocast: tuple[bool, torch.dtype]) -> Callable[..., Any]:
-        bound = _BoundForward(self.module, self.eager, dict(kwargs))
-        sample = tuple(a.detach().clone().requires_grad_(a.requires_grad) for a in args)
+    def _capture(self, inputs: tuple, bound: _BoundForward,
+                 autocast: tuple[bool, torch.dtype]) -> Callable[..., Any] | None:
+        sample = tuple(a.detach().clone().requires_grad_(a.requires_grad) for a in inputs)
         buffers = [b.detach().clone() for b in self.module.buffers()]
-        device = args[0].device
+        device = inputs[0].device
         rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
-        # PyTorch refuses to capture under autocast's weight-cast cache; the captured casts are recomputed per replay.
-        with torch.autocast(self.device_type, dtype=autocast[1], enabled=autocast[0], cache_enabled=False):
-            graphed = torch.cuda.make_graphed_callables(bound, sample, num_warmup_iters=self.warmup_iters,
-                                                        allow_unused_input=True)
+        try:
+            # PyTorch refuses to capture under autocast's weight-cast cache; the captured casts are recomputed per
+            # replay.
+            with torch.autocast(self.device_type, dtype=autocast[1], enabled=autocast[0], cache_enabled=False):
+                graphed = torch.cuda.make_graphed_callables(bound, sample, num_warmup_iters=self.warmup_iters,
+                                                            allow_unused_input=True).forward
+        except RuntimeError as error:
+            rank_zero_warn(f"CUDAGraphModules: capturing {type(self.module).__name__} failed for an input signature "
+                           f"({str(error).splitlines()[0] if str(error) else type(error).__name__}); it runs eagerly")
+            graphed = None
         # The warm-up passes updated BatchNorm statistics and drew random numbers; the real step has not run yet.
-        # Restored, the first replay starts from the generator state the eager step would have seen.
+        # Restored, the first replay (or eager call) starts from the generator state the eager step would have seen.
         with torch.no_grad():
             for buffer, saved in zip(self.module.buffers(), buffers):
                 buffer.copy_(saved)
@@ -104,7 +132,7 @@ class _GraphedForward:
             torch.cuda.set_rng_state(rng, device)
         else:
             torch.set_rng_state(rng)
-        return graphed.forward
+        return graphed
 
 
 class CUDAGraphModules(pl.Callback):

@@ -114,10 +114,77 @@ def test_capture_bookkeeping_with_a_stand_in_capture(monkeypatch):
     wrapper(torch.randn(16, 3), scale=2.0)  # same signature: replayed, no new capture
     wrapper(torch.randn(8, 3), scale=2.0)  # new shape: second capture
     wrapper(torch.randn(4, 3), scale=2.0)  # beyond max_graphs: eager
-    wrapper(torch.randn(16, 3), scale=torch.tensor(2.0))  # a tensor keyword: eager
+    wrapper(torch.randn(16, 3), scale=torch.tensor(2.0))  # a tensor keyword: a new signature, beyond max_graphs
     with torch.no_grad():
         wrapper(x)  # no autograd (validation, generation): eager
     body.eval()
     wrapper(x)
     assert captures == [((16, 3),), ((8, 3),)]
     assert (len(wrapper.graphs), wrapper.replays, wrapper.eager_calls) == (2, 3, 4)
+
+
+class _KeywordOnly(nn.Module):
+    """Called like a Hugging Face model: tensors by keyword only, a plain flag, an optional mask."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(3, 2)
+
+    def forward(self, *, input_ids, labels, mask=None, reduce: bool = True):
+        out = self.proj(input_ids) * (1.0 if mask is None else mask)
+        loss = ((out - labels) ** 2)
+        return {"loss": loss.mean() if reduce else loss, "logits": out}
+
+
+def _fake_capture(captures):
+    def fake_make_graphed_callables(module, sample, num_warmup_iters, allow_unused_input):
+        captures.append(tuple(s.shape for s in sample))
+        return module
+
+    return fake_make_graphed_callables
+
+
+def test_tensor_keyword_arguments_are_graph_inputs(monkeypatch):
+    captures = []
+    monkeypatch.setattr(cuda_graph_modules.torch.cuda, "make_graphed_callables", _fake_capture(captures))
+    monkeypatch.setattr(_GraphedForward, "device_type", "cpu")
+    torch.manual_seed(0)
+    model = _KeywordOnly()
+    wrapper = _GraphedForward(model, max_graphs=4, warmup_iters=1)
+    x, y, m = torch.randn(4, 3), torch.randn(4, 2), torch.rand(4, 2)
+    got = wrapper(labels=y, input_ids=x, mask=m)  # keyword order does not matter: names are sorted
+    want = _KeywordOnly.forward(model, input_ids=x, labels=y, mask=m)
+    torch.testing.assert_close(got["loss"], want["loss"])
+    torch.testing.assert_close(got["logits"], want["logits"])
+    wrapper(input_ids=x, mask=m, labels=y)  # same signature: replayed
+    wrapper(input_ids=x, labels=y)  # no mask: another signature (other inputs)
+    per_item = wrapper(input_ids=x, labels=y, reduce=False)  # a plain keyword: another signature, passed through
+    assert per_item["loss"].shape == (4, 2)
+    assert captures == [((4, 3), (4, 2), (4, 2)), ((4, 3), (4, 2)), ((4, 3), (4, 2))]
+    assert (len(wrapper.graphs), wrapper.replays, wrapper.eager_calls) == (3, 4, 0)
+
+
+def test_a_failed_capture_warns_once_and_that_signature_runs_eagerly(monkeypatch):
+    calls = []
+
+    def failing_capture(module, sample, num_warmup_iters, allow_unused_input):
+        calls.append(1)
+        module(*sample)  # a warm-up pass ran (BatchNorm statistics, dropout draws) before the failure
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nmore detail")
+
+    monkeypatch.setattr(cuda_graph_modules.torch.cuda, "make_graphed_callables", failing_capture)
+    monkeypatch.setattr(_GraphedForward, "device_type", "cpu")
+    torch.manual_seed(0)
+    body, reference = _Body(), _Body()
+    reference.load_state_dict(body.state_dict())
+    wrapper = _GraphedForward(body, max_graphs=2, warmup_iters=1)
+    x = torch.randn(16, 3)
+    torch.manual_seed(5)
+    with pytest.warns(UserWarning, match="capturing _Body failed .*operation not permitted when stream is capturing\\)"):
+        out = wrapper(x, scale=2.0)
+    torch.manual_seed(5)
+    expected = reference(x, scale=2.0)
+    torch.testing.assert_close(out, expected)  # the eager call saw the state it would have seen without the attempt
+    assert int(body.net[1].num_batches_tracked) == 1
+    wrapper(x, scale=2.0)  # not captured again
+    assert len(calls) == 1 and wrapper.eager_calls == 2 and wrapper.replays == 0
