@@ -10,10 +10,9 @@ OUT=${OUT:-out}
 STAGES=${STAGES:-"slot"}
 CHUNK_SECONDS=${CHUNK_SECONDS:-400}
 source "$(dirname "$0")/gpu_call.sh"
-python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-  > "$OUT/pip.log" 2>&1 || { echo "wheels failed"; tail -n 5 "$OUT/pip.log"; exit 1; }
-export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 WANDB_MODE=disabled PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$OUT/gpu.txt" 2>&1
+export PYTHONPATH=$PWD HF_HUB_OFFLINE=1 WANDB_MODE=disabled PYTHONUNBUFFERED=1
+install_wheels
+record_gpu
 mkdir -p .chunks/cgm_gm_20k
 stage "${SLOT_LIMIT:-560}" slot python benchmarks/cgm_gm.py --device cuda --fused --cuda-graphs --num-workers 4 \
   --cache-dir .cache/cgm_gm --chunk-dir .chunks/cgm_gm_20k --chunk-seconds "$CHUNK_SECONDS" \

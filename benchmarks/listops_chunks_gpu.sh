@@ -15,10 +15,9 @@ case $RUN in
   *) echo "RUN must be listops_beta or listops_no_bias, got $RUN"; exit 2 ;;
 esac
 source "$(dirname "$0")/gpu_call.sh"
-python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-  > "$OUT/pip.log" 2>&1 || { echo "wheels failed"; tail -n 5 "$OUT/pip.log"; exit 1; }
-export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 WANDB_MODE=disabled PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$OUT/gpu.txt" 2>&1
+export PYTHONPATH=$PWD HF_HUB_OFFLINE=1 WANDB_MODE=disabled PYTHONUNBUFFERED=1
+install_wheels
+record_gpu
 stage "${CHUNK_LIMIT:-570}" chunk python benchmarks/chunked_fit.py --run "$RUN" --config "$CONFIG" \
   --seconds "$SECONDS_TRAIN" --out "$OUT" --test-after -- --trainer.enable_progress_bar=false \
   --data.init_args.num_workers=6 --data.init_args.pin_memory=true --data.init_args.pad_to_seq_len=true \

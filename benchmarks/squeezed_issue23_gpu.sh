@@ -8,7 +8,7 @@ OUT=${OUT:-out}
 STAGES=${STAGES:-"gpu_tests speed_targets gen_128k gen_64k"}  # a subset when device time is short
 source "$(dirname "$0")/gpu_call.sh"
 export PYTHONPATH=$PWD HF_HUB_OFFLINE=1 WANDB_MODE=disabled TRITON_INTERPRET=0
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$OUT/gpu.txt" 2>&1
+record_gpu
 stage 140 gpu_tests python -m pytest -m gpu -v -p no:cacheprovider -rf --durations=5 tests/framework/kernels/squeezed_attention \
   tests/framework/models/components/squeezed/test_static_decoding_gpu.py
 stage 110 speed_targets python benchmarks/squeezed_attention_speed.py --targets --reps 20 \

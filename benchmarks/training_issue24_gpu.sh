@@ -8,10 +8,9 @@ set -u
 OUT=${OUT:-out}
 STAGES=${STAGES:-"listops cgm_gm"}
 source "$(dirname "$0")/gpu_call.sh"
-python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-  > "$OUT/pip.log" 2>&1 || { echo "wheels failed"; tail -n 5 "$OUT/pip.log"; exit 1; }
-export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 WANDB_MODE=disabled PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$OUT/gpu.txt" 2>&1
+export PYTHONPATH=$PWD HF_HUB_OFFLINE=1 WANDB_MODE=disabled PYTHONUNBUFFERED=1
+install_wheels
+record_gpu
 T="python benchmarks/training_throughput.py --steps 200 --warmup 30 --timeout 95"
 stage 290 listops $T --configs listops --variants before graphed static --out "$OUT/tp_listops.json"
 stage 290 cgm_gm $T --configs cgm_gm --variants before graphed static --out "$OUT/tp_cgm_gm.json"
