@@ -408,8 +408,8 @@ def eager_generate(model, index, prompt, new: int, clock: Clock, settings=None) 
 
     def run(tokens: int):
         cache = index.new_cache(prompt.shape[0])
-        return model.generate(input_ids=prompt, **{generate_cache_keyword(): cache}, max_new_tokens=tokens, min_new_tokens=tokens,
-                              do_sample=False)
+        return model.generate(input_ids=prompt, **{generate_cache_keyword(): cache}, max_new_tokens=tokens,
+                              min_new_tokens=tokens, do_sample=False)
 
     def timed():
         run(2)  # warm-up

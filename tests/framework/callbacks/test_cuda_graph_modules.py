@@ -180,7 +180,8 @@ def test_a_failed_capture_warns_once_and_that_signature_runs_eagerly(monkeypatch
     wrapper = _GraphedForward(body, max_graphs=2, warmup_iters=1)
     x = torch.randn(16, 3)
     torch.manual_seed(5)
-    with pytest.warns(UserWarning, match="capturing _Body failed .*operation not permitted when stream is capturing\\)"):
+    message = "capturing _Body failed .*operation not permitted when stream is capturing\\)"
+    with pytest.warns(UserWarning, match=message):
         out = wrapper(x, scale=2.0)
     torch.manual_seed(5)
     expected = reference(x, scale=2.0)

@@ -521,9 +521,9 @@ def generate_cache_keyword() -> str:
 def static_cache_from_index(index, model: nn.Module, *, batch_size: int, max_cache_len: int):
     """A Transformers `StaticCache` of ``max_cache_len`` positions per sequence holding the index's fixed-context KV.
 
-    For `model.generate(input_ids=context + question, **{generate_cache_keyword(): cache}, ...)` with either "sdpa" or (inside
-    `serve`) "squeezed" attention: generation reuses the N cached positions and feeds only the rest. Each sequence
-    gets its own copy of the fixed KV (that is how a static cache stores it).
+    For `model.generate(input_ids=context + question, **{generate_cache_keyword(): cache}, ...)` with either "sdpa"
+    or (inside `serve`) "squeezed" attention: generation reuses the N cached positions and feeds only the rest. Each
+    sequence gets its own copy of the fixed KV (that is how a static cache stores it).
     """
     from transformers import StaticCache
 

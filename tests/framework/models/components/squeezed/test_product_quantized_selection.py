@@ -161,7 +161,8 @@ def test_mass_allocation_keeps_the_largest_estimates_of_all_heads_together(index
             assert torch.all(row[1:] > row[:-1])
     # it keeps at least the estimated mass of the per-head top-K (it maximizes that sum at the same total count)
     equal = ProductQuantizedTopK(budget=0.3, subspaces=4, codewords=8, sinks=2, window=5)
-    equal._fits = pq._fits
+    equal._fits = pq._fits  # the same fitted quantizer, so only the allocation differs
+
     def kept_mass(s):
         return sum(float(probs[b, h, s.key_indices[b, h, : int(s.key_counts[b, h])].long()].sum())
                    for b in range(3) for h in range(hkv))
@@ -177,7 +178,8 @@ def test_mass_allocation_at_full_budget_and_with_one_head_is_the_per_head_top_k(
     sel = full.select(q, layer, scale=0.25)
     assert torch.equal(sel.key_counts, torch.full_like(sel.key_counts, layer.num_tokens))
     one = dataclasses.replace(layer, keys=layer.keys[:, :1], values=layer.values[:, :1])  # one KV head
-    a = ProductQuantizedTopK(budget=0.3, subspaces=4, codewords=8, head_allocation="mass").select(q[:, :2], one, scale=0.25)
+    mass = ProductQuantizedTopK(budget=0.3, subspaces=4, codewords=8, head_allocation="mass")
+    a = mass.select(q[:, :2], one, scale=0.25)
     b = ProductQuantizedTopK(budget=0.3, subspaces=4, codewords=8).select(q[:, :2], one, scale=0.25)
     assert torch.equal(a.key_indices, b.key_indices) and torch.equal(a.key_counts, b.key_counts)
     with pytest.raises(ValueError, match="head_allocation must be 'equal' or 'mass', got 'greedy'"):
