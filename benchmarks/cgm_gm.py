@@ -192,6 +192,8 @@ def main() -> None:
     cfg = settings(args.quick)
     if args.max_train_minutes is not None and args.max_train_minutes <= 0:
         parser.error(f"--max-train-minutes must be > 0, got {args.max_train_minutes}")
+    if not args.chunk_seconds > 0:  # checked before the catalog is generated, not when the callback is built
+        parser.error(f"--chunk-seconds must be > 0, got {args.chunk_seconds}")
     if args.steps is not None:
         cfg["steps"] = args.steps
     if args.griffin_lim_iterations is not None:
