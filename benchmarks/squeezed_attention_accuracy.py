@@ -66,6 +66,12 @@ from framework.models.components.squeezed.needle_evaluation import (  # noqa: E4
     score_rows,
     squeezed_selector,
 )
+from framework.models.components.squeezed.layer_budgets import (  # noqa: E402
+    PerLayerSelector,
+    allocate_group_multipliers,
+    layer_budgets,
+)
+from framework.models.components.squeezed.product_quantized_selection import ProductQuantizedTopK  # noqa: E402
 from framework.models.components.squeezed.transformers_backend import capture_queries  # noqa: E402
 from framework.atomic_files import write_json_atomic  # noqa: E402
 
@@ -96,7 +102,10 @@ VARIANTS = {
 # Baselines: the name in qa_evaluation.BASELINES, optionally "@token" for per-token selection.
 BASELINE_ROWS = ("oracle_topk", "quest", "window_sinks", "random", "oracle_topk@token", "quest@token", "pq_topk",
                  "pq_topk@token", "pq_sinks_window", "pq_sinks_window@token", "pq_m16_sinks_window@token",
-                 "pq_k32_sinks_window@token", "pq_m16_sinks_w32@token", "pq_m16_sinks@token", "pq_m16_sinks_mass@token")
+                 "pq_k32_sinks_window@token", "pq_m16_sinks_w32@token", "pq_m16_sinks@token", "pq_m16_sinks_mass@token",
+                 # per-layer budgets from --layer-allocation (the calibrated row, named after the row it calibrates)
+                 "pq_m16_sinks_layers@token")
+LAYERS_SUFFIX = "_layers"
 
 def _read_records(path: Path) -> list[dict]:
     """Question records of a JSONL file; a torn last line (interrupted write) is ignored."""
@@ -138,11 +147,64 @@ def _build_indexes(model, ids, args, cache_dir: Path | None, key: str) -> tuple[
     return indexes, info
 
 
+def _share_fits(selectors) -> None:
+    """Product-quantized selectors of one row set fit each layer once (same settings share one cache)."""
+    first: dict[tuple, ProductQuantizedTopK] = {}
+    for sel in selectors:
+        if isinstance(sel, ProductQuantizedTopK):
+            key = (sel.subspaces, sel.codewords, sel.kmeans_iters)
+            if key in first:
+                sel.share_fits_with(first[key])
+            else:
+                first[key] = sel
+
+
+def load_layer_allocation(path: str) -> tuple[str, dict[float, list[float]]]:
+    """(calibrated row, {target budget: per-layer budgets}) of a `--suite layer_calibration` JSON.
+
+    Raises:
+        ValueError: naming the file when it is not such a JSON or names an unknown row.
+    """
+    try:
+        data = json.loads(Path(path).read_text())
+        row = data["row"]
+        table = {float(b): [float(x) for x in entry["layer_budgets"]] for b, entry in data["allocation"].items()}
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as err:
+        raise ValueError(f"{path}: not a layer-allocation JSON of --suite layer_calibration ({err})") from None
+    if row not in BASELINES:
+        raise ValueError(f"{path}: calibrated row {row!r} is not one of {sorted(BASELINES)}")
+    return row, table
+
+
+def baseline_factories(args) -> dict:
+    """`qa_evaluation.BASELINES` plus, with --layer-allocation, the calibrated per-layer row "<row>_layers"."""
+    factories = dict(BASELINES)
+    if not getattr(args, "layer_allocation", None):
+        return factories
+    row, table = load_layer_allocation(args.layer_allocation)
+
+    def per_layer(budget: float) -> PerLayerSelector:
+        match = [b for b in table if abs(b - budget) < 1e-9]
+        if not match:
+            raise ValueError(f"{args.layer_allocation}: no allocation for budget {budget}; it has {sorted(table)}")
+        selectors = [BASELINES[row](b) for b in table[match[0]]]
+        _share_fits(selectors)
+        return PerLayerSelector(selectors)
+
+    factories[row + LAYERS_SUFFIX] = per_layer
+    return factories
+
+
 def run_needles(args) -> None:
     """Append one JSON line per (context, question) with every method's record to args.records."""
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     t_start = time.time()
+    # Bad input fails here, before the model is loaded.
+    factories = baseline_factories(args)
+    missing = [b for b in args.baselines if b not in args.skip and b.split("@")[0] not in factories]
+    if missing:
+        raise ValueError(f"baselines {missing} need --layer-allocation FILE (a --suite layer_calibration JSON)")
     records_path = Path(args.records)
     records_path.parent.mkdir(parents=True, exist_ok=True)
     done = {(r["context_key"], r["question"]) for r in _read_records(records_path)}
@@ -155,26 +217,14 @@ def run_needles(args) -> None:
         kmeans_iters=args.kmeans_iters,
     )
     cache_dir = Path(args.index_dir) if args.index_dir else None
-    design = dict(single=args.single, multi_groups=tuple(args.multi_groups), qa_facts=args.qa_facts,
-                  depth_jitter=args.depth_jitter, answer_style=args.answer_style,
-                  system_prompt=SMOLLM2_SYSTEM_PROMPT if args.system_prompt else None, answer_hint=args.answer_hint)
-    tag = (f"n{args.single}-{'.'.join(map(str, args.multi_groups)) or 0}-{args.qa_facts}"
-           f"{'j' if args.depth_jitter else ''}{'w' if args.answer_style == 'words' else ''}"
-           f"{'s' if args.system_prompt else ''}{'h' if args.answer_hint else ''}")
     total = len(args.lengths) * (args.val_contexts + args.test_contexts)
     n_ctx = 0
     for length in args.lengths:
         chunk = max(1, args.chunk_tokens // length)
-        for c in range(args.first_context, args.val_contexts + args.test_contexts):
+        for c, key, source, ctx in _needle_contexts(args, tokenizer, length, args.first_context,
+                                                    args.val_contexts + args.test_contexts):
             n_ctx += 1
             split = "val" if c < args.val_contexts else "test"
-            source = TEXT_SOURCES[c % len(TEXT_SOURCES)]
-            seed = args.seed * 1_000_003 + 7919 * length + c
-            key = f"L{length}_c{c}_s{seed}_{tag}"
-            ctx = build_needle_context(
-                tokenizer, context_tokens=length, seed=seed, paragraphs=source_paragraphs(source), source=source,
-                **design,
-            )
             todo = [i for i in range(len(ctx.questions)) if (key, i) not in done]
             if not todo:
                 continue
@@ -191,7 +241,7 @@ def run_needles(args) -> None:
                     baseline_budgets={b: tuple(args.floor_budgets) for b in ("window_sinks", "random")
                                       if b in baselines}
                     if args.floor_budgets else None,
-                    only_if_dense_correct=args.dense_solved_only,
+                    only_if_dense_correct=args.dense_solved_only, baseline_factories=factories,
                 )
                 line = {
                     "context_key": key, "question": i, "split": split, "length": length,
@@ -207,6 +257,139 @@ def run_needles(args) -> None:
                 print(f"[{time.time() - t_start:.0f} s]   {key} q{i} {q.task} depth {q.depth:.2f}: dense "
                       f"{'ok' if dense_ok else 'MISS'}, {time.time() - t0:.0f} s", flush=True)
             del indexes
+
+
+def _needle_contexts(args, tokenizer, length: int, first: int, count: int):
+    """(index c, key, split label, source, NeedleContext) of contexts c = first .. count-1 of `length`, built as the
+    needles suite builds them (same seed rule and design options)."""
+    design = dict(single=args.single, multi_groups=tuple(args.multi_groups), qa_facts=args.qa_facts,
+                  depth_jitter=args.depth_jitter, answer_style=args.answer_style,
+                  system_prompt=SMOLLM2_SYSTEM_PROMPT if args.system_prompt else None, answer_hint=args.answer_hint)
+    tag = (f"n{args.single}-{'.'.join(map(str, args.multi_groups)) or 0}-{args.qa_facts}"
+           f"{'j' if args.depth_jitter else ''}{'w' if args.answer_style == 'words' else ''}"
+           f"{'s' if args.system_prompt else ''}{'h' if args.answer_hint else ''}")
+    for c in range(first, count):
+        source = TEXT_SOURCES[c % len(TEXT_SOURCES)]
+        seed = args.seed * 1_000_003 + 7919 * length + c
+        key = f"L{length}_c{c}_s{seed}_{tag}"
+        yield c, key, source, build_needle_context(
+            tokenizer, context_tokens=length, seed=seed, paragraphs=source_paragraphs(source), source=source, **design
+        )
+
+
+def run_layer_calibration(args) -> dict:
+    """Per-layer-group sensitivity of one selector row on calibration contexts, and the allocation it implies.
+
+    For every dense-solved question of the calibration contexts (`--seed` must differ from the evaluation's: these
+    contexts choose the allocation, so they are neither validation nor test), every target budget B, layer group g
+    and multiplier m: the row at budget m * B in group g only (the other layers dense), per-token selection; the
+    loss is the next-token KL to dense on the answer tokens. Appends one JSON line per question to --records
+    (resumable) and returns the allocation per budget (`allocate_group_multipliers`).
+    """
+    row = args.calib_row
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    t_start = time.time()
+    records_path = Path(args.records)
+    records_path.parent.mkdir(parents=True, exist_ok=True)
+    done = {(r["context_key"], r["question"]) for r in _read_records(records_path)}
+    tokenizer = SmolLM2Tokenizer()
+    model = load_backbone("smollm2")
+    n_layers = len(model.model.layers)
+    groups = {f"{i}-{min(n_layers, i + args.attr_group) - 1}": list(range(i, min(n_layers, i + args.attr_group)))
+              for i in range(0, n_layers, args.attr_group)}
+    mults = sorted(set(args.calib_multipliers))
+    cache_dir = Path(args.index_dir) if args.index_dir else None
+    for length in args.lengths:
+        for c, key, source, ctx in _needle_contexts(args, tokenizer, length, 0, args.val_contexts):
+            todo = [i for i in range(len(ctx.questions)) if (key, i) not in done]
+            if not todo:
+                continue
+            ids = torch.tensor([ctx.context_ids])
+            indexes, info = _build_indexes(model, ids, args, cache_dir, key)
+            served = indexes["paper"]
+            print(f"[{time.time() - t_start:.0f} s] calibration context {key} ({source}): {info}", flush=True)
+            for i in todo:
+                q = ctx.questions[i]
+                t0 = time.time()
+                dense = score_answer(model, served, q.question_ids, q.answer_ids)
+                rows = []
+                if dense.correct:
+                    for target in args.budgets:
+                        for name, layers in groups.items():
+                            for m in mults:
+                                rows.append((f"{name}|{m:g}", target,
+                                             LayerSubsetSelector(BASELINES[row](m * target), layers=layers), served,
+                                             "token"))
+                    _share_fits([r[2].inner for r in rows])
+                recs = score_rows(model, served, rows, q.question_ids, q.answer_ids, dense_logits=dense.logits,
+                                  chunk_rows=max(1, args.chunk_tokens // length), diagnostics=False) if rows else []
+                line = {"context_key": key, "question": i, "length": length, "task": q.task, "depth": q.depth,
+                        "dense_correct": dense.correct,
+                        "dense_logprob": _answer_logprob(dense.logits, q.answer_ids), "seconds": time.time() - t0,
+                        "records": [r.as_dict() for r in recs]}
+                with records_path.open("a") as f:
+                    f.write(json.dumps(line) + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+                print(f"[{time.time() - t_start:.0f} s]   {key} q{i} {q.task}: dense "
+                      f"{'ok' if dense.correct else 'MISS (skipped)'}, {time.time() - t0:.0f} s", flush=True)
+            del indexes
+    return summarize_layer_calibration(_read_records(records_path), row=row, groups=groups, budgets=args.budgets,
+                                       multipliers=mults)
+
+
+def summarize_layer_calibration(records: list[dict], *, row: str, groups: dict, budgets, multipliers) -> dict:
+    """Mean KL / answer log-probability change per (budget, group, multiplier) over dense-solved questions, and the
+    allocation per budget minimising the summed mean KL at the uniform mean budget."""
+    solved = [r for r in records if r["dense_correct"]]
+    if not solved:
+        raise ValueError("no dense-solved calibration question: nothing to calibrate on")
+    out = {"row": row, "groups": groups, "multipliers": list(multipliers), "questions": len(solved),
+           "questions_asked": len(records), "losses": {}, "answer_logprob_change": {}, "allocation": {}}
+    for target in budgets:
+        kl, dlp = {}, {}
+        for name in groups:
+            kl[name], dlp[name] = {}, {}
+            for m in multipliers:
+                vals, deltas = [], []
+                for r in solved:
+                    hit = [x for x in r["records"] if x["method"] == f"{name}|{m:g}" and
+                           abs(x["target_budget"] - target) < 1e-9]
+                    if len(hit) != 1:
+                        raise ValueError(f"calibration records lack row {name}|{m:g} at budget {target}")
+                    vals.append(hit[0]["kl"])
+                    deltas.append(hit[0]["answer_logprob"] - r["dense_logprob"])
+                kl[name][m] = sum(vals) / len(vals)
+                dlp[name][m] = sum(deltas) / len(deltas)
+        sizes = {name: len(layers) for name, layers in groups.items()}
+        picks = allocate_group_multipliers(kl, sizes)
+        out["losses"][f"{target:g}"] = {g: {f"{m:g}": v for m, v in t.items()} for g, t in kl.items()}
+        out["answer_logprob_change"][f"{target:g}"] = {g: {f"{m:g}": v for m, v in t.items()} for g, t in dlp.items()}
+        out["allocation"][f"{target:g}"] = {
+            "multipliers": picks,
+            "layer_budgets": layer_budgets(groups, picks, target),
+            "predicted_kl": sum(kl[g][picks[g]] for g in groups),
+            "uniform_kl": sum(kl[g][1.0] for g in groups) if all(1.0 in kl[g] for g in groups) else None,
+        }
+    return out
+
+
+def layer_calibration_markdown(result: dict) -> str:
+    """Per budget: mean KL of each layer group at each multiplier, and the chosen multiplier."""
+    lines = []
+    for target, table in result["losses"].items():
+        alloc = result["allocation"][target]
+        mults = result["multipliers"]
+        lines.append(f"\n### budget {target}: mean KL per layer group (sparse in that group only; "
+                     f"{result['questions']} dense-solved questions)\n")
+        lines.append("| layers | " + " | ".join(f"x{m:g}" for m in mults) + " | chosen |")
+        lines.append("|---|" + "---|" * (len(mults) + 1))
+        for g, row in table.items():
+            lines.append(f"| {g} | " + " | ".join(f"{row[f'{m:g}']:.4f}" for m in mults)
+                         + f" | x{alloc['multipliers'][g]:g} |")
+        lines.append(f"\nsummed KL: uniform {alloc['uniform_kl']}, allocated {alloc['predicted_kl']:.4f}")
+    return "\n".join(lines)
 
 
 def run_attribution(args) -> dict:
@@ -517,7 +700,14 @@ def main(argv=None) -> dict:
     p.add_argument("--attr-group", type=int, default=3, help="layers per attribution group")
     p.add_argument("--attr-questions", type=int, default=8)
     p.add_argument("--attr-stats-only", action="store_true", help="needle-key / per-layer statistics only (no rows)")
-    p.add_argument("--suite", choices=("planted_qa", "needles", "summary", "attribution"), default="planted_qa",
+    p.add_argument("--calib-row", default="pq_m16_sinks", choices=sorted(BASELINES),
+                   help="layer_calibration suite: the selector row whose per-layer budgets are calibrated")
+    p.add_argument("--calib-multipliers", type=float, nargs="+", default=[0.5, 0.75, 1.0, 1.5, 2.0],
+                   help="layer_calibration suite: budget multipliers tried per layer group (1 must be among them)")
+    p.add_argument("--layer-allocation", default=None,
+                   help="needles suite: a --suite layer_calibration JSON; adds the row <calibrated row>_layers")
+    p.add_argument("--suite", choices=("planted_qa", "needles", "summary", "attribution", "layer_calibration"),
+                   default="planted_qa",
                    help="planted_qa: the original planted-fact QA run; needles: issue 21's evaluation (appends to "
                         "--records); summary: only summarise --records into --out")
     p.add_argument("--records", type=str, default="benchmarks/results/squeezed_needles_records.jsonl")
@@ -560,6 +750,17 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     if args.budgets is None:
         args.budgets = [0.325, 0.125] if args.suite == "needles" else [0.5, 0.325, 0.125]
+    if args.suite == "layer_calibration":
+        if 1.0 not in args.calib_multipliers or min(args.calib_multipliers) <= 0:
+            p.error(f"--calib-multipliers must be > 0 and include 1, got {args.calib_multipliers}")
+        if not args.out:
+            p.error("--suite layer_calibration needs --out (the allocation JSON that --layer-allocation reads)")
+        result = run_layer_calibration(args)
+        result["command"] = "python benchmarks/squeezed_attention_accuracy.py " + " ".join(sys.argv[1:])
+        print(layer_calibration_markdown(result))
+        out = write_json_atomic(args.out, result, indent=2, keep_nonfinite=True)
+        print(f"wrote {out}")
+        return result
     if args.suite == "attribution":
         result = run_attribution(args)
         result["command"] = "python benchmarks/squeezed_attention_accuracy.py " + " ".join(sys.argv[1:])

@@ -126,6 +126,20 @@ class ProductQuantizedTopK(BudgetedSelector):
         code_bits = layer.num_tokens * self.subspaces * math.ceil(math.log2(self.codewords))
         return self.codewords + code_bits / (16.0 * d)
 
+    def share_fits_with(self, other: "ProductQuantizedTopK") -> "ProductQuantizedTopK":
+        """Use `other`'s cache of fitted quantizers (same subspaces, codewords and iterations), so that many
+        selectors over the same index — rows at several budgets, one selector per layer — fit each layer once.
+
+        Raises:
+            ValueError: when the quantizer settings differ (the fits would not be the same).
+        """
+        mine = (self.subspaces, self.codewords, self.kmeans_iters)
+        theirs = (other.subspaces, other.codewords, other.kmeans_iters)
+        if mine != theirs:
+            raise ValueError(f"cannot share quantizer fits: (subspaces, codewords, kmeans_iters) {mine} != {theirs}")
+        self._fits = other._fits
+        return self
+
     def quantizer(self, layer: LayerIndex) -> tuple[torch.Tensor, torch.Tensor]:
         """(codebooks [Hkv, m, k, D/m], codes [Hkv, N, m]) of the layer's keys, fitted once and cached."""
         key = id(layer.keys)
