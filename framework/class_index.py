@@ -139,6 +139,7 @@ CLASS_INDEX: dict[str, tuple[str, ...]] = {
     'ParameterSpace': ('framework.callbacks.landscape.parameter_vectors',),
     'PathSample': ('framework.models.components.flow_matching.paths',),
     'PeakMotionMedians': ('framework.metrics.ground_motion',),
+    'PerLayerSelector': ('framework.models.components.squeezed.layer_budgets',),
     'PercentMemorized': ('framework.metrics.memorization',),
     'PointwiseErrorDistribution': ('framework.metrics.ensemble_polarization',),
     'Polarization': ('framework.metrics.ensemble_polarization',),
