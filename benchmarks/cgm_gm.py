@@ -55,6 +55,37 @@ def settings(quick: bool) -> dict:
             "disc_iterations": 2000, "disc_repeats": 10, "samples_per_condition": 1}
 
 
+# What the script fixes beyond ``settings()`` (the shipped config configs/cgm_gm/sfba_synthetic_20k.yaml carries the
+# same values; tests/benchmarks/test_cgm_gm_20k_config.py compares them).
+DATA_SEED = 0  # the catalog's generation / split / shuffling seed
+EVAL_BATCH_SIZE = 256  # held-out records per generation batch in evaluate()
+GRAPHED_MODULES = ["network.prior"]  # what --cuda-graphs replays as CUDA graphs (CUDAGraphModules)
+
+
+def make_datamodule(cfg: dict, *, cache_dir: str | None = None, num_workers: int = 0,
+                    pin_memory: bool = False) -> GroundMotionCatalog:
+    """The catalog of a run with settings ``cfg`` (not yet prepared / set up)."""
+    return GroundMotionCatalog(num_records=cfg["num_records"], batch_size=cfg["batch_size"], seed=DATA_SEED,
+                               cache_dir=cache_dir, num_workers=num_workers, pin_memory=pin_memory)
+
+
+def make_model(cfg: dict, *, compile: bool = False, compile_mode: str | None = None, fused: bool = False) -> CGMGM:
+    """The model of a run with settings ``cfg``: the best configuration, Adam (weight decay 1e-5) at a constant
+    ``cfg["lr"]`` (no scheduler). Seed the global RNGs first: the weights are drawn here."""
+    return CGMGM(kl_weight=0.2, time_loss_weight=0.05, griffin_lim_iterations=cfg["griffin_lim_iterations"],
+                 compile=compile, compile_mode=compile_mode,
+                 optimizer=lambda p: torch.optim.Adam(p, lr=cfg["lr"], weight_decay=1e-5, fused=fused or None))
+
+
+def trainer_kwargs(cfg: dict, device: str, max_minutes: float | None = None) -> dict:
+    """``lightning.pytorch.Trainer`` arguments of the training run (callbacks excluded): ``cfg["steps"]`` optimizer
+    steps, no validation (nor sanity check), no gradient clipping, full precision."""
+    return dict(max_steps=cfg["steps"], accelerator="gpu" if device.startswith("cuda") else "cpu",
+                devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+                max_time=None if max_minutes is None else {"minutes": max_minutes})
+
+
 def train(data: GroundMotionCatalog, cfg: dict, seed: int, device: str,
           max_minutes: float | None = None, *, chunk_dir: Path | None = None, chunk_seconds: float | None = None,
           compile: bool = False, compile_mode: str | None = None, fused: bool = False,
@@ -75,25 +106,19 @@ def train(data: GroundMotionCatalog, cfg: dict, seed: int, device: str,
                       f"{time.perf_counter() - start:.0f} s", flush=True)
 
     pl.seed_everything(seed, workers=True, verbose=False)
-    model = CGMGM(kl_weight=0.2, time_loss_weight=0.05, griffin_lim_iterations=cfg["griffin_lim_iterations"],
-                  compile=compile, compile_mode=compile_mode,
-                  optimizer=lambda p: torch.optim.Adam(p, lr=cfg["lr"], weight_decay=1e-5, fused=fused or None))
+    model = make_model(cfg, compile=compile, compile_mode=compile_mode, fused=fused)
     callbacks: list = [Progress()]
     if cuda_graphs:  # the 131-frame prior unroll's forward and backward as two CUDA graph launches (issue 24)
         from framework.callbacks.cuda_graph_modules import CUDAGraphModules
 
-        callbacks.append(CUDAGraphModules(modules=["network.prior"]))
+        callbacks.append(CUDAGraphModules(modules=GRAPHED_MODULES))
     ckpt_path = None
     if chunk_dir is not None:
         limit = EpochBoundaryTimeLimit(seconds=chunk_seconds, checkpoint_path=str(chunk_dir / "chunk.ckpt"))
         callbacks += [limit, RNGStateCheckpoint()]
         if (chunk_dir / "chunk.ckpt").exists():
             ckpt_path = str(chunk_dir / "chunk.ckpt")
-    trainer = pl.Trainer(max_steps=cfg["steps"], accelerator="gpu" if device.startswith("cuda") else "cpu",
-                         devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
-                         max_time=None if max_minutes is None else {"minutes": max_minutes},
-                         callbacks=callbacks)
+    trainer = pl.Trainer(**trainer_kwargs(cfg, device, max_minutes), callbacks=callbacks)
     start = time.perf_counter()
     trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
     cfg["steps_taken"] = trainer.global_step
@@ -107,7 +132,7 @@ def train(data: GroundMotionCatalog, cfg: dict, seed: int, device: str,
 @torch.no_grad()
 def evaluate(model: CGMGM, data: GroundMotionCatalog, cfg: dict, seed: int, device: str) -> dict:
     test = data.datasets["test"]
-    loader = data.make_dataloader(test, shuffle=False, batch_size=256)
+    loader = data.make_dataloader(test, shuffle=False, batch_size=EVAL_BATCH_SIZE)
     generator = torch.Generator(device=device).manual_seed(seed)
     real_fas, gen_fas = FASResiduals(dt=data.dt), FASResiduals(dt=data.dt)
     real_pk, gen_pk = PeakMotionMedians(dt=data.dt), PeakMotionMedians(dt=data.dt)
@@ -164,7 +189,8 @@ def griffin_lim_oracle(data: GroundMotionCatalog, cfg: dict, seed: int) -> list[
     return rows
 
 
-def main() -> None:
+def build_parser():
+    """The command-line options (defaults included; tests parse the recorded commands with it)."""
     parser = benchmark_parser(__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=3407)
     parser.add_argument("--device", default="cpu")
@@ -186,6 +212,11 @@ def main() -> None:
                         help="replay the prior's unroll as CUDA graphs (framework.callbacks.cuda_graph_modules)")
     parser.add_argument("--oracle-only", action="store_true",
                         help="no training: score Griffin-Lim of the true held-out amplitudes (the pipeline's floor)")
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -200,9 +231,8 @@ def main() -> None:
         cfg["griffin_lim_iterations"] = args.griffin_lim_iterations
     load_before = os.getloadavg()
     wall_start = time.perf_counter()
-    data = GroundMotionCatalog(num_records=cfg["num_records"], batch_size=cfg["batch_size"], seed=0,
-                               cache_dir=args.cache_dir, num_workers=args.num_workers,
-                               pin_memory=args.device.startswith("cuda"))
+    data = make_datamodule(cfg, cache_dir=args.cache_dir, num_workers=args.num_workers,
+                           pin_memory=args.device.startswith("cuda"))
     data.prepare_data()
     data.setup("fit")
     data_seconds = time.perf_counter() - wall_start
