@@ -277,13 +277,31 @@ def _needle_contexts(args, tokenizer, length: int, first: int, count: int):
         )
 
 
+def _calibration_row(mode: str, row: str, target: float, m: float, layers: list[int], n_layers: int):
+    """Group `layers` at m x target; the other layers dense ("isolated") or at the target ("operating": the
+    sensitivity at the uniform operating point, where the other layers' sparsity already perturbs the stream)."""
+    if mode == "isolated":
+        return LayerSubsetSelector(BASELINES[row](m * target), layers=layers)
+    group = set(layers)
+    return PerLayerSelector([BASELINES[row]((m if i in group else 1.0) * target) for i in range(n_layers)])
+
+
+def _leaf_selectors(selector) -> list:
+    """The selectors that do the work inside a calibration row (for sharing quantizer fits)."""
+    if isinstance(selector, LayerSubsetSelector):
+        return [selector.inner]
+    if isinstance(selector, PerLayerSelector):
+        return list(selector.selectors)
+    return [selector]
+
+
 def run_layer_calibration(args) -> dict:
     """Per-layer-group sensitivity of one selector row on calibration contexts, and the allocation it implies.
 
     For every dense-solved question of the calibration contexts (`--seed` must differ from the evaluation's: these
     contexts choose the allocation, so they are neither validation nor test), every target budget B, layer group g
-    and multiplier m: the row at budget m * B in group g only (the other layers dense), per-token selection; the
-    loss is the next-token KL to dense on the answer tokens. Appends one JSON line per question to --records
+    and multiplier m: the row at budget m * B in group g, per-token selection, the other layers dense
+    (`--calib-mode isolated`) or at B (`operating`); the loss is the next-token KL to dense on the answer tokens. Appends one JSON line per question to --records
     (resumable) and returns the allocation per budget (`allocate_group_multipliers`).
     """
     row = args.calib_row
@@ -318,14 +336,13 @@ def run_layer_calibration(args) -> dict:
                     for target in args.budgets:
                         for name, layers in groups.items():
                             for m in mults:
-                                rows.append((f"{name}|{m:g}", target,
-                                             LayerSubsetSelector(BASELINES[row](m * target), layers=layers), served,
-                                             "token"))
-                    _share_fits([r[2].inner for r in rows])
+                                rows.append((f"{name}|{m:g}", target, _calibration_row(
+                                    args.calib_mode, row, target, m, layers, n_layers), served, "token"))
+                    _share_fits([s for r in rows for s in _leaf_selectors(r[2])])
                 recs = score_rows(model, served, rows, q.question_ids, q.answer_ids, dense_logits=dense.logits,
                                   chunk_rows=max(1, args.chunk_tokens // length), diagnostics=False) if rows else []
                 line = {"context_key": key, "question": i, "length": length, "task": q.task, "depth": q.depth,
-                        "dense_correct": dense.correct,
+                        "mode": args.calib_mode, "dense_correct": dense.correct,
                         "dense_logprob": _answer_logprob(dense.logits, q.answer_ids), "seconds": time.time() - t0,
                         "records": [r.as_dict() for r in recs]}
                 with records_path.open("a") as f:
@@ -336,16 +353,20 @@ def run_layer_calibration(args) -> dict:
                       f"{'ok' if dense.correct else 'MISS (skipped)'}, {time.time() - t0:.0f} s", flush=True)
             del indexes
     return summarize_layer_calibration(_read_records(records_path), row=row, groups=groups, budgets=args.budgets,
-                                       multipliers=mults)
+                                       multipliers=mults, mode=args.calib_mode)
 
 
-def summarize_layer_calibration(records: list[dict], *, row: str, groups: dict, budgets, multipliers) -> dict:
+def summarize_layer_calibration(records: list[dict], *, row: str, groups: dict, budgets, multipliers,
+                                mode: str = "isolated") -> dict:
     """Mean KL / answer log-probability change per (budget, group, multiplier) over dense-solved questions, and the
     allocation per budget minimising the summed mean KL at the uniform mean budget."""
+    other = {r.get("mode", "isolated") for r in records} - {mode}
+    if other:
+        raise ValueError(f"calibration records of mode {sorted(other)} mixed with mode {mode!r}: use one file per mode")
     solved = [r for r in records if r["dense_correct"]]
     if not solved:
         raise ValueError("no dense-solved calibration question: nothing to calibrate on")
-    out = {"row": row, "groups": groups, "multipliers": list(multipliers), "questions": len(solved),
+    out = {"row": row, "mode": mode, "groups": groups, "multipliers": list(multipliers), "questions": len(solved),
            "questions_asked": len(records), "losses": {}, "answer_logprob_change": {}, "allocation": {}}
     for target in budgets:
         kl, dlp = {}, {}
@@ -381,7 +402,9 @@ def layer_calibration_markdown(result: dict) -> str:
     for target, table in result["losses"].items():
         alloc = result["allocation"][target]
         mults = result["multipliers"]
-        lines.append(f"\n### budget {target}: mean KL per layer group (sparse in that group only; "
+        where = ("sparse in that group only" if result.get("mode", "isolated") == "isolated"
+                 else "that group at the multiplier, the others at the target")
+        lines.append(f"\n### budget {target}: mean KL per layer group ({where}; "
                      f"{result['questions']} dense-solved questions)\n")
         lines.append("| layers | " + " | ".join(f"x{m:g}" for m in mults) + " | chosen |")
         lines.append("|---|" + "---|" * (len(mults) + 1))
@@ -704,6 +727,8 @@ def main(argv=None) -> dict:
                    help="layer_calibration suite: the selector row whose per-layer budgets are calibrated")
     p.add_argument("--calib-multipliers", type=float, nargs="+", default=[0.5, 0.75, 1.0, 1.5, 2.0],
                    help="layer_calibration suite: budget multipliers tried per layer group (1 must be among them)")
+    p.add_argument("--calib-mode", choices=("isolated", "operating"), default="isolated",
+                   help="layer_calibration suite: the other layers dense (isolated) or at the target budget (operating)")
     p.add_argument("--layer-allocation", default=None,
                    help="needles suite: a --suite layer_calibration JSON; adds the row <calibrated row>_layers")
     p.add_argument("--suite", choices=("planted_qa", "needles", "summary", "attribution", "layer_calibration"),

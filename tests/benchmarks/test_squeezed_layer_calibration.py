@@ -80,3 +80,22 @@ def test_bad_allocation_files_fail_with_the_path(tmp_path, content, match):
     assert str(path) in str(err.value)
     with pytest.raises(ValueError, match="not a layer-allocation JSON"):
         load_layer_allocation(str(tmp_path / "missing.json"))
+
+
+def test_operating_point_rows_and_mode_checks():
+    from benchmarks.squeezed_attention_accuracy import _calibration_row
+    from framework.models.components.squeezed.attribution import LayerSubsetSelector
+
+    row = _calibration_row("operating", "pq_m16_sinks", 0.2, 1.5, [1, 2], 4)
+    assert isinstance(row, PerLayerSelector) and [s.budget for s in row.selectors] == pytest.approx(
+        [0.2, 0.3, 0.3, 0.2])
+    iso = _calibration_row("isolated", "pq_m16_sinks", 0.2, 0.5, [1, 2], 4)
+    assert isinstance(iso, LayerSubsetSelector) and iso.inner.budget == pytest.approx(0.1) and iso.layers == {1, 2}
+    q = _question(True, {("0-1", 1.0): 0.1, ("2-3", 1.0): 0.2})
+    q["mode"] = "operating"
+    out = summarize_layer_calibration([q], row="r", groups=GROUPS, budgets=[0.2], multipliers=[1.0],
+                                      mode="operating")
+    assert out["mode"] == "operating" and "the others at the target" in layer_calibration_markdown(out)
+    with pytest.raises(ValueError, match="one file per mode"):
+        summarize_layer_calibration([q, _question(True, {("0-1", 1.0): 0.1, ("2-3", 1.0): 0.2})], row="r",
+                                    groups=GROUPS, budgets=[0.2], multipliers=[1.0], mode="operating")
