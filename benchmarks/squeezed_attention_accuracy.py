@@ -122,9 +122,10 @@ def _read_records(path: Path) -> list[dict]:
     return out
 
 
-def _build_indexes(model, ids, args, cache_dir: Path | None, key: str) -> tuple[dict, dict]:
-    """Index variants of one context ("paper": no sinks, "sinks"), one shared prefill, cached on disk."""
-    builds = {"paper": 0, "sinks": args.attention_sinks}
+def _build_indexes(model, ids, args, cache_dir: Path | None, key: str, names=("paper", "sinks")) -> tuple[dict, dict]:
+    """Index variants `names` of one context ("paper": no sinks, "sinks"), one shared prefill, cached on disk.
+    "paper" comes first: the baselines serve it."""
+    builds = {name: sinks for name, sinks in (("paper", 0), ("sinks", args.attention_sinks)) if name in names}
     indexes, info = {}, {}
     prefill = None
     for name, sinks in builds.items():
@@ -229,7 +230,9 @@ def run_needles(args) -> None:
             if not todo:
                 continue
             ids = torch.tensor([ctx.context_ids])
-            indexes, info = _build_indexes(model, ids, args, cache_dir, key)
+            # Baseline rows serve the "paper" index; a Squeezed row needs its own variant ("sinks" too).
+            names = {"paper"} | {v.index for v in variants.values()}
+            indexes, info = _build_indexes(model, ids, args, cache_dir, key, names=names)
             print(f"[{time.time() - t_start:.0f} s] context {n_ctx}/{total} {key} ({source}, {split}, "
                   f"{len(ctx.context_ids)} tokens): indexes {info}", flush=True)
             for i in todo:
@@ -324,7 +327,7 @@ def run_layer_calibration(args) -> dict:
             if not todo:
                 continue
             ids = torch.tensor([ctx.context_ids])
-            indexes, info = _build_indexes(model, ids, args, cache_dir, key)
+            indexes, info = _build_indexes(model, ids, args, cache_dir, key, names=("paper",))
             served = indexes["paper"]
             print(f"[{time.time() - t_start:.0f} s] calibration context {key} ({source}): {info}", flush=True)
             for i in todo:
