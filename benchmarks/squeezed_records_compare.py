@@ -5,8 +5,8 @@
 
 The two files must hold the same questions (same design options and seeds; matched by context key and question
 index) scored with different index settings (e.g. ``--centroid-fraction``). Prints accuracy, mean KL and mass
-recall of the row in each file on the questions both scored, and the paired bootstrap interval of the accuracy
-difference B − A over those questions (``framework.metrics.intervals.paired_bootstrap``). With
+recall of the row in each file on the questions both scored, and the paired bootstrap intervals of the accuracy
+difference B − A and of the KL difference B − A over those questions (``framework.metrics.intervals.paired_bootstrap``). With
 ``--dense-solved-only`` only questions that dense attention answers (in A) are used.
 """
 
@@ -78,11 +78,13 @@ def main() -> None:
         acc_b = np.array([float(b[k]["row"]["correct"]) for k in ks])
         diff = paired_bootstrap(100 * acc_b, 100 * acc_a)
         kl = [np.mean([x[k]["row"]["kl"] for k in ks]) for x in (a, b)]
+        kl_diff = paired_bootstrap([b[k]["row"]["kl"] for k in ks], [a[k]["row"]["kl"] for k in ks])
         recall = [np.mean([x[k]["row"]["mass_recall"] for k in ks]) for x in (a, b)]
         budgets = [np.mean([x[k]["row"]["budget"] for k in ks]) for x in (a, b)]
         print(f"{group}: n = {len(ks)}; A {100 * acc_a.mean():.1f} % (KL {kl[0]:.3f}, mass recall {recall[0]:.3f}, "
               f"budget {budgets[0]:.3f}); B {100 * acc_b.mean():.1f} % (KL {kl[1]:.3f}, mass recall {recall[1]:.3f}, "
-              f"budget {budgets[1]:.3f}); B − A {diff.estimate:+.1f} [{diff.low:+.1f}, {diff.high:+.1f}] points")
+              f"budget {budgets[1]:.3f}); B − A {diff.estimate:+.1f} [{diff.low:+.1f}, {diff.high:+.1f}] points, "
+              f"KL {kl_diff.estimate:+.4f} [{kl_diff.low:+.4f}, {kl_diff.high:+.4f}]")
 
 
 if __name__ == "__main__":

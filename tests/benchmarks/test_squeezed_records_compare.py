@@ -36,6 +36,8 @@ def test_paired_difference_on_dense_solved_questions(tmp_path):
     line = out.stdout.splitlines()[0]
     # Dense solves questions 0-3: A 1/4 = 25 %, B 3/4 = 75 %, B − A = +50 points.
     assert line.startswith("all: n = 4;") and "A 25.0 %" in line and "B 75.0 %" in line and "B − A +50.0 [" in line
+    # the KL of each question (0.1 i) is the same in both files: the paired KL difference is exactly 0
+    assert line.endswith("KL +0.0000 [+0.0000, +0.0000]")
 
 
 def test_unknown_method_is_one_clear_error(tmp_path):
