@@ -263,7 +263,7 @@ def run_needles(args) -> None:
 
 
 def _needle_contexts(args, tokenizer, length: int, first: int, count: int):
-    """(index c, key, split label, source, NeedleContext) of contexts c = first .. count-1 of `length`, built as the
+    """(index c, cache key, text source, NeedleContext) of contexts c = first .. count-1 of `length`, built as the
     needles suite builds them (same seed rule and design options)."""
     design = dict(single=args.single, multi_groups=tuple(args.multi_groups), qa_facts=args.qa_facts,
                   depth_jitter=args.depth_jitter, answer_style=args.answer_style,
@@ -313,7 +313,13 @@ def run_layer_calibration(args) -> dict:
     t_start = time.time()
     records_path = Path(args.records)
     records_path.parent.mkdir(parents=True, exist_ok=True)
-    done = {(r["context_key"], r["question"]) for r in _read_records(records_path)}
+    previous = _read_records(records_path)
+    # A resumed file of the other mode would be skipped question by question and only fail at the summary.
+    other = {r.get("mode", "isolated") for r in previous} - {args.calib_mode}
+    if other:
+        raise ValueError(f"{records_path}: holds calibration records of mode {sorted(other)}, not "
+                         f"{args.calib_mode!r}: use one --records file per --calib-mode")
+    done = {(r["context_key"], r["question"]) for r in previous}
     tokenizer = SmolLM2Tokenizer()
     model = load_backbone("smollm2")
     n_layers = len(model.model.layers)
@@ -781,6 +787,10 @@ def main(argv=None) -> dict:
     if args.suite == "layer_calibration":
         if 1.0 not in args.calib_multipliers or min(args.calib_multipliers) <= 0:
             p.error(f"--calib-multipliers must be > 0 and include 1, got {args.calib_multipliers}")
+        too_big = [(b, m) for b in args.budgets for m in args.calib_multipliers if b * m > 1.0]
+        if too_big:
+            p.error(f"--budgets x --calib-multipliers must stay <= 1 (a budget is a fraction of the cache), got "
+                    f"{too_big[0][0]} x {too_big[0][1]} = {too_big[0][0] * too_big[0][1]:g}")
         if not args.out:
             p.error("--suite layer_calibration needs --out (the allocation JSON that --layer-allocation reads)")
         result = run_layer_calibration(args)

@@ -99,3 +99,21 @@ def test_operating_point_rows_and_mode_checks():
     with pytest.raises(ValueError, match="one file per mode"):
         summarize_layer_calibration([q, _question(True, {("0-1", 1.0): 0.1, ("2-3", 1.0): 0.2})], row="r",
                                     groups=GROUPS, budgets=[0.2], multipliers=[1.0], mode="operating")
+
+
+def test_bad_calibration_arguments_fail_before_the_model_loads(tmp_path, monkeypatch):
+    import benchmarks.squeezed_attention_accuracy as bench
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the bad input was refused")
+
+    monkeypatch.setattr(bench, "load_backbone", no_model)
+    out = str(tmp_path / "alloc.json")
+    with pytest.raises(SystemExit):  # argparse error: 0.6 x 2 leaves (0, 1]
+        bench.main(["--suite", "layer_calibration", "--budgets", "0.6", "--out", out])
+    records = tmp_path / "records.jsonl"
+    records.write_text(json.dumps({"context_key": "c", "question": 0, "mode": "isolated", "dense_correct": False,
+                                   "records": []}) + "\n")
+    with pytest.raises(ValueError, match="use one --records file per --calib-mode"):
+        bench.main(["--suite", "layer_calibration", "--calib-mode", "operating", "--records", str(records),
+                    "--out", out])

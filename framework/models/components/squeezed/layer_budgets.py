@@ -20,6 +20,7 @@ attention mass and lost needles although it kept more mass; this one optimises t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -59,7 +60,7 @@ def allocate_group_multipliers(
         if not isinstance(sizes[g], int) or isinstance(sizes[g], bool) or sizes[g] < 1:
             raise ValueError(f"group {g!r}: size must be an int >= 1, got {sizes[g]!r}")
         for m, loss in table.items():
-            if not m > 0 or not torch.isfinite(torch.tensor(float(loss))):
+            if not m > 0 or not math.isfinite(float(loss)):
                 raise ValueError(f"group {g!r}: multiplier {m!r} must be > 0 with a finite loss, got loss {loss!r}")
     total_layers = sum(sizes.values())
     cap = round(mean * total_layers * _UNITS)
