@@ -9,6 +9,8 @@
 #   make constraints   - rewrite constraints.txt from .venv (after the suite passed in it)
 #   make gpu-compile-check - compile every Triton kernel the CPU tests launch for a real GPU (sm_$(GPU_ARCH)) with
 #                        the GPU image's Triton ($(GPU_TRITON)); no GPU needed. Run it before spending GPU minutes.
+#   make gpu-wheels    - download into .whl/ the pure-Python wheels the GPU image lacks (jsonargparse & co., at the
+#                        versions of constraints.txt); device calls carry .whl and install them with --no-index
 # On a GPU machine install torch your usual way into .venv first (see README); `make` keeps a torch already there.
 
 PYTHON ?= python3
@@ -36,7 +38,7 @@ pip_install = for attempt in $$(seq $(PIP_ATTEMPTS)); do $(1)/python -m pip inst
 	  if [ $$attempt = $(PIP_ATTEMPTS) ]; then exit 1; fi; echo "pip install failed (attempt $$attempt), retrying"; \
 	  sleep 15; done
 
-.PHONY: setup demo test test-fast llm check-latest constraints clean-outputs gpu-compile-check
+.PHONY: setup demo test test-fast llm check-latest constraints clean-outputs gpu-compile-check gpu-wheels
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +70,13 @@ gpu-compile-check: setup
 	  $(BIN)/python -m pip install --no-deps --upgrade --target $(GPU_TRITON_DIR) "$(GPU_TRITON)"
 	PYTHONPATH=$(GPU_TRITON_DIR) FRAMEWORK_TRITON_COMPILE_ARCH=$(GPU_ARCH) $(BIN)/python -m pytest -q \
 	  -p no:cacheprovider tests/framework/kernels tests/framework/models/components/squeezed
+
+# The GPU image has torch, triton, transformers, lightning and torchmetrics but not the CLI's parser stack or 🤗 datasets
+# (its pyarrow, fsspec, xxhash are there).
+GPU_WHEELS ?= jsonargparse docstring_parser typeshed_client omegaconf datasets dill multiprocess
+gpu-wheels: setup
+	mkdir -p .whl
+	$(BIN)/python -m pip download $(PIP_NET_ARGS) --no-deps --only-binary=:all: -c $(CONSTRAINTS) -d .whl $(GPU_WHEELS)
 
 # torch stays at TORCH_SPEC (the CPU build): the newest torch on PyPI is the multi-GB CUDA build. Everything else is
 # upgraded eagerly to its newest release, ignoring constraints.txt.
