@@ -42,12 +42,14 @@ def candidate_keys(cluster_scores: torch.Tensor, key_labels: torch.Tensor, candi
 
 
 def refine_candidates(
-    query: torch.Tensor, keys: torch.Tensor, candidates: torch.Tensor, *, keep: int, scale: float
+    query: torch.Tensor, keys: torch.Tensor, candidates: torch.Tensor, *, keep: int, scale: float,
+    forced: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Keep the `keep` candidates with the largest exact attention probability.
 
     The probability of a candidate is its softmax weight among the candidates, averaged over the T queries and the
-    G query heads of the KV group (the rule `OracleTopK` uses over all keys).
+    G query heads of the KV group (the rule `OracleTopK` uses over all keys). Keys marked in `forced` (sinks, a
+    window) are kept before any other, whatever their score.
 
     Args:
         query: [B, Hq, T, D] post-RoPE queries.
@@ -55,6 +57,7 @@ def refine_candidates(
         candidates: [B, Hkv, M] indices into the Nc keys.
         keep: 1 <= keep <= M.
         scale: softmax scale.
+        forced: optional [Nc] bool, keys kept first (at most `keep` of them among the candidates).
 
     Returns:
         [B, Hkv, keep] int64 indices into the Nc keys (unordered).
@@ -67,5 +70,7 @@ def refine_candidates(
     cand_keys = keys.float().expand(b, -1, -1, -1).gather(2, candidates.unsqueeze(-1).expand(b, hkv, m, d))
     q = query.float().reshape(b, hkv, g * t, d)
     probs = torch.softmax(torch.matmul(q, cand_keys.transpose(-1, -2)) * scale, dim=-1).mean(dim=2)  # [B, Hkv, M]
+    if forced is not None:
+        probs = probs.masked_fill(forced.to(candidates.device)[candidates], float("inf"))
     best = torch.topk(probs, keep, dim=-1).indices
     return candidates.gather(-1, best)

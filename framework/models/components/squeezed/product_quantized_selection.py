@@ -19,6 +19,12 @@ fitted lazily per layer (Euclidean k-means of each channel group, `kmeans(normal
 is a probability distribution over the same N keys, so keeping the Hkv·K largest estimated probabilities of all
 heads together maximizes the estimated attention mass kept at the same total count — a head whose attention is
 concentrated gives keys to one whose attention is spread. The per-head top-K (``"equal"``) is the default.
+
+``refine_ratio = r >= 1`` (ours, session 12) uses the estimate only to shortlist: the r·K keys of largest estimated
+probability (sinks and window first) are candidates, and their exact attention probabilities keep the best K
+(`exact_refinement.refine_candidates`, the rule session 6 tried on centroids). The candidates' keys are read, so they
+are charged like metadata: K + (quantizer + r·K) / 2 key+value vectors per head, solved for K — at the same budget
+fewer keys are kept, each chosen by its exact score.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import torch
 
 from framework.kernels.squeezed_attention import Selection, kmeans
 from framework.models.components.squeezed.baselines import BudgetedSelector
+from framework.models.components.squeezed.exact_refinement import refine_candidates
 from framework.models.components.squeezed.layer_index import LayerIndex
 from framework.models.components.squeezed.selection_tools import selection_from_indices
 
@@ -94,15 +101,23 @@ class ProductQuantizedTopK(BudgetedSelector):
             probability over all the layer's KV heads of a batch row together (the same total, so the same measured
             budget), each head keeping at least its sinks and window. ``"mass"`` builds its selection through one host
             sync (the largest per-head count), so it is for evaluation, not for a graph-captured decode step.
+        refine_ratio: 0 (off) or r >= 1: the estimate shortlists r·K candidates, exact scores keep K of them;
+            the candidates are charged to the budget. Needs ``head_allocation="equal"``.
     """
 
     def __init__(
         self, *, budget: float, subspaces: int = 16, codewords: int = 16, kmeans_iters: int = 25, sinks: int = 0,
-        window: int = 0, head_allocation: str = "equal",
+        window: int = 0, head_allocation: str = "equal", refine_ratio: float = 0.0,
     ) -> None:
         super().__init__(budget=budget)
         if head_allocation not in ("equal", "mass"):
             raise ValueError(f"head_allocation must be 'equal' or 'mass', got {head_allocation!r}")
+        if (isinstance(refine_ratio, bool) or not isinstance(refine_ratio, (int, float))
+                or not math.isfinite(float(refine_ratio)) or not (refine_ratio == 0 or refine_ratio >= 1)):
+            raise ValueError(f"refine_ratio must be 0 (off) or a finite number >= 1, got {refine_ratio!r}")
+        if refine_ratio and head_allocation != "equal":
+            raise ValueError(f"refine_ratio={refine_ratio} needs head_allocation='equal', got {head_allocation!r}")
+        self.refine_ratio = float(refine_ratio)
         self.head_allocation = head_allocation
         for name, value in (("subspaces", subspaces), ("codewords", codewords), ("kmeans_iters", kmeans_iters)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -118,13 +133,31 @@ class ProductQuantizedTopK(BudgetedSelector):
 
     def extra_repr(self) -> str:
         return (f"budget={self.budget}, subspaces={self.subspaces}, codewords={self.codewords}, sinks={self.sinks}, "
-                f"window={self.window}, head_allocation={self.head_allocation!r}")
+                f"window={self.window}, head_allocation={self.head_allocation!r}"
+                + (f", refine_ratio={self.refine_ratio}" if self.refine_ratio else ""))
 
-    def metadata_vectors(self, layer: LayerIndex) -> float:
+    def quantizer_vectors(self, layer: LayerIndex) -> float:
         """Codebooks (k vectors) + codes (N·m·log2(k) bits at 16·D bits per key-sized vector)."""
         d = layer.keys.shape[-1]
         code_bits = layer.num_tokens * self.subspaces * math.ceil(math.log2(self.codewords))
         return self.codewords + code_bits / (16.0 * d)
+
+    def metadata_vectors(self, layer: LayerIndex) -> float:
+        """The quantizer, plus the candidates' keys under exact refinement."""
+        return self.quantizer_vectors(layer) + (self.refine_counts(layer)[1] if self.refine_ratio else 0)
+
+    def num_keys(self, layer: LayerIndex) -> int:
+        """K per (batch row, KV head): ``K + (quantizer + candidates) / 2 = budget · N`` (candidates = r·K)."""
+        if not self.refine_ratio:
+            return super().num_keys(layer)
+        n = layer.num_tokens
+        keep = (self.budget * n - self.quantizer_vectors(layer) / 2.0) / (1.0 + self.refine_ratio / 2.0)
+        return int(min(n, max(1, round(keep))))
+
+    def refine_counts(self, layer: LayerIndex) -> tuple[int, int]:
+        """(K kept, M candidates) per (batch row, KV head) under exact refinement; M = min(N, max(K, round(r·K)))."""
+        keep = self.num_keys(layer)
+        return keep, min(layer.num_tokens, max(keep, round(self.refine_ratio * keep)))
 
     def share_fits_with(self, other: "ProductQuantizedTopK") -> "ProductQuantizedTopK":
         """Use `other`'s cache of fitted quantizers (same subspaces, codewords and iterations), so that many
@@ -172,6 +205,12 @@ class ProductQuantizedTopK(BudgetedSelector):
         always[max(0, n - self.window) :] = True
         probs = probs.masked_fill(always, float("inf"))  # kept first, whatever their estimate
         k = self.num_keys(layer)
+        if self.refine_ratio:
+            keep, m = self.refine_counts(layer)
+            shortlist = torch.topk(probs, m, dim=-1).indices  # [B, Hkv, M], the forced keys among them
+            keys = layer.keys.to(query.device)
+            chosen = refine_candidates(query, keys, shortlist, keep=keep, scale=scale, forced=always)
+            return selection_from_indices(chosen)
         if self.head_allocation == "equal" or hkv == 1:
             return selection_from_indices(torch.topk(probs, k, dim=-1).indices)
         # One pool of Hkv·N keys per batch row: its Hkv·K largest estimates (the forced keys, Hkv·(S + W) <= Hkv·K,

@@ -184,3 +184,99 @@ def test_mass_allocation_at_full_budget_and_with_one_head_is_the_per_head_top_k(
     assert torch.equal(a.key_indices, b.key_indices) and torch.equal(a.key_counts, b.key_counts)
     with pytest.raises(ValueError, match="head_allocation must be 'equal' or 'mass', got 'greedy'"):
         ProductQuantizedTopK(budget=0.3, head_allocation="greedy")
+
+
+def _kept(sel, b, h):
+    return set(sel.key_indices[b, h, : int(sel.key_counts[b, h])].tolist())
+
+
+def _exact_probs(q, layer, scale=0.25):
+    b, hq, t, d = q.shape
+    keys = layer.keys[0].float()  # [Hkv, N, D]
+    hkv = keys.shape[0]
+    grouped = q.float().reshape(b, hkv, hq // hkv * t, d)
+    return torch.softmax(torch.einsum("bhrd,hnd->bhrn", grouped, keys) * scale, -1).mean(2)  # over all N keys
+
+
+def test_refinement_keeps_the_exactly_best_of_the_estimated_shortlist(index):
+    """Brute force: shortlist = the r·K best estimates (sinks and window first); kept = the forced keys, then the
+    candidates of largest exact probability among the candidates (softmax over the shortlist only)."""
+    layer = index.layers[0]
+    n = layer.num_tokens
+    pq = ProductQuantizedTopK(budget=0.4, subspaces=4, codewords=8, sinks=2, window=4, refine_ratio=2.5)
+    q = torch.randn(2, 4, 3, 16, generator=torch.Generator().manual_seed(11)) * 2.0
+    sel = pq.select(q, layer, scale=0.25)
+    keep, m = pq.refine_counts(layer)
+    assert m == round(2.5 * keep) and keep == pq.num_keys(layer)
+    est = _estimated_probs(pq, q, layer)
+    always = set(range(2)) | set(range(n - 4, n))
+    for b in range(2):
+        for h in range(2):
+            ranked = sorted(range(n), key=lambda i: (i not in always, -float(est[b, h, i])))
+            shortlist = ranked[:m]
+            keys = layer.keys[0, h].float()[shortlist]
+            grouped = q[b].reshape(2, 6, 16)[h].float()
+            exact = torch.softmax(grouped @ keys.T * 0.25, -1).mean(0)
+            order = sorted(range(m), key=lambda j: (shortlist[j] not in always, -float(exact[j])))
+            assert _kept(sel, b, h) == {shortlist[j] for j in order[:keep]}
+            assert always <= _kept(sel, b, h) <= set(shortlist)
+
+
+def test_refinement_with_every_key_a_candidate_is_the_oracle_top_k(index):
+    layer = index.layers[1]
+    n = layer.num_tokens
+    q = torch.randn(1, 4, 2, 16, generator=torch.Generator().manual_seed(12))
+    pq = ProductQuantizedTopK(budget=0.3, subspaces=4, codewords=8, refine_ratio=float(n))  # M = N
+    keep, m = pq.refine_counts(layer)
+    assert m == n
+    oracle = OracleTopK(budget=keep / n)
+    assert oracle.num_keys(layer) == keep
+    want = oracle.select(q, layer, scale=0.25)
+    got = pq.select(q, layer, scale=0.25)
+    for h in range(2):
+        assert _kept(got, 0, h) == _kept(want, 0, h)
+
+
+def test_refinement_with_ratio_one_is_the_plain_estimate_at_its_key_count(index):
+    layer = index.layers[0]
+    q = torch.randn(2, 4, 2, 16, generator=torch.Generator().manual_seed(13))
+    refined = ProductQuantizedTopK(budget=0.35, subspaces=4, codewords=8, sinks=1, refine_ratio=1.0)
+    keep, m = refined.refine_counts(layer)
+    assert m == keep
+    plain = ProductQuantizedTopK(budget=0.35, subspaces=4, codewords=8, sinks=1)
+    plain.share_fits_with(refined)
+    plain.budget = refined.budget - (refined.metadata_vectors(layer) - plain.metadata_vectors(layer)) / (
+        2.0 * layer.num_tokens)  # the refined row's K, without the candidates' charge
+    assert plain.num_keys(layer) == keep
+    a, b = refined.select(q, layer, scale=0.25), plain.select(q, layer, scale=0.25)
+    for bb in range(2):
+        for h in range(2):
+            assert _kept(a, bb, h) == _kept(b, bb, h)
+
+
+def test_refinement_charges_its_candidates_and_meets_the_budget(model, index):
+    pq = ProductQuantizedTopK(budget=0.5, subspaces=4, codewords=8, refine_ratio=2.0)
+    layer = index.layers[0]
+    n = layer.num_tokens
+    keep, m = pq.refine_counts(layer)
+    assert pq.metadata_vectors(layer) == pytest.approx(pq.quantizer_vectors(layer) + m)
+    # K + (quantizer + 2K) / 2 = budget * N, up to rounding of K
+    assert keep + (pq.quantizer_vectors(layer) + m) / 2 == pytest.approx(0.5 * n, abs=2.0)
+    question = torch.randint(3, 300, (1, 5), generator=torch.Generator().manual_seed(3))
+    with serve(model, index, pq) as session:
+        model(input_ids=question, cache=index.new_cache(), use_cache=True)
+    assert session.budget().budget == pytest.approx(0.5, abs=2.0 / n)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(refine_ratio=0.5), "refine_ratio must be 0 \\(off\\) or a finite number >= 1, got 0.5"),
+        (dict(refine_ratio=True), "refine_ratio must be 0"),
+        (dict(refine_ratio=float("inf")), "refine_ratio must be 0"),
+        (dict(refine_ratio=2.0, head_allocation="mass"), "refine_ratio=2.0 needs head_allocation='equal'"),
+    ],
+)
+def test_bad_refinement_settings_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ProductQuantizedTopK(budget=0.3, **kwargs)
