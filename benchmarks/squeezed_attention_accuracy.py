@@ -103,6 +103,7 @@ VARIANTS = {
 BASELINE_ROWS = ("oracle_topk", "quest", "window_sinks", "random", "oracle_topk@token", "quest@token", "pq_topk",
                  "pq_topk@token", "pq_sinks_window", "pq_sinks_window@token", "pq_m16_sinks_window@token",
                  "pq_k32_sinks_window@token", "pq_m16_sinks_w32@token", "pq_m16_sinks@token", "pq_m16_sinks_mass@token",
+                 "pq_m16_sinks_refine2@token", "pq_m16_sinks_refine4@token",
                  # per-layer budgets from --layer-allocation (the calibrated row, named after the row it calibrates)
                  "pq_m16_sinks_layers@token")
 LAYERS_SUFFIX = "_layers"

@@ -33,6 +33,11 @@ BASELINES: dict[str, Callable[[float], nn.Module]] = {
     # Keys spent jointly over a layer's KV heads by estimated probability (session 10; same total, same budget).
     "pq_m16_sinks_mass": lambda b: ProductQuantizedTopK(budget=b, subspaces=16, codewords=16, sinks=4, window=0,
                                                         head_allocation="mass"),
+    # The estimate shortlists r·K keys, exact scores keep K (session 12; the candidates are charged to the budget).
+    "pq_m16_sinks_refine2": lambda b: ProductQuantizedTopK(budget=b, subspaces=16, codewords=16, sinks=4, window=0,
+                                                           refine_ratio=2.0),
+    "pq_m16_sinks_refine4": lambda b: ProductQuantizedTopK(budget=b, subspaces=16, codewords=16, sinks=4, window=0,
+                                                           refine_ratio=4.0),
 }
 # The rows every evaluation runs unless told otherwise (the paper's comparison set).
 DEFAULT_BASELINES = ("oracle_topk", "quest", "window_sinks", "random")
