@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from framework.base.dataset_cache import load_or_generate
 from framework.validation import require_non_negative, require_positive
 
-__all__ = ["EpochSeededRandomSampler", "FrameworkDataModule"]
+__all__ = ["EpochSeededRandomSampler", "FrameworkDataModule", "SplitDataModule"]
 
 
 class EpochSeededRandomSampler(Sampler[int]):
@@ -152,3 +152,42 @@ class FrameworkDataModule(pl.LightningDataModule):
         """Generate-once helper: see :func:`framework.base.dataset_cache.load_or_generate`."""
         cache_dir = Path(self.cache_dir).expanduser() if self.cache_dir else None
         return load_or_generate(name, generate, version=version, cache_dir=cache_dir, **kwargs)
+
+
+class SplitDataModule(FrameworkDataModule):
+    """A :class:`FrameworkDataModule` whose ``setup`` fills ``self.datasets`` with named splits; the four loaders read
+    them: ``"train"`` shuffled, ``"val"`` and ``"test"`` in order, predict on ``predict_split``.
+
+    Subclasses override :meth:`collate` for a split-specific collate function, or a loader method where a stage
+    reads several splits.
+    """
+
+    predict_split = "test"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.datasets: dict[str, Dataset] = {}
+
+    def collate(self, split: str) -> Callable | None:
+        """Collate function of `split`'s loader (None: the default collation)."""
+        return None
+
+    def split_dataloader(self, split: str, *, shuffle: bool = False) -> DataLoader:
+        if split not in self.datasets:
+            raise RuntimeError(
+                f"{type(self).__name__} has no {split!r} split (have: {sorted(self.datasets) or 'none'}); "
+                "call setup() before asking for a loader"
+            )
+        return self.make_dataloader(self.datasets[split], shuffle=shuffle, collate_fn=self.collate(split))
+
+    def train_dataloader(self) -> DataLoader:
+        return self.split_dataloader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.split_dataloader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.split_dataloader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.split_dataloader(self.predict_split)

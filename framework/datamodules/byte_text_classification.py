@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from framework.datamodules.listops import pad_collate
-from framework.base import FrameworkDataModule
+from framework.base import SplitDataModule
 from framework.validation import require_existing_path, require_in_range
 
 __all__ = ["ByteTextClassification", "generate_byte_text", "BYTE_VOCAB_SIZE"]
@@ -75,7 +75,7 @@ class _Rows(Dataset):
         return self.tokens[index], int(self.lengths[index]), int(self.labels[index])
 
 
-class ByteTextClassification(FrameworkDataModule):
+class ByteTextClassification(SplitDataModule):
     """Byte-level document classification from a user folder.
 
     Args:
@@ -139,17 +139,5 @@ class ByteTextClassification(FrameworkDataModule):
             mask = split == code
             self.datasets[name] = _Rows(tokens[mask], lengths[mask], labels[mask])
 
-    def _loader(self, name: str, shuffle: bool):
-        return self.make_dataloader(self.datasets[name], shuffle=shuffle, collate_fn=pad_collate(None))
-
-    def train_dataloader(self):
-        return self._loader("train", True)
-
-    def val_dataloader(self):
-        return self._loader("val", False)
-
-    def test_dataloader(self):
-        return self._loader("test", False)
-
-    def predict_dataloader(self):
-        return self._loader("test", False)
+    def collate(self, split: str):
+        return pad_collate(None)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from framework.base import FrameworkDataModule
+from framework.base import SplitDataModule
 from framework.base.data_files import check_images
 from framework.validation import require_choice, require_existing_path, require_in_range, require_non_negative
 
@@ -144,7 +144,7 @@ def generate_image_classification(
     }
 
 
-class DigitsClassification(FrameworkDataModule):
+class DigitsClassification(SplitDataModule):
     """scikit-learn digits (1797 images, 8x8, 10 classes) or a user image folder, with a shifted test split.
 
     Args:
@@ -252,15 +252,6 @@ class DigitsClassification(FrameworkDataModule):
                 x, y = x[: self.train_subset], y[: self.train_subset]
             self.datasets[name] = TensorDataset(x, y)
 
-    def train_dataloader(self):
-        return self.make_dataloader(self.datasets["train"], shuffle=True)
-
-    def val_dataloader(self):
-        return self.make_dataloader(self.datasets["val"], shuffle=False)
-
     def test_dataloader(self):
-        loaders = [self.make_dataloader(self.datasets[name], shuffle=False) for name in self.test_split_names]
+        loaders = [self.split_dataloader(name) for name in self.test_split_names]
         return loaders if len(loaders) > 1 else loaders[0]
-
-    def predict_dataloader(self):
-        return self.make_dataloader(self.datasets["test"], shuffle=False)

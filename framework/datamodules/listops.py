@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from framework.base import FrameworkDataModule
+from framework.base import SplitDataModule
 
 __all__ = ["ListOps", "generate_listops", "listops_value", "OPERATORS", "TOKENS"]
 
@@ -193,7 +193,7 @@ def pad_collate(fixed_length: int | None, buckets: tuple[int, ...] | None = None
     return collate
 
 
-class ListOps(FrameworkDataModule):
+class ListOps(SplitDataModule):
     """ListOps classification (10 classes) over token sequences.
 
     Args:
@@ -269,19 +269,5 @@ class ListOps(FrameworkDataModule):
         for name, (lo, hi) in bounds.items():
             self.datasets[name] = _TokenDataset(tokens[lo:hi], lengths[lo:hi], labels[lo:hi])
 
-    def _loader(self, name: str, shuffle: bool):
-        return self.make_dataloader(self.datasets[name], shuffle=shuffle,
-                                    collate_fn=pad_collate(self.seq_len if self.pad_to_seq_len else None,
-                                                           self.length_buckets))
-
-    def train_dataloader(self):
-        return self._loader("train", True)
-
-    def val_dataloader(self):
-        return self._loader("val", False)
-
-    def test_dataloader(self):
-        return self._loader("test", False)
-
-    def predict_dataloader(self):
-        return self._loader("test", False)
+    def collate(self, split: str):
+        return pad_collate(self.seq_len if self.pad_to_seq_len else None, self.length_buckets)

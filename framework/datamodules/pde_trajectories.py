@@ -34,7 +34,7 @@ from framework.datamodules.pde.linear_ar1 import simulate_linear_ar1
 from framework.datamodules.pde.navier_stokes import simulate_navier_stokes
 from framework.datamodules.pde.pdebench_loader import load_pdebench, pdebench_layout
 from framework.datamodules.pde.shallow_water import simulate_shallow_water
-from framework.base import FrameworkDataModule
+from framework.base import SplitDataModule
 from framework.validation import require_choice
 
 __all__ = ["PDETrajectories", "FrameWindows", "SYSTEMS", "generate_trajectories"]
@@ -77,7 +77,7 @@ class FrameWindows(Dataset):
         return self.frames[traj, start:start + self.length]
 
 
-class PDETrajectories(FrameworkDataModule):
+class PDETrajectories(SplitDataModule):
     """Forecasting windows from many simulated (or PDEBench) trajectories.
 
     Args:
@@ -206,14 +206,3 @@ class PDETrajectories(FrameworkDataModule):
         std = self.std.to(frames)[:, None, None]
         return frames * std + mean
 
-    def train_dataloader(self):
-        return self.make_dataloader(self.datasets["train"], shuffle=True, drop_last=False)
-
-    def val_dataloader(self):
-        return self.make_dataloader(self.datasets["val"], shuffle=False)
-
-    def test_dataloader(self):
-        return self.make_dataloader(self.datasets["test"], shuffle=False)
-
-    def predict_dataloader(self):
-        return self.test_dataloader()

@@ -22,13 +22,13 @@ from framework.datamodules.digits_classification import (
     check_image_folder,
     generate_image_classification,
 )
-from framework.base import FrameworkDataModule
+from framework.base import SplitDataModule
 from framework.validation import require_choice, require_existing_path, require_in_range
 
 __all__ = ["SequentialImages"]
 
 
-class SequentialImages(FrameworkDataModule):
+class SequentialImages(SplitDataModule):
     """Pixel-sequence classification.
 
     Args:
@@ -101,14 +101,3 @@ class SequentialImages(FrameworkDataModule):
             mask = split == code
             self.datasets[name] = TensorDataset(sequences[mask], labels[mask])
 
-    def train_dataloader(self):
-        return self.make_dataloader(self.datasets["train"], shuffle=True)
-
-    def val_dataloader(self):
-        return self.make_dataloader(self.datasets["val"], shuffle=False)
-
-    def test_dataloader(self):
-        return self.make_dataloader(self.datasets["test"], shuffle=False)
-
-    def predict_dataloader(self):
-        return self.make_dataloader(self.datasets["test"], shuffle=False)

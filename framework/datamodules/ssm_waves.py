@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from framework.base import FrameworkDataModule
+from framework.base import SplitDataModule
 from framework.validation import require_positive
 
 __all__ = ["SSMWaves", "generate_wave_amplitudes"]
@@ -58,7 +58,7 @@ class _WaveDataset(Dataset):
         return a @ self.basis, a
 
 
-class SSMWaves(FrameworkDataModule):
+class SSMWaves(SplitDataModule):
     """Waves regression data.
 
     Args:
@@ -135,14 +135,3 @@ class SSMWaves(FrameworkDataModule):
         for name, code in (("train", 0), ("val", 1), ("test", 2)):
             self.datasets[name] = _WaveDataset(amplitudes[split == code], basis)
 
-    def train_dataloader(self):
-        return self.make_dataloader(self.datasets["train"], shuffle=True)
-
-    def val_dataloader(self):
-        return self.make_dataloader(self.datasets["val"], shuffle=False)
-
-    def test_dataloader(self):
-        return self.make_dataloader(self.datasets["test"], shuffle=False)
-
-    def predict_dataloader(self):
-        return self.make_dataloader(self.datasets["test"], shuffle=False)

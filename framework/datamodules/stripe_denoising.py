@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from framework.base import FrameworkDataModule
+from framework.base import SplitDataModule
 from framework.base.data_files import check_images
 from framework.validation import require_choice, require_existing_path, require_in_range, require_non_negative
 
@@ -127,7 +127,7 @@ def to_sequence(images: torch.Tensor) -> torch.Tensor:
     return images.flatten(2).transpose(1, 2).contiguous()
 
 
-class StripeDenoising(FrameworkDataModule):
+class StripeDenoising(SplitDataModule):
     """Stripe-noise denoising of images read as pixel sequences.
 
     Args:
@@ -213,14 +213,7 @@ class StripeDenoising(FrameworkDataModule):
             self.datasets[f"test_{direction}"] = TensorDataset(to_sequence(self._noisy(test, direction, 10 + i)),
                                                                to_sequence(test))
 
-    def train_dataloader(self):
-        return self.make_dataloader(self.datasets["train"], shuffle=True)
-
-    def val_dataloader(self):
-        return self.make_dataloader(self.datasets["val"], shuffle=False)
+    predict_split = "test_vertical"
 
     def test_dataloader(self):
-        return [self.make_dataloader(self.datasets[name], shuffle=False) for name in self.test_split_names]
-
-    def predict_dataloader(self):
-        return self.make_dataloader(self.datasets["test_vertical"], shuffle=False)
+        return [self.split_dataloader(name) for name in self.test_split_names]

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from framework.base import FrameworkDataModule
+from framework.base import SplitDataModule
 from framework.validation import require_existing_path
 
 __all__ = ["TextCorpus", "ByteTokenizer", "corpus_paragraphs", "make_tokenizer", "generate_token_windows"]
@@ -161,7 +161,7 @@ class _Windows(Dataset):
         return {"input_ids": self.ids[index]}
 
 
-class TextCorpus(FrameworkDataModule):
+class TextCorpus(SplitDataModule):
     """Token windows of an offline English corpus, split into train (calibration) / val / test by paragraph.
 
     Args:
@@ -239,14 +239,3 @@ class TextCorpus(FrameworkDataModule):
             raise ValueError(f"source {self.source!r} gives no {self.seq_len}-token window for split(s) {empty}; "
                              "use a smaller seq_len or more text")
 
-    def train_dataloader(self):
-        return self.make_dataloader(self.datasets["train"], shuffle=True)
-
-    def val_dataloader(self):
-        return self.make_dataloader(self.datasets["val"], shuffle=False)
-
-    def test_dataloader(self):
-        return self.make_dataloader(self.datasets["test"], shuffle=False)
-
-    def predict_dataloader(self):
-        return self.make_dataloader(self.datasets["test"], shuffle=False)

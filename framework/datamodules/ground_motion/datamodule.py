@@ -36,7 +36,7 @@ from framework.models.components.cgm_gm.representation import (
     LogSpectrogramScaler,
     SpectrogramTransform,
 )
-from framework.base import FrameworkDataModule
+from framework.base import SplitDataModule
 from framework.validation import require_choice
 
 __all__ = ["METADATA_KEYS", "GroundMotionCatalog", "GroundMotionDataset"]
@@ -75,7 +75,7 @@ class GroundMotionDataset(Dataset):
         return [{k: v[i] for k, v in columns.items()} for i in range(len(indices))]
 
 
-class GroundMotionCatalog(FrameworkDataModule):
+class GroundMotionCatalog(SplitDataModule):
     """Ground-motion records for CGM-GM.
 
     Args:
@@ -211,14 +211,3 @@ class GroundMotionCatalog(FrameworkDataModule):
                                                       self.spectrogram_scaler)
         log.info("ground-motion catalog: %s", {k: len(v) for k, v in self.datasets.items()})
 
-    def train_dataloader(self):
-        return self.make_dataloader(self.datasets["train"], shuffle=True)
-
-    def val_dataloader(self):
-        return self.make_dataloader(self.datasets["val"], shuffle=False)
-
-    def test_dataloader(self):
-        return self.make_dataloader(self.datasets["test"], shuffle=False)
-
-    def predict_dataloader(self):
-        return self.make_dataloader(self.datasets["test"], shuffle=False)

@@ -51,7 +51,7 @@ def test_byte_text_tokens_labels_and_padding(tmp_path):
     data.setup()
     tokens, labels, lengths = next(iter(data.val_dataloader() if len(data.datasets["val"]) else
                                         data.make_dataloader(data.datasets["train"], shuffle=False,
-                                                             collate_fn=data._loader("train", False).collate_fn)))
+                                                             collate_fn=data.split_dataloader("train").collate_fn)))
     assert tokens.shape == (5, 16) and sorted(labels.tolist()) == [0, 0, 1, 1, 1]
     decoded = {bytes((tokens[i, : lengths[i]] - 1).tolist()) for i in range(5)}
     assert "héllo".encode() in decoded and b"x" * 16 in decoded  # UTF-8 bytes, truncated to seq_len
