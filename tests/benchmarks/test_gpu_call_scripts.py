@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPTS = ["squeezed_issue23_gpu.sh", "training_issue24_gpu.sh", "cgm_gm_20k_gpu.sh", "listops_chunks_gpu.sh"]
+SCRIPTS = ["squeezed_issue23_gpu.sh", "training_issue24_gpu.sh", "cgm_gm_20k_gpu.sh", "listops_chunks_gpu.sh",
+           "flow_matching_throughput_gpu.sh"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
