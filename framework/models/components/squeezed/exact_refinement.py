@@ -16,6 +16,11 @@ from __future__ import annotations
 import torch
 
 
+def candidate_count(keep: int, ratio: float, available: int) -> int:
+    """M = min(available, max(keep, round(ratio · keep))) candidates for `keep` kept keys."""
+    return min(available, max(keep, round(ratio * keep)))
+
+
 def candidate_keys(cluster_scores: torch.Tensor, key_labels: torch.Tensor, candidates: int) -> torch.Tensor:
     """The first `candidates` clustered keys when keys are ordered by their cluster's score (best first).
 

@@ -35,7 +35,7 @@ import torch
 
 from framework.kernels.squeezed_attention import Selection, kmeans
 from framework.models.components.squeezed.baselines import BudgetedSelector
-from framework.models.components.squeezed.exact_refinement import refine_candidates
+from framework.models.components.squeezed.exact_refinement import candidate_count, refine_candidates
 from framework.models.components.squeezed.layer_index import LayerIndex
 from framework.models.components.squeezed.selection_tools import selection_from_indices
 
@@ -157,7 +157,7 @@ class ProductQuantizedTopK(BudgetedSelector):
     def refine_counts(self, layer: LayerIndex) -> tuple[int, int]:
         """(K kept, M candidates) per (batch row, KV head) under exact refinement; M = min(N, max(K, round(r·K)))."""
         keep = self.num_keys(layer)
-        return keep, min(layer.num_tokens, max(keep, round(self.refine_ratio * keep)))
+        return keep, candidate_count(keep, self.refine_ratio, layer.num_tokens)
 
     def share_fits_with(self, other: "ProductQuantizedTopK") -> "ProductQuantizedTopK":
         """Use `other`'s cache of fitted quantizers (same subspaces, codewords and iterations), so that many

@@ -16,7 +16,7 @@ from torch import nn
 from framework.kernels.squeezed_attention import Selection, centroid_lookup, hierarchical_lookup, select_from_scores
 from framework.kernels.squeezed_attention.bounded_scores import AGGREGATIONS, bounded_cluster_scores_reference
 from framework.kernels.squeezed_attention.validation import budget_to_count
-from framework.models.components.squeezed.exact_refinement import candidate_keys, refine_candidates
+from framework.models.components.squeezed.exact_refinement import candidate_count, candidate_keys, refine_candidates
 from framework.models.components.squeezed.fixed_and_dynamic import attend_fixed_and_dynamic
 from framework.models.components.squeezed.layer_index import LayerIndex
 from framework.models.components.squeezed.selection_tools import frame_selection, selection_from_indices
@@ -250,7 +250,7 @@ class SqueezedAttention(nn.Module):
     def refine_counts(self, num_clustered: int) -> tuple[int, int]:
         """(K kept, M candidates) clustered keys per (batch row, KV head) under exact refinement."""
         keep = budget_to_count(self.budget, num_clustered)
-        return keep, min(num_clustered, max(keep, round(self.refine_ratio * keep)))
+        return keep, candidate_count(keep, self.refine_ratio, num_clustered)
 
     def _cluster_scores(self, query: torch.Tensor, layer: LayerIndex, scale: float) -> torch.Tensor:
         """[B, Hkv, C] estimated cluster probabilities under this module's radius weight and aggregation (PyTorch)."""
