@@ -18,6 +18,15 @@ any CLI overrides after ``--``. Then, over ``--steps`` training steps after ``--
 
 Numbers are host-side: on this CPU box the op counts transfer to a GPU exactly; the milliseconds include CPU compute
 and are an upper bound of the host share.
+
+``--device cuda`` profiles the GPU side instead, at the shipped config's real sequence sizes (only the number of
+training samples is cut, so the data is generated in seconds): the **top kernels by GPU time per step** (CUPTI
+through ``torch.profiler``; kernels replayed inside CUDA graphs included) and the GPU-busy milliseconds per step,
+beside the wall milliseconds — where a step that is GPU-bound spends its time, which the host profile cannot say:
+
+    python benchmarks/training_step_profile.py --config listops --device cuda --steps 20 --warmup 10 \
+        --out /tmp/p_listops_gpu.json -- --data.init_args.pad_to_seq_len=true \
+        --trainer.callbacks+=framework.callbacks.cuda_graph_modules.CUDAGraphModules --trainer.callbacks.modules=[backbone]
 """
 
 from __future__ import annotations
@@ -42,6 +51,11 @@ SMALL_DATA = {
                 "--data.init_args.max_depth=4", "--data.init_args.min_length=10", "--data.init_args.max_length=60",
                 "--data.init_args.seq_len=64", "--data.init_args.num_workers=0"],
     "cgm_gm": ["--data.init_args.num_records=300", "--data.init_args.batch_size=32"],
+}
+# --device cuda: the config's own sequence sizes, fewer samples (the GPU time per step does not depend on the count).
+GPU_DATA = {
+    "listops": ["--data.init_args.num_train=2000", "--data.init_args.num_val=64", "--data.init_args.num_test=64"],
+    "cgm_gm": [],
 }
 # Sub-modules whose forward ops are counted separately (first match wins: deepest names first).
 PARTS = {
@@ -105,7 +119,23 @@ class _OpCounter:
         optimizer.register_step_post_hook(lambda *a: self.stack.pop() and None)
 
 
-def profile(config: str, steps: int, warmup: int, overrides: list[str]) -> dict:
+def top_kernels(events, steps: int, *, device: str, limit: int = 25) -> tuple[dict[str, float], float]:
+    """({name: ms per step} of the `limit` largest self times on `device`, total ms per step of all of them).
+
+    `events`: ``torch.profiler.profile.key_averages()``; ``device="cuda"`` reads the kernels' device time,
+    ``"cpu"`` the ops' self CPU time (the host profile)."""
+    def self_time(event) -> float:
+        if device == "cpu":
+            return event.self_cpu_time_total
+        return getattr(event, "self_device_time_total", getattr(event, "self_cuda_time_total", 0.0))
+
+    timed = [e for e in events if self_time(e) > 0]
+    ranked = sorted(timed, key=self_time, reverse=True)[:limit]
+    total = sum(self_time(e) for e in timed) / 1000 / steps
+    return {e.key: round(self_time(e) / 1000 / steps, 3) for e in ranked}, round(total, 3)
+
+
+def profile(config: str, steps: int, warmup: int, overrides: list[str], device: str = "cpu") -> dict:
     import lightning.pytorch as pl
     import torch
     from lightning.pytorch.profilers import SimpleProfiler
@@ -113,10 +143,14 @@ def profile(config: str, steps: int, warmup: int, overrides: list[str]) -> dict:
     from framework.cli import main
 
     workdir = Path(tempfile.mkdtemp(prefix=f"step-profile-{config}-"))
-    args = ["--config", str(REPO / CONFIGS[config]), *SMALL_DATA[config], *overrides,
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is visible to torch")
+    data = GPU_DATA[config] if device == "cuda" else SMALL_DATA[config]
+    args = ["--config", str(REPO / CONFIGS[config]), *data, *overrides,
             f"--trainer.max_steps={warmup + steps}", "--trainer.limit_val_batches=0", "--trainer.max_epochs=-1",
             f"--trainer.default_root_dir={workdir}", "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
-            f"--trainer.logger.init_args.save_dir={workdir}", "--trainer.accelerator=cpu"]
+            f"--trainer.logger.init_args.save_dir={workdir}",
+            "--trainer.accelerator=" + ("gpu" if device == "cuda" else "cpu")]
     os.chdir(workdir)
     sys.argv = sys.argv[:1]
     cli = main(args, run=False)
@@ -146,27 +180,40 @@ def profile(config: str, steps: int, warmup: int, overrides: list[str]) -> dict:
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
             if trainer.global_step == warmup:
                 trainer.profiler = simple  # Lightning reads trainer.profiler at every action
-                self.torch_profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
-                                                             record_shapes=False)
+                activities = [torch.profiler.ProfilerActivity.CPU]
+                if device == "cuda":
+                    activities.append(torch.profiler.ProfilerActivity.CUDA)
+                    torch.cuda.synchronize()
+                self.torch_profiler = torch.profiler.profile(activities=activities, record_shapes=False)
                 self.torch_profiler.__enter__()
-                counter.mode.__enter__()
+                if device == "cpu":  # the op counter is host bookkeeping; on a GPU it would only slow the step
+                    counter.mode.__enter__()
                 self.t0 = time.perf_counter()
-            counter.active = trainer.global_step >= warmup
+            counter.active = device == "cpu" and trainer.global_step >= warmup
 
         def on_train_end(self, trainer, pl_module) -> None:
+            if device == "cuda":
+                torch.cuda.synchronize()
             record["ms_per_step"] = round(1000 * (time.perf_counter() - self.t0) / steps, 2)
             counter.active = False
-            counter.mode.__exit__(None, None, None)
+            if device == "cpu":
+                counter.mode.__exit__(None, None, None)
             self.torch_profiler.__exit__(None, None, None)
             events = self.torch_profiler.key_averages()
-            top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:20]
-            record["top_ops_self_cpu_ms_per_step"] = {e.key: round(e.self_cpu_time_total / 1000 / steps, 3)
-                                                      for e in top}
+            record["top_ops_self_cpu_ms_per_step"], _ = top_kernels(events, steps, device="cpu", limit=20)
+            if device == "cuda":
+                kernels, busy = top_kernels(events, steps, device="cuda")
+                record["top_kernels_gpu_ms_per_step"] = kernels
+                record["gpu_busy_ms_per_step"] = busy  # summed kernel time (overlapping streams would count twice)
+                record["gpu"] = torch.cuda.get_device_name()
 
     trainer.callbacks.append(Window())
     trainer.fit(model, datamodule=cli.datamodule)
     per_step = {k: round(v / steps, 1) for k, v in sorted(counter.counts.items(), key=lambda kv: -kv[1])}
-    record["ops_per_step"] = {"total": round(sum(counter.counts.values()) / steps, 1), **per_step}
+    if device == "cuda":
+        record["ops_per_step"] = "not counted on a GPU (run without --device for the host profile)"
+    else:
+        record["ops_per_step"] = {"total": round(sum(counter.counts.values()) / steps, 1), **per_step}
     record["sync_ops_per_step"] = {k: round(v / steps, 1) for k, v in counter.syncs.most_common()}
     record["top_op_names_per_step"] = {k: round(v / steps, 1) for k, v in counter.names.most_common(25)}
     hooks = defaultdict(float)
@@ -184,6 +231,8 @@ def main() -> None:
     parser.add_argument("--config", choices=list(CONFIGS), required=True)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="cpu: host-side op counts on short data; cuda: GPU kernel times at the config's sizes")
     parser.add_argument("overrides", nargs="*", help="CLI overrides, after --")
     args = parser.parse_args()
     if args.steps < 1 or args.warmup < 1:
@@ -191,10 +240,10 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    record = profile(args.config, args.steps, args.warmup, args.overrides)
+    record = profile(args.config, args.steps, args.warmup, args.overrides, device=args.device)
     print(json.dumps(record, indent=1))
     write_results(args.out, name="training_step_profile", rows=[record], config=args.config, steps=args.steps,
-                  warmup=args.warmup, child_environment=environment())
+                  warmup=args.warmup, device=args.device, child_environment=environment())
 
 
 if __name__ == "__main__":
