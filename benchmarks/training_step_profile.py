@@ -122,11 +122,16 @@ class _OpCounter:
 def top_kernels(events, steps: int, *, device: str, limit: int = 25) -> tuple[dict[str, float], float]:
     """({name: ms per step} of the `limit` largest self times on `device`, total ms per step of all of them).
 
-    `events`: ``torch.profiler.profile.key_averages()``; ``device="cuda"`` reads the kernels' device time,
-    ``"cpu"`` the ops' self CPU time (the host profile)."""
+    `events`: ``torch.profiler.profile.key_averages()``; ``device="cuda"`` reads the device time of the kernel
+    events only (an ATen op's row repeats the time of the kernels it launched, so summing both would count it
+    twice), ``"cpu"`` the ops' self CPU time (the host profile)."""
+    from torch.autograd import DeviceType
+
     def self_time(event) -> float:
         if device == "cpu":
             return event.self_cpu_time_total
+        if getattr(event, "device_type", None) != DeviceType.CUDA:
+            return 0.0
         return getattr(event, "self_device_time_total", getattr(event, "self_cuda_time_total", 0.0))
 
     timed = [e for e in events if self_time(e) > 0]

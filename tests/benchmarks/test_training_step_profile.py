@@ -16,13 +16,18 @@ from benchmarks.training_step_profile import top_kernels  # noqa: E402
 
 
 def test_top_kernels_ranks_by_self_time_and_sums_every_timed_event():
-    events = [SimpleNamespace(key=k, self_cpu_time_total=c, self_device_time_total=g)
-              for k, c, g in [("a", 4000.0, 0.0), ("b", 1000.0, 9000.0), ("c", 0.0, 3000.0), ("d", 2000.0, 6000.0)]]
+    from torch.autograd import DeviceType
+
+    cuda, cpu_side = DeviceType.CUDA, DeviceType.CPU
+    events = [SimpleNamespace(key=k, self_cpu_time_total=c, self_device_time_total=g, device_type=t)
+              for k, c, g, t in [("a", 4000.0, 0.0, cpu_side), ("b", 1000.0, 9000.0, cuda), ("c", 0.0, 3000.0, cuda),
+                                 ("d", 2000.0, 6000.0, cuda),
+                                 ("aten::op_that_launched_b", 500.0, 9000.0, cpu_side)]]  # b's time again
     gpu, busy = top_kernels(events, 2, device="cuda", limit=2)
     assert list(gpu) == ["b", "d"] and gpu == {"b": 4.5, "d": 3.0}
-    assert busy == 9.0  # (9 + 3 + 6) ms over 2 steps, the events beyond the limit included
+    assert busy == 9.0  # (9 + 3 + 6) ms of kernels over 2 steps, beyond the limit included, the op's copy not
     cpu, total = top_kernels(events, 2, device="cpu")
-    assert list(cpu) == ["a", "d", "b"] and total == 3.5  # "c" has no CPU time: not listed
+    assert list(cpu) == ["a", "d", "b", "aten::op_that_launched_b"] and total == 3.75  # "c": no CPU time
 
 
 def test_host_profile_of_the_listops_config_counts_ops_per_part(tmp_path):
