@@ -18,13 +18,18 @@ from framework.datamodules.pde_trajectories import PDETrajectories  # noqa: E402
 from training_throughput import BASE, CONFIGS  # noqa: E402
 
 
-def main() -> None:
+def throughput_data_args() -> dict:
+    """The DataModule init args of the throughput child: the config's `data.init_args` with `BASE`'s overrides."""
     init_args = yaml.safe_load((REPO / CONFIGS["flow_matching"]).read_text())["data"]["init_args"]
     for override in BASE["flow_matching"]:  # "--data.init_args.NAME=VALUE"
         name, value = override.removeprefix("--data.init_args.").split("=", 1)
         init_args[name] = yaml.safe_load(value)
+    return init_args
+
+
+def main() -> None:
     start = time.perf_counter()
-    data = PDETrajectories(**init_args)
+    data = PDETrajectories(**throughput_data_args())
     data.prepare_data()
     data.setup("fit")
     sizes = {name: len(ds) for name, ds in data.datasets.items()}

@@ -143,6 +143,8 @@ class StripeDenoising(SplitDataModule):
         batch_size, num_workers, seed, cache_dir, pin_memory: see ``FrameworkDataModule``.
     """
 
+    predict_split = "test_vertical"  # predict reads one test direction
+
     def __init__(self, *, source: str = "faces", image_folder: str | None = None, channels: int = 1,
                  image_height: int = 16, image_width: int = 128, stripe_frequency: float = 2.99433,
                  max_amplitude: float = 0.5, train_noise: bool = False, val_fraction: float = 0.1,
@@ -212,8 +214,6 @@ class StripeDenoising(SplitDataModule):
         for i, direction in enumerate(DIRECTIONS):
             self.datasets[f"test_{direction}"] = TensorDataset(to_sequence(self._noisy(test, direction, 10 + i)),
                                                                to_sequence(test))
-
-    predict_split = "test_vertical"
 
     def test_dataloader(self):
         return [self.split_dataloader(name) for name in self.test_split_names]
